@@ -1,0 +1,92 @@
+"""Shared fixtures: the Hydra config, one local Ray cluster, a loopback S3 server (moto), offline libraries.
+
+The environment is set at import, before anything starts Ray, so Ray's workers inherit it.
+"""
+import logging
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED_DATA = Path(os.environ.get("TRM_SHARED_DATA", SHARED / "data"))
+
+_SANDBOX = Path(tempfile.mkdtemp(prefix="trm-tests-"))
+os.environ.update(
+    HOME=str(_SANDBOX / "home"),              # no token, wandb or HF cache lands in the real home
+    HF_HOME=str(_SANDBOX / "hf"),
+    HF_DATASETS_OFFLINE="1",
+    HF_HUB_OFFLINE="1",
+    WANDB_MODE="offline",
+    WANDB_SILENT="true",
+    RAY_AUTH_MODE="disabled",
+    RAY_DATA_DISABLE_PROGRESS_BARS="1",
+    RAY_DATA_LOG_LEVEL="WARNING",
+    RAY_TRAIN_ENABLE_PREEMPTION_WATCHER="0",
+    RAY_USAGE_STATS_ENABLED="0",
+    TQDM_DISABLE="1",
+    AWS_ACCESS_KEY_ID="testing-key-id",
+    AWS_SECRET_ACCESS_KEY="testing-secret-key",
+    AWS_DEFAULT_REGION="us-east-1",
+)
+(_SANDBOX / "home").mkdir(exist_ok=True)
+
+
+def _start_moto():
+    from moto.server import ThreadedMotoServer
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    os.environ["AWS_ENDPOINT_URL"] = f"http://{host}:{port}"
+    return server
+
+
+_MOTO = _start_moto()   # before any Ray process starts, so workers see AWS_ENDPOINT_URL
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> str:
+    return os.environ["AWS_ENDPOINT_URL"]
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint) -> str:
+    """A fresh bucket on the loopback moto server, as an `s3://` URL."""
+    import boto3
+    name = f"trm-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
+    return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the session (4 logical CPUs so Train and Data never starve each other)."""
+    import ray
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, include_dashboard=True, logging_level=logging.WARNING,
+                 object_store_memory=1024**3)
+    yield ray
+    ray.shutdown()
+
+
+def compose(*overrides: str):
+    """The pipeline's Hydra config with overrides, as the CLI would build it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    with initialize_config_module(config_module="pipeline.conf", version_base=None):
+        return hydra_compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.fixture
+def make_cfg():
+    return compose
