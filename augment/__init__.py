@@ -1,0 +1,1 @@
+"""Puzzles as numpy arrays: generation, validation, encodings and transforms. No Ray, no torch."""
