@@ -1,0 +1,77 @@
+"""Evaluate a batch through all N_sup supervision steps, with metrics after every step."""
+from dataclasses import dataclass
+
+import torch
+
+from trm.carry import IGNORE_LABEL, refill
+from trm.model import TRM
+
+
+@dataclass
+class EvalResult:
+    """Outcome of `evaluate_batch` on B examples (tensors on the model's device).
+
+    preds [B, seq_len] int64 and q_halt [B] float32: at the answer step (the last step, or with
+    halt_on_q the first step whose q_halt > 0); answer_step [B] int64, 1-based.
+    exact [B] bool, token_accuracy [B] float32: of `preds` against the labels (False / 0 without labels).
+    per_step: {"accuracy", "exact_accuracy", "q_halt_accuracy"} each [N_sup] float32, sums over the
+    examples with labels (divide by `count`); "q_halt" [N_sup, B] the halt logits of every step.
+    count: number of examples with at least one label.
+    """
+
+    preds: torch.Tensor
+    q_halt: torch.Tensor
+    answer_step: torch.Tensor
+    exact: torch.Tensor
+    token_accuracy: torch.Tensor
+    per_step: dict
+    count: int
+
+
+@torch.inference_mode()
+def evaluate_batch(model: TRM, batch: dict, halt_on_q: bool = False) -> EvalResult:
+    """Run `batch` (inputs, labels, puzzle_identifiers) from fresh carries through all N_sup steps.
+
+    The model is put in eval mode for the call and restored after. As in the reference every step
+    runs; by default the answer is the last step's. `halt_on_q=True` takes each example's answer at
+    its first step with q_halt > 0 instead (the paper's early stop at test time), while the per-step
+    metrics still cover all steps.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        inputs = torch.as_tensor(batch["inputs"])
+        device = model.H_init.device
+        carry = refill(model.empty_carry(inputs.shape[0], device), batch)
+        labels = carry.labels
+        mask = labels != IGNORE_LABEL
+        has_labels = mask.any(-1)
+        divisor = mask.sum(-1).clamp_min(1)
+        n_sup = model.config.halt_max_steps
+        per_step = {key: torch.zeros(n_sup, device=device) for key in ("accuracy", "exact_accuracy", "q_halt_accuracy")}
+        q_halts = []
+        preds = torch.zeros_like(labels)
+        q_answer = torch.zeros(labels.shape[0], device=device)
+        answer_step = torch.zeros_like(preds[:, 0])
+        answered = torch.zeros_like(has_labels)
+        for step in range(n_sup):
+            carry, out = model(carry)
+            step_preds = out.logits.argmax(-1)
+            correct = mask & (step_preds == labels)
+            exact = (correct.sum(-1) == mask.sum(-1)) & has_labels
+            per_step["accuracy"][step] = torch.where(has_labels, correct.sum(-1) / divisor, 0.0).sum()
+            per_step["exact_accuracy"][step] = exact.sum()
+            per_step["q_halt_accuracy"][step] = (has_labels & ((out.q_halt >= 0) == exact)).sum()
+            q_halts.append(out.q_halt)
+            open_ = ~answered  # examples whose answer is still the latest step's
+            preds[open_], q_answer[open_], answer_step[open_] = step_preds[open_], out.q_halt[open_], step + 1
+            if halt_on_q:
+                answered |= out.q_halt > 0
+        correct = mask & (preds == labels)
+        return EvalResult(
+            preds=preds, q_halt=q_answer, answer_step=answer_step,
+            exact=(correct.sum(-1) == mask.sum(-1)) & has_labels,
+            token_accuracy=torch.where(has_labels, correct.sum(-1) / divisor, 0.0).float(),
+            per_step={**per_step, "q_halt": torch.stack(q_halts)}, count=int(has_labels.sum()))
+    finally:
+        model.train(was_training)
