@@ -256,6 +256,17 @@ def path_errors(questions: np.ndarray, answers: np.ndarray) -> np.ndarray:
     return reasons
 
 
+def shortest_path_is_unique(questions: np.ndarray) -> np.ndarray:
+    """Bool per well-formed question: exactly one shortest S-G path (every BFS layer of the cells on
+    shortest paths holds one cell)."""
+    start, goal = questions == START, questions == GOAL
+    passable = (questions == OPEN) | start | goal
+    dist_s, dist_g = bfs_distances(passable, start), bfs_distances(passable, goal)
+    length = np.where(goal, dist_s, -1).max(axis=(1, 2))
+    on_shortest = (dist_s >= 0) & (dist_g >= 0) & (dist_s + dist_g == length[:, None, None])
+    return (length >= 0) & (on_shortest.sum(axis=(1, 2)) == length + 1)
+
+
 def question_errors(questions: np.ndarray) -> np.ndarray:
     """Per grid, '' for a well-formed question (walls, open cells, one S, one G), else the reason."""
     questions = np.asarray(questions)

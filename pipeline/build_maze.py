@@ -1,0 +1,247 @@
+"""`stage=augment task=maze`: Maze-Hard style data, generated on Ray Data or read from CSV files.
+
+Generated (`task.source=generate`): each Ray task makes one seeded chunk of mazes (`augment.maze`), so the
+dataset depends on `seed` and the config only, not on scheduling. The test split is made first; training
+mazes equal to a test maze up to symmetry are rejected, so augmentation cannot leak test mazes into
+training. Read (`task.source=<csv | dir | s3:// | hf:id>`): every row is parsed and validated in the driver
+before anything is written. Training mazes then get `task.num_aug` distinct dihedral copies each (the
+test split never); all puzzle identifiers are 0, as in the reference.
+"""
+import logging
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import ray
+from ray.data.extensions import ArrowTensorArray
+
+from augment import maze
+from augment.dihedral import NUM_DIHEDRAL
+from pipeline import dataset_format as fmt
+from pipeline import sources, storage
+from pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+SPLIT_STREAM = {"test": 1, "train": 2, "augment": 3}     # independent random streams per purpose
+PROBE_CANDIDATES = 2000
+MAX_TRIES = 1000              # per chunk; the probe makes running out a sign of a bug, not of bad luck
+
+
+def build(cfg, data_dir: str) -> dict:
+    task = cfg.task
+    size = int(task.size)
+    _check_options(task, size)
+    min_path_len = maze.default_min_path_len(size) if task.min_path_len is None else int(task.min_path_len)
+    fields = {"seq_len": size * size, "vocab_size": maze.VOCAB_SIZE, "num_puzzle_identifiers": 1,
+              "size": size, "source": str(task.source), "num_aug": int(task.num_aug)}
+    if task.source == "generate":
+        fields.update(style=task.style, min_path_len=min_path_len, wall_density=float(task.wall_density))
+        _generate_splits(cfg, data_dir, size, min_path_len)
+    else:
+        fields.update(style="csv", **_write_csv_splits(cfg, data_dir, size))
+    fields["path_len_histogram"] = {s: _path_len_histogram(storage.join(data_dir, s)) for s in fmt.SPLITS}
+    return fields
+
+
+def _check_options(task, size: int) -> None:
+    if size < 2:
+        raise PipelineError(f"task.size={size}: a maze needs at least 2x2 cells")
+    if not 0 <= int(task.num_aug) < NUM_DIHEDRAL:
+        raise PipelineError(f"task.num_aug={task.num_aug}: must be 0..{NUM_DIHEDRAL - 1} dihedral copies")
+    if task.style not in maze.STYLES:
+        raise PipelineError(f"task.style={task.style!r}: choose one of {', '.join(maze.STYLES)}")
+    if not 0.0 <= float(task.wall_density) < 1.0:
+        raise PipelineError(f"task.wall_density={task.wall_density}: must be in [0, 1)")
+    if int(task.num_train) < 1 or int(task.num_test) < 0:
+        raise PipelineError(f"task.num_train={task.num_train}, task.num_test={task.num_test}: "
+                            f"need at least one training maze and no negative count")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Generated mazes
+
+def _generate_splits(cfg, data_dir: str, size: int, min_path_len: int) -> None:
+    task = cfg.task
+    gen = dict(seed=int(cfg.seed), size=size, style=task.style, wall_density=float(task.wall_density),
+               min_path_len=min_path_len, chunk_size=int(task.chunk_size))
+    gen["candidates"] = _candidates_per_try(gen)
+    exclude = np.zeros(0, dtype=np.uint64)
+    for split in ("test", "train"):        # test first: training mazes must avoid its hashes
+        total = int(task[f"num_{split}"])
+        chunks = math.ceil(total / gen["chunk_size"])
+        ds = ray.data.range(chunks, override_num_blocks=max(chunks, 1)).map_batches(
+            _generate_chunk, batch_size=1, batch_format="numpy",
+            fn_kwargs=dict(gen, split=split, total=total, exclude=exclude))
+        if split == "train":
+            ds = _augmented(ds, cfg)
+        log.info("generating %d %s mazes (%dx%d, %s) in %d chunks", total, split, size, size, task.style, chunks)
+        fmt.write_split(ds, data_dir, split, int(task.rows_per_file))
+        if split == "test":
+            exclude = np.unique(maze.canonical_hash(_read_inputs(storage.join(data_dir, "test"), size)))
+
+
+def _candidates_per_try(gen: dict) -> int:
+    """Candidates a chunk tries at once, from the share of a seeded probe that passes the filter.
+
+    A filter that (almost) nothing passes is a config error: say so now, not after hours of retries.
+    """
+    rng = np.random.default_rng([gen["seed"], 0])
+    _, _, lengths = maze.generate(rng, PROBE_CANDIDATES, gen["size"], gen["style"], gen["wall_density"],
+                                  gen["min_path_len"])
+    if len(lengths) == 0:
+        raise PipelineError(
+            f"task.min_path_len={gen['min_path_len']}: none of {PROBE_CANDIDATES} {gen['size']}x{gen['size']} "
+            f"'{gen['style']}' mazes (task.wall_density={gen['wall_density']}) has a shortest path that long; "
+            f"lower it, or use a wall density near 0.37")
+    share = len(lengths) / PROBE_CANDIDATES
+    return int(min(8192, max(64, 1.25 * gen["chunk_size"] / share)))
+
+
+def _generate_chunk(batch, *, seed, split, size, style, wall_density, min_path_len, chunk_size, candidates,
+                    total, exclude) -> dict:
+    """Rows of one chunk of mazes: a pure function of (seed, split, chunk index) and the config."""
+    chunk = int(batch["id"][0])
+    need = min(chunk_size, total - chunk * chunk_size)
+    rng = np.random.default_rng([seed, SPLIT_STREAM[split], chunk])
+    parts, kept, seen = [], 0, set(exclude.tolist())
+    for _ in range(MAX_TRIES):
+        questions, answers, lengths = maze.generate(rng, candidates, size, style, wall_density, min_path_len)
+        fresh = np.zeros(len(questions), dtype=bool)
+        for i, h in enumerate(maze.canonical_hash(questions).tolist()):   # new, and not a test maze
+            fresh[i] = h not in seen
+            seen.add(h)
+        parts.append((questions[fresh], answers[fresh], lengths[fresh]))
+        kept += int(fresh.sum())
+        if kept >= need:
+            break
+    else:
+        raise RuntimeError(f"maze chunk {chunk} of {split}: only {kept} of {need} new mazes after "
+                           f"{MAX_TRIES} tries of {candidates}")
+    questions, answers, lengths = (np.concatenate(p)[:need] for p in zip(*parts))
+    return _rows(questions, answers, lengths, group_ids=chunk * chunk_size + np.arange(need))
+
+
+def _rows(questions, answers, lengths, group_ids) -> dict:
+    n = len(questions)
+    return {"inputs": questions.reshape(n, -1), "labels": answers.reshape(n, -1),
+            "puzzle_identifier": np.zeros(n, dtype=np.int32), "group_id": np.asarray(group_ids, dtype=np.int64),
+            "aug_index": np.zeros(n, dtype=np.int32), "dihedral_id": np.zeros(n, dtype=np.int32),
+            "path_len": np.asarray(lengths, dtype=np.int32)}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Augmentation
+
+def _augmented(ds, cfg):
+    num_aug = int(cfg.task.num_aug)
+    if num_aug == 0:
+        return ds
+    return ds.map_batches(_add_dihedral_copies, batch_format="numpy",
+                          fn_kwargs=dict(seed=int(cfg.seed), num_aug=num_aug, size=int(cfg.task.size)))
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: well-spread uint64 keys from small integers, vectorised."""
+    x = (x + np.uint64(0x9E3779B97F4A7C15)) & np.uint64(2**64 - 1)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def dihedral_choices(seed: int, group_ids: np.ndarray, num_aug: int) -> np.ndarray:
+    """[n, num_aug] distinct non-identity symmetries per maze, a function of (seed, group id) only, so
+    the copies do not depend on how Ray cut the batches."""
+    with np.errstate(over="ignore"):
+        keys = _mix64(_mix64(np.uint64(seed) * np.uint64(SPLIT_STREAM["augment"]) + np.uint64(1)) ^
+                      (group_ids.astype(np.uint64)[:, None] * np.uint64(8) + np.arange(1, 8, dtype=np.uint64)))
+    return 1 + np.argsort(keys, axis=1)[:, :num_aug]
+
+
+def _add_dihedral_copies(batch, *, seed, num_aug, size) -> dict:
+    n = len(batch["group_id"])
+    questions = batch["inputs"].reshape(n, size, size)
+    answers = batch["labels"].reshape(n, size, size)
+    ids = np.concatenate([np.zeros((n, 1), dtype=np.int64),
+                          dihedral_choices(seed, batch["group_id"], num_aug)], axis=1).ravel()
+    repeat = np.repeat(np.arange(n), num_aug + 1)
+    rows = _rows(maze.dihedral_copies(questions[repeat], ids), maze.dihedral_copies(answers[repeat], ids),
+                 batch["path_len"][repeat], batch["group_id"][repeat])
+    rows["aug_index"] = np.tile(np.arange(num_aug + 1, dtype=np.int32), n)
+    rows["dihedral_id"] = ids.astype(np.int32)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------
+# Mazes from CSV files
+
+def _write_csv_splits(cfg, data_dir: str, size: int) -> dict:
+    task = cfg.task
+    rows = sources.split_rows(sources.read_puzzle_source(str(task.source)), int(task.num_train),
+                              int(task.num_test), np.random.default_rng(int(cfg.seed)))
+    parsed = {split: _parse_and_validate(part, size) for split, part in rows.items()}   # all before writing
+    hashes = {split: maze.canonical_hash(q) for split, (q, _, _) in parsed.items()}
+    info = {"test_mazes_in_train": int(np.isin(hashes["test"], hashes["train"]).sum()),
+            "tied_shortest_paths": {s: int((~maze.shortest_path_is_unique(q)).sum()) for s, (q, _, _) in
+                                    parsed.items()}}
+    if info["test_mazes_in_train"]:
+        log.warning("%d test mazes also appear in train (up to symmetry)", info["test_mazes_in_train"])
+    for split, (questions, answers, lengths) in parsed.items():
+        chunk = int(task.chunk_size)
+        tables = [_arrow_rows(_rows(questions[i:i + chunk], answers[i:i + chunk], lengths[i:i + chunk],
+                                    np.arange(i, min(i + chunk, len(questions)))))
+                  for i in range(0, len(questions), chunk)]
+        if not tables:
+            continue
+        ds = ray.data.from_arrow(tables)
+        if split == "train":
+            ds = _augmented(ds, cfg)
+        fmt.write_split(ds, data_dir, split, int(task.rows_per_file))
+    return info
+
+
+def _parse_and_validate(part: sources.PuzzleRows, size: int):
+    questions, q_reasons = maze.parse(part.question, size)
+    answers, a_reasons = maze.parse(part.answer, size)
+    reasons = np.where(q_reasons != "", "question " + q_reasons, np.where(a_reasons != "", "answer " + a_reasons, ""))
+    ok = reasons == ""
+    reasons[ok] = maze.validate(questions[ok], answers[ok])
+    bad = np.flatnonzero(reasons != "")
+    if bad.size:
+        more = f" (and {bad.size - 1} more bad rows)" if bad.size > 1 else ""
+        raise PipelineError(f"{part.origin}, line {part.line[bad[0]]}: {reasons[bad[0]]}{more}")
+    lengths = (answers == maze.PATH).sum(axis=(1, 2)) + 1
+    return questions, answers, lengths
+
+
+def _arrow_rows(rows: dict) -> pa.Table:
+    return pa.table({k: ArrowTensorArray.from_numpy(v) if v.ndim > 1 else pa.array(v) for k, v in rows.items()})
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading back small columns for the manifest
+
+def _split_table(split_dir: str, columns: list) -> pa.Table:
+    fs, _ = storage.filesystem(split_dir)
+    paths = [storage.filesystem(f)[1] for f in storage.list_files(split_dir, ".parquet")]
+    return pads.dataset(paths, filesystem=fs, format="parquet").to_table(columns=columns)
+
+
+def _read_inputs(split_dir: str, size: int) -> np.ndarray:
+    if not storage.list_files(split_dir, ".parquet"):
+        return np.zeros((0, size, size), dtype=np.uint8)
+    column = _split_table(split_dir, ["inputs"]).column("inputs").combine_chunks()
+    if isinstance(column, pa.ExtensionArray):      # Ray's tensor type, once Ray is imported
+        column = column.storage
+    return column.flatten().to_numpy().reshape(-1, size, size)
+
+
+def _path_len_histogram(split_dir: str) -> dict:
+    """{path length: mazes} over the split's original mazes (augmented copies share their length)."""
+    if not storage.list_files(split_dir, ".parquet"):
+        return {}
+    table = _split_table(split_dir, ["path_len", "aug_index"])
+    lengths = table.column("path_len").to_numpy()[table.column("aug_index").to_numpy() == 0]
+    values, counts = np.unique(lengths, return_counts=True)
+    return {str(v): int(c) for v, c in zip(values, counts)}

@@ -1,0 +1,130 @@
+"""`stage=augment task=maze` end to end on a local Ray: generated, from CSV (local and s3), bad input."""
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pytest
+
+from augment import maze
+from augment.dihedral import dihedral_transform
+from pipeline import dataset_format as fmt
+from pipeline import storage
+from pipeline.errors import PipelineError
+from pipeline.run import run_stage
+
+SMALL = ("stage=augment", "task=maze", "task.size=9", "task.chunk_size=16", "ray.dashboard=false")
+
+
+def read_split(data_dir, split, size):
+    fs, _ = storage.filesystem(str(data_dir))
+    paths = [storage.filesystem(f)[1] for f in storage.list_files(storage.join(str(data_dir), split), ".parquet")]
+    table = pads.dataset(paths, filesystem=fs, format="parquet").to_table()
+    order = np.lexsort([table.column("aug_index").to_numpy(), table.column("group_id").to_numpy()])
+    rows = {name: table.column(name).to_numpy() for name in table.column_names if name not in ("inputs", "labels")}
+    for name in ("inputs", "labels"):
+        column = table.column(name).combine_chunks()
+        column = column.storage if isinstance(column, pa.ExtensionArray) else column
+        rows[name] = column.flatten().to_numpy().reshape(-1, size, size)
+    return {k: v[order] for k, v in rows.items()}
+
+
+def test_generated_mazes_are_valid_augmented_and_reproducible(ray_local, make_cfg, tmp_path):
+    args = SMALL + ("task.num_train=40", "task.num_test=12", "task.num_aug=3")
+    manifest = run_stage(make_cfg(*args, f"data_dir={tmp_path / 'a'}"))
+    assert (manifest["seq_len"], manifest["vocab_size"], manifest["num_puzzle_identifiers"]) == (81, 6, 1)
+    assert manifest["splits"]["train"]["examples"] == 160 and manifest["splits"]["train"]["groups"] == 40
+    assert manifest["splits"]["test"]["examples"] == 12
+    assert manifest["min_path_len"] == maze.default_min_path_len(9) and manifest["style"] == "random"
+    assert sum(manifest["path_len_histogram"]["train"].values()) == 40
+    train, test = read_split(tmp_path / "a", "train", 9), read_split(tmp_path / "a", "test", 9)
+    for split in (train, test):
+        assert (maze.validate(split["inputs"], split["labels"]) == "").all()
+        assert maze.shortest_path_is_unique(split["inputs"]).all()
+        assert (split["path_len"] >= manifest["min_path_len"]).all()
+        assert (split["puzzle_identifier"] == 0).all()
+    assert (test["aug_index"] == 0).all() and (test["dihedral_id"] == 0).all()
+    # Per maze: the original and 3 distinct non-identity symmetries of it.
+    ids = train["dihedral_id"].reshape(40, 4)
+    assert (ids[:, 0] == 0).all() and all(len(set(r[1:])) == 3 and 0 not in r[1:] for r in ids)
+    originals = train["inputs"][::4]
+    for row in range(len(train["group_id"])):
+        base = originals[row // 4]
+        assert np.array_equal(train["inputs"][row], dihedral_transform(base, train["dihedral_id"][row]))
+    assert not np.isin(maze.canonical_hash(test["inputs"]), maze.canonical_hash(originals)).any()
+    # Same seed, same data; another seed, other mazes.
+    run_stage(make_cfg(*args, f"data_dir={tmp_path / 'b'}"))
+    again = read_split(tmp_path / "b", "train", 9)
+    assert all(np.array_equal(train[k], again[k]) for k in train)
+    run_stage(make_cfg(*args, "seed=1", f"data_dir={tmp_path / 'c'}"))
+    assert not np.array_equal(read_split(tmp_path / "c", "train", 9)["inputs"], train["inputs"])
+
+
+def test_perfect_maze_style(ray_local, make_cfg, tmp_path):
+    manifest = run_stage(make_cfg(*SMALL, "task.style=dfs", "task.num_train=20", "task.num_test=5",
+                                  "task.num_aug=0", f"data_dir={tmp_path}"))
+    train = read_split(tmp_path, "train", 9)
+    assert manifest["style"] == "dfs" and len(train["inputs"]) == 20
+    assert (maze.validate(train["inputs"], train["labels"]) == "").all()
+
+
+def write_csv(path, questions, answers):
+    lines = ["source,question,answer,rating"]
+    lines += [f"gen,{q},{a},0" for q, a in zip(maze.format_grids(questions), maze.format_grids(answers))]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def make_csv_dir(folder, size=9):
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    questions, answers, _ = maze.generate(rng, 100, size, "random", 0.37)
+    write_csv(folder / "train.csv", questions[:20], answers[:20])
+    write_csv(folder / "test.csv", questions[20:28], answers[20:28])
+    return questions, answers
+
+
+def test_csv_directory_source(ray_local, make_cfg, tmp_path):
+    questions, answers = make_csv_dir(tmp_path / "src")
+    manifest = run_stage(make_cfg(*SMALL, f"task.source={tmp_path / 'src'}", "task.num_train=20",
+                                  "task.num_test=8", "task.num_aug=1", f"data_dir={tmp_path / 'out'}"))
+    assert manifest["style"] == "csv" and manifest["test_mazes_in_train"] == 0
+    assert manifest["tied_shortest_paths"] == {"train": 0, "test": 0}
+    train = read_split(tmp_path / "out", "train", 9)
+    test = read_split(tmp_path / "out", "test", 9)
+    assert len(train["inputs"]) == 40 and len(test["inputs"]) == 8
+    expected = {q.tobytes() for q in questions[20:28]}
+    assert {q.tobytes() for q in test["inputs"]} == expected
+    assert (maze.validate(train["inputs"], train["labels"]) == "").all()
+
+
+def test_bad_csv_row_names_file_and_line_and_writes_nothing(ray_local, make_cfg, tmp_path):
+    questions, answers = make_csv_dir(tmp_path / "src")
+    broken = answers[20:28].copy()
+    cell = tuple(np.argwhere(broken[2] == maze.PATH)[0])
+    broken[2][cell] = maze.OPEN                        # a gap in the path of the test file's 3rd maze
+    write_csv(tmp_path / "src" / "test.csv", questions[20:28], broken)
+    out = tmp_path / "out"
+    with pytest.raises(PipelineError, match=r"test\.csv, line 4: answer marks"):
+        run_stage(make_cfg(*SMALL, f"task.source={tmp_path / 'src'}", "task.num_train=20", "task.num_test=8",
+                           f"data_dir={out}"))
+    assert not fmt.dataset_complete(str(out))
+    assert not storage.list_files(str(out / "train"), ".parquet")
+    assert not storage.list_files(str(out / "test"), ".parquet")
+
+
+def test_unreachable_min_path_len_is_a_config_error(ray_local, make_cfg, tmp_path):
+    with pytest.raises(PipelineError, match="task.min_path_len=80"):
+        run_stage(make_cfg(*SMALL, "task.min_path_len=80", f"data_dir={tmp_path}"))
+
+
+def test_s3_source_and_destination(ray_local, make_cfg, tmp_path, s3_bucket):
+    rng = np.random.default_rng(1)
+    questions, answers, _ = maze.generate(rng, 80, 9, "random", 0.37)
+    write_csv(tmp_path / "mazes.csv", questions[:30], answers[:30])
+    fs, _ = storage.filesystem(s3_bucket)
+    fs.put(str(tmp_path / "mazes.csv"), f"{s3_bucket[5:]}/in/mazes.csv")
+    data_dir = f"{s3_bucket}/maze"
+    manifest = run_stage(make_cfg(*SMALL, f"task.source={s3_bucket}/in/mazes.csv", "task.num_train=20",
+                                  "task.num_test=10", "task.num_aug=0", f"data_dir={data_dir}"))
+    assert fmt.dataset_complete(data_dir)
+    assert manifest["splits"]["train"]["examples"] == 20 and manifest["splits"]["test"]["examples"] == 10
+    test = read_split(data_dir, "test", 9)
+    assert (maze.validate(test["inputs"], test["labels"]) == "").all()
