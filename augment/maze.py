@@ -70,12 +70,13 @@ def _neighbour_views(grids: np.ndarray, fill) -> list:
     """The value of each cell's neighbour above, below, left and right (`fill` outside the grid)."""
     padded = np.pad(grids, ((0, 0), (1, 1), (1, 1)), constant_values=fill)
     height, width = grids.shape[1:]
-    return [padded[:, 1 + dr:1 + dr + height, 1 + dc:1 + dc + width] for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1))]
+    return [padded[:, 1 + dr:1 + dr + height, 1 + dc:1 + dc + width]
+            for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1))]
 
 
 def _random_argmax(score: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Flat index of a maximum of each grid, ties broken at random."""
-    flat = score.reshape(len(score), -1).astype(np.float64)
+    flat = score.reshape(len(score), score.shape[1] * score.shape[2]).astype(np.float64)
     flat = flat + rng.random(flat.shape) * 0.5          # below 1: only breaks ties between equals
     return flat.argmax(axis=1)
 
@@ -134,24 +135,34 @@ def dfs_walls(rng: np.random.Generator, num: int, size: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------
 # Endpoints, unique shortest path, encoding
 
-def far_endpoints(open_cells: np.ndarray, rng: np.random.Generator):
-    """Start and goal far apart: BFS from a random open cell to its farthest cell S, then from S to
-    the farthest G (exact diameter on a tree, close to it otherwise). Returns (start, goal, dist_from_S)
-    with start/goal as bool one-hot grids; a grid without open cells gets length -1."""
+def far_endpoints(open_cells: np.ndarray, rng: np.random.Generator, min_path_len: int = 1):
+    """Start and goal far apart, for the grids where they can be `min_path_len` moves apart.
+
+    BFS from a random open cell to its farthest cell S, then from S to the farthest G (exact diameter
+    on a tree, close to it otherwise). A grid whose first search reaches less than half of
+    `min_path_len` is dropped before the second: no two cells of that component are further apart.
+    Returns (kept grid indices, start, goal, dist_from_S), start/goal as bool one-hot grids.
+    """
     seed = _one_hot(_random_argmax(open_cells, rng), open_cells.shape) & open_cells
-    start = _one_hot(_random_argmax(bfs_distances(open_cells, seed), rng), open_cells.shape) & open_cells
+    dist_seed = bfs_distances(open_cells, seed)
+    kept = np.flatnonzero(2 * dist_seed.max(axis=(1, 2)) >= max(min_path_len, 1))
+    open_cells, dist_seed = open_cells[kept], dist_seed[kept]
+    if not kept.size:
+        return kept, open_cells, open_cells, dist_seed
+    start = _one_hot(_random_argmax(dist_seed, rng), open_cells.shape) & open_cells
     dist_s = bfs_distances(open_cells, start)
     goal = _one_hot(_random_argmax(dist_s, rng), open_cells.shape) & open_cells
-    return start, goal, dist_s
+    far = dist_s.max(axis=(1, 2)) >= max(min_path_len, 1)
+    return kept[far], start[far], goal[far], dist_s[far]
 
 
 def shortest_path_cells(dist_s: np.ndarray, goal: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One shortest path per grid (bool mask, S and G included), walked back from G choosing a random
     predecessor (a neighbour one move closer to S) at each step."""
     num, height, width = dist_s.shape
-    flat_dist = dist_s.reshape(num, -1)
-    path = goal.reshape(num, -1).copy()
-    cur = goal.reshape(num, -1).argmax(axis=1)
+    flat_dist = dist_s.reshape(num, height * width)
+    path = goal.reshape(num, height * width).copy()
+    cur = path.argmax(axis=1)
     rows = np.arange(num)
     offsets = np.array([-width, width, -1, 1])
     while True:
@@ -203,14 +214,8 @@ def generate(rng: np.random.Generator, num: int, size: int, style: str = "random
         raise ValueError(f"maze style must be one of {STYLES}, got {style!r}")
     min_path_len = default_min_path_len(size) if min_path_len is None else min_path_len
     walls = random_walls(rng, num, size, wall_density) if style == "random" else dfs_walls(rng, num, size)
-    open_cells = ~walls
-    start, goal, dist_s = far_endpoints(open_cells, rng)
-    length = np.where(goal, dist_s, -1).max(axis=(1, 2))
-    keep = (length >= max(min_path_len, 1)) & open_cells.any(axis=(1, 2))
-    open_cells, start, goal, dist_s, length = (a[keep] for a in (open_cells, start, goal, dist_s, length))
-    if not keep.any():
-        empty = np.zeros((0, size, size), dtype=np.uint8)
-        return empty, empty.copy(), length.astype(np.int16)
+    kept, start, goal, dist_s = far_endpoints(~walls, rng, min_path_len)
+    open_cells, length = ~walls[kept], dist_s.max(axis=(1, 2))
     dist_g = bfs_distances(open_cells, goal)
     path = shortest_path_cells(dist_s, goal, rng)
     open_cells = make_path_unique(open_cells, dist_s, dist_g, path)
@@ -329,7 +334,7 @@ def parse(strings: list, size: int):
 def format_grids(grids: np.ndarray) -> list:
     """Token grids -> strings in the Maze-Hard layout (row-major, one character per cell)."""
     table = np.array([ord(c) for c in CHARS], dtype=np.uint8)
-    flat = table[np.asarray(grids).reshape(len(grids), -1)]
+    flat = table[np.asarray(grids).reshape(len(grids), -1)] if len(grids) else []
     return [row.tobytes().decode("ascii") for row in flat]
 
 
@@ -346,6 +351,8 @@ def dihedral_copies(grids: np.ndarray, dihedral_ids: np.ndarray) -> np.ndarray:
 def canonical_hash(grids: np.ndarray) -> np.ndarray:
     """uint64 per grid, equal for grids that are dihedral images of each other (leakage checks)."""
     flat_len = grids.shape[-1] * grids.shape[-2]
+    if not len(grids):
+        return np.zeros(0, dtype=np.uint64)
     weights = np.random.default_rng(0x6D617A65).integers(1, 2**63, flat_len, dtype=np.uint64) | np.uint64(1)
     hashes = [(dihedral_transform(grids, tid).reshape(len(grids), -1).astype(np.uint64) * weights).sum(
         axis=1, dtype=np.uint64) for tid in range(NUM_DIHEDRAL)]

@@ -76,7 +76,8 @@ def _generate_splits(cfg, data_dir: str, size: int, min_path_len: int) -> None:
             fn_kwargs=dict(gen, split=split, total=total, exclude=exclude))
         if split == "train":
             ds = _augmented(ds, cfg)
-        log.info("generating %d %s mazes (%dx%d, %s) in %d chunks", total, split, size, size, task.style, chunks)
+        log.info("generating %d %s mazes (%dx%d, %s) in %d chunks", total, split, size, size, task.style,
+                 chunks)
         fmt.write_split(ds, data_dir, split, int(task.rows_per_file))
         if split == "test":
             exclude = np.unique(maze.canonical_hash(_read_inputs(storage.join(data_dir, "test"), size)))
@@ -92,8 +93,9 @@ def _candidates_per_try(gen: dict) -> int:
                                   gen["min_path_len"])
     if len(lengths) == 0:
         raise PipelineError(
-            f"task.min_path_len={gen['min_path_len']}: none of {PROBE_CANDIDATES} {gen['size']}x{gen['size']} "
-            f"'{gen['style']}' mazes (task.wall_density={gen['wall_density']}) has a shortest path that long; "
+            f"task.min_path_len={gen['min_path_len']}: none of {PROBE_CANDIDATES} {gen['size']}x"
+            f"{gen['size']} '{gen['style']}' mazes (task.wall_density={gen['wall_density']}) has a shortest "
+            f"path that long; "
             f"lower it, or use a wall density near 0.37")
     share = len(lengths) / PROBE_CANDIDATES
     return int(min(8192, max(64, 1.25 * gen["chunk_size"] / share)))
@@ -126,7 +128,8 @@ def _generate_chunk(batch, *, seed, split, size, style, wall_density, min_path_l
 def _rows(questions, answers, lengths, group_ids) -> dict:
     n = len(questions)
     return {"inputs": questions.reshape(n, -1), "labels": answers.reshape(n, -1),
-            "puzzle_identifier": np.zeros(n, dtype=np.int32), "group_id": np.asarray(group_ids, dtype=np.int64),
+            "puzzle_identifier": np.zeros(n, dtype=np.int32),
+            "group_id": np.asarray(group_ids, dtype=np.int64),
             "aug_index": np.zeros(n, dtype=np.int32), "dihedral_id": np.zeros(n, dtype=np.int32),
             "path_len": np.asarray(lengths, dtype=np.int32)}
 
@@ -154,8 +157,8 @@ def dihedral_choices(seed: int, group_ids: np.ndarray, num_aug: int) -> np.ndarr
     """[n, num_aug] distinct non-identity symmetries per maze, a function of (seed, group id) only, so
     the copies do not depend on how Ray cut the batches."""
     with np.errstate(over="ignore"):
-        keys = _mix64(_mix64(np.uint64(seed) * np.uint64(SPLIT_STREAM["augment"]) + np.uint64(1)) ^
-                      (group_ids.astype(np.uint64)[:, None] * np.uint64(8) + np.arange(1, 8, dtype=np.uint64)))
+        cells = group_ids.astype(np.uint64)[:, None] * np.uint64(8) + np.arange(1, 8, dtype=np.uint64)
+        keys = _mix64(_mix64(np.uint64(seed) * np.uint64(SPLIT_STREAM["augment"]) + np.uint64(1)) ^ cells)
     return 1 + np.argsort(keys, axis=1)[:, :num_aug]
 
 
@@ -204,7 +207,8 @@ def _write_csv_splits(cfg, data_dir: str, size: int) -> dict:
 def _parse_and_validate(part: sources.PuzzleRows, size: int):
     questions, q_reasons = maze.parse(part.question, size)
     answers, a_reasons = maze.parse(part.answer, size)
-    reasons = np.where(q_reasons != "", "question " + q_reasons, np.where(a_reasons != "", "answer " + a_reasons, ""))
+    reasons = np.where(q_reasons != "", "question " + q_reasons,
+                       np.where(a_reasons != "", "answer " + a_reasons, ""))
     ok = reasons == ""
     reasons[ok] = maze.validate(questions[ok], answers[ok])
     bad = np.flatnonzero(reasons != "")
@@ -216,7 +220,8 @@ def _parse_and_validate(part: sources.PuzzleRows, size: int):
 
 
 def _arrow_rows(rows: dict) -> pa.Table:
-    return pa.table({k: ArrowTensorArray.from_numpy(v) if v.ndim > 1 else pa.array(v) for k, v in rows.items()})
+    return pa.table({k: ArrowTensorArray.from_numpy(v) if v.ndim > 1 else pa.array(v)
+                     for k, v in rows.items()})
 
 
 # ---------------------------------------------------------------------------------------------------

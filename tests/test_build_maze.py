@@ -16,10 +16,12 @@ SMALL = ("stage=augment", "task=maze", "task.size=9", "task.chunk_size=16", "ray
 
 def read_split(data_dir, split, size):
     fs, _ = storage.filesystem(str(data_dir))
-    paths = [storage.filesystem(f)[1] for f in storage.list_files(storage.join(str(data_dir), split), ".parquet")]
+    files = storage.list_files(storage.join(str(data_dir), split), ".parquet")
+    paths = [storage.filesystem(f)[1] for f in files]
     table = pads.dataset(paths, filesystem=fs, format="parquet").to_table()
     order = np.lexsort([table.column("aug_index").to_numpy(), table.column("group_id").to_numpy()])
-    rows = {name: table.column(name).to_numpy() for name in table.column_names if name not in ("inputs", "labels")}
+    rows = {name: table.column(name).to_numpy() for name in table.column_names
+            if name not in ("inputs", "labels")}
     for name in ("inputs", "labels"):
         column = table.column(name).combine_chunks()
         column = column.storage if isinstance(column, pa.ExtensionArray) else column
