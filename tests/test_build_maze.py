@@ -130,3 +130,12 @@ def test_s3_source_and_destination(ray_local, make_cfg, tmp_path, s3_bucket):
     assert manifest["splits"]["train"]["examples"] == 20 and manifest["splits"]["test"]["examples"] == 10
     test = read_split(data_dir, "test", 9)
     assert (maze.validate(test["inputs"], test["labels"]) == "").all()
+
+
+def test_hf_source_loads_a_local_dataset_offline(ray_local, make_cfg, tmp_path):
+    questions, _ = make_csv_dir(tmp_path / "src")
+    manifest = run_stage(make_cfg(*SMALL, f"task.source=hf:{tmp_path / 'src'}", "task.num_train=20",
+                                  "task.num_test=8", "task.num_aug=0", f"data_dir={tmp_path / 'out'}"))
+    assert manifest["source"] == f"hf:{tmp_path / 'src'}" and manifest["splits"]["test"]["examples"] == 8
+    test = read_split(tmp_path / "out", "test", 9)
+    assert {q.tobytes() for q in test["inputs"]} == {q.tobytes() for q in questions[20:28]}
