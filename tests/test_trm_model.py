@@ -1,0 +1,137 @@
+"""The TRM network: reference parameter counts, shapes, layout, recursion gradients and halting."""
+import math
+
+import pytest
+import torch
+
+from trm import TRM, TRMConfig, refill
+
+SIZE_CHECK = dict(hidden_size=512, num_heads=8, expansion=4, L_layers=2, puzzle_emb_len=16, num_puzzle_identifiers=1)
+
+
+@pytest.mark.parametrize("data, variant, expected", [
+    (dict(seq_len=81, vocab_size=11), dict(), 6_828_034),
+    (dict(seq_len=81, vocab_size=11), dict(mlp_t=True, pos_encodings="none"), 5_028_866),
+    (dict(seq_len=900, vocab_size=12), dict(), 6_829_058),
+])
+def test_parameter_counts_match_the_reference(data, variant, expected, capsys):
+    model = TRM(TRMConfig(**SIZE_CHECK, **data, **variant))
+    assert model.num_params() == (expected, 512)
+    assert f"{expected:,} network parameters" in capsys.readouterr().out
+
+
+def tiny(**overrides) -> TRMConfig:
+    values = dict(seq_len=9, vocab_size=5, num_puzzle_identifiers=3, hidden_size=16, num_heads=2,
+                  expansion=2, H_cycles=2, L_cycles=2, halt_max_steps=3, puzzle_emb_len=4)
+    return TRMConfig(**{**values, **overrides})
+
+
+def examples(config: TRMConfig, batch: int, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return dict(inputs=torch.randint(0, config.vocab_size, (batch, config.seq_len), generator=g),
+                labels=torch.randint(1, config.vocab_size, (batch, config.seq_len), generator=g),
+                puzzle_identifiers=torch.randint(0, config.num_puzzle_identifiers, (batch,), generator=g))
+
+
+@pytest.mark.parametrize("variant", [
+    dict(), dict(pos_encodings="learned"), dict(pos_encodings="none"), dict(mlp_t=True, pos_encodings="none"),
+    dict(puzzle_emb_ndim=0), dict(puzzle_emb_ndim=40),
+])
+def test_shapes_for_each_variant(variant):
+    config = tiny(**variant)
+    model = TRM(config, verbose=False)
+    carry, out = model(refill(model.empty_carry(5), examples(config, 5)))
+    length = config.seq_len + (0 if config.emb_ndim == 0 else config.puzzle_emb_len)
+    assert carry.y.shape == carry.z.shape == (5, length, config.hidden_size)
+    assert out.logits.shape == (5, config.seq_len, config.vocab_size)
+    assert out.q_halt.shape == (5,) and out.q_halt.dtype == torch.float32
+    assert carry.steps.tolist() == [1] * 5
+
+
+def test_only_prefix_position_zero_carries_the_puzzle_embedding():
+    config = tiny()
+    model = TRM(config, verbose=False)
+    model.puzzle_emb.weights.normal_()
+    ids = torch.tensor([2, 0])
+    x = model.embed(torch.zeros(2, config.seq_len, dtype=torch.long), ids)
+    torch.testing.assert_close(x[:, 0], math.sqrt(config.hidden_size) * model.puzzle_emb.weights[ids])
+    assert torch.count_nonzero(x[:, 1:config.puzzle_emb_len]) == 0
+    torch.testing.assert_close(x[:, config.puzzle_emb_len:],
+                               math.sqrt(config.hidden_size) * model.embed_tokens.weight[0].expand(2, config.seq_len, -1))
+
+
+def test_q_head_starts_far_from_halting():
+    model = TRM(tiny(), verbose=False)
+    _, out = model(refill(model.empty_carry(4), examples(model.config, 4)))
+    torch.testing.assert_close(torch.sigmoid(out.q_halt), torch.full((4,), 1 / (1 + math.exp(5))))
+
+
+@pytest.mark.parametrize("T, reaches_start", [(2, False), (3, False), (1, True)])
+def test_gradient_flows_only_through_the_last_round(T, reaches_start):
+    config = tiny(H_cycles=T)
+    model = TRM(config, verbose=False)
+    carry = refill(model.empty_carry(2), examples(config, 2))
+    carry.steps.fill_(1)  # continue from the given y, z instead of the initial states
+    carry.y = torch.randn_like(carry.y).requires_grad_()
+    carry.z = torch.randn_like(carry.z).requires_grad_()
+    start_y, start_z = carry.y, carry.z
+    new_carry, out = model(carry)
+    (out.logits.float().square().sum() + out.q_halt.sum()).backward()
+    # With T > 1 the first round runs without gradient, so nothing reaches the incoming y, z;
+    # with T = 1 the only round has gradient (this case shows the check can fail).
+    assert (start_y.grad is not None) == reaches_start
+    assert (start_z.grad is not None) == reaches_start
+    assert model.net.layers[0].mlp.down_proj.weight.grad is not None
+    assert not new_carry.y.requires_grad and not new_carry.z.requires_grad
+    assert model.H_init.grad is None and not model.H_init.requires_grad
+
+
+def test_network_calls_with_and_without_gradient():
+    config = tiny(H_cycles=3, L_cycles=4)
+    model = TRM(config, verbose=False)
+    modes = []
+    model.net.register_forward_pre_hook(lambda module, args: modes.append(torch.is_grad_enabled()))
+    model(refill(model.empty_carry(2), examples(config, 2)))
+    n, T = config.L_cycles, config.H_cycles
+    assert modes == [False] * ((T - 1) * (n + 1)) + [True] * (n + 1)
+
+
+def test_fresh_slot_starts_from_the_initial_states():
+    config = tiny()
+    model = TRM(config, verbose=False).eval()
+    batch = examples(config, 3)
+    carry = refill(model.empty_carry(3), batch)
+    carry.y = torch.randn_like(carry.y)  # ignored: steps == 0
+    _, out_a = model(carry)
+    _, out_b = model(refill(model.empty_carry(3), batch))
+    torch.testing.assert_close(out_a.logits, out_b.logits)
+
+
+def test_eval_runs_every_step_and_training_halts_on_q():
+    config = tiny(halt_max_steps=4, halt_exploration_prob=0.0)
+    model = TRM(config, verbose=False)
+    with torch.no_grad():
+        model.q_head.bias.fill_(5.0)  # q_halt > 0 everywhere
+    carry = refill(model.empty_carry(3), examples(config, 3))
+    model.eval()
+    halted = []
+    for _ in range(4):
+        carry, _ = model(carry)
+        halted.append(carry.halted.tolist())
+    assert halted == [[False] * 3] * 3 + [[True] * 3]
+    model.train()
+    carry, _ = model(refill(model.empty_carry(3), examples(config, 3)))
+    assert carry.halted.all()
+
+
+def test_exploration_imposes_a_minimum_of_two_steps():
+    config = tiny(halt_max_steps=4, halt_exploration_prob=1.0)
+    model = TRM(config, verbose=False).train()
+    with torch.no_grad():
+        model.q_head.bias.fill_(5.0)
+    torch.manual_seed(0)
+    carry, _ = model(refill(model.empty_carry(64), examples(config, 64)))
+    assert not carry.halted.any()  # every slot explores, and m >= 2
+    carry, _ = model(carry)
+    first_halts = carry.halted.float().mean()
+    assert 0.1 < first_halts < 0.6  # m = 2 with probability 1/3
