@@ -66,6 +66,45 @@ def bfs_distances(passable: np.ndarray, sources: np.ndarray) -> np.ndarray:
     return dist
 
 
+def _to_bits(mask: np.ndarray) -> np.ndarray:
+    """bool [B, H, W] (W <= 64) -> uint64 [B, H], bit c of row r set where mask[:, r, c]."""
+    return (mask.astype(np.uint64) << np.arange(mask.shape[2], dtype=np.uint64)).sum(axis=2, dtype=np.uint64)
+
+
+def _from_bits(bits: np.ndarray, width: int) -> np.ndarray:
+    return ((bits[:, :, None] >> np.arange(width, dtype=np.uint64)) & np.uint64(1)).astype(bool)
+
+
+def farthest_cells(passable: np.ndarray, sources: np.ndarray):
+    """(moves to the farthest reachable cell [B] (-1: no source), bool mask of those cells [B, H, W]).
+
+    The search behind endpoint selection, where no distance map is needed: each row is one uint64 of
+    bits, so a BFS step is a few shifts on [B, H] words instead of work on every cell.
+    """
+    num, height, width = passable.shape
+    if width > 64:
+        dist = bfs_distances(passable, sources)
+        ecc = dist.max(axis=(1, 2))
+        return ecc, (dist == ecc[:, None, None]) & (ecc >= 0)[:, None, None]
+    open_bits = _to_bits(passable)
+    frontier = _to_bits(sources & passable)
+    ecc = np.where(frontier.any(axis=1), 0, -1)
+    farthest = frontier.copy()
+    # Only grids still expanding are kept in the working arrays (compacted as searches finish).
+    live = np.flatnonzero(ecc == 0)
+    open_live, seen, front = open_bits[live], frontier[live], frontier[live]
+    while live.size:
+        grown = (front << np.uint64(1)) | (front >> np.uint64(1))
+        grown[:, 1:] |= front[:, :-1]
+        grown[:, :-1] |= front[:, 1:]
+        new = grown & open_live & ~seen
+        going = new.any(axis=1)
+        live, open_live, seen, front = live[going], open_live[going], seen[going] | new[going], new[going]
+        ecc[live] += 1
+        farthest[live] = front
+    return ecc, _from_bits(farthest, width)
+
+
 def _neighbour_views(grids: np.ndarray, fill) -> list:
     """The value of each cell's neighbour above, below, left and right (`fill` outside the grid)."""
     padded = np.pad(grids, ((0, 0), (1, 1), (1, 1)), constant_values=fill)
@@ -144,16 +183,15 @@ def far_endpoints(open_cells: np.ndarray, rng: np.random.Generator, min_path_len
     Returns (kept grid indices, start, goal, dist_from_S), start/goal as bool one-hot grids.
     """
     seed = _one_hot(_random_argmax(open_cells, rng), open_cells.shape) & open_cells
-    dist_seed = bfs_distances(open_cells, seed)
-    kept = np.flatnonzero(2 * dist_seed.max(axis=(1, 2)) >= max(min_path_len, 1))
-    open_cells, dist_seed = open_cells[kept], dist_seed[kept]
-    if not kept.size:
-        return kept, open_cells, open_cells, dist_seed
-    start = _one_hot(_random_argmax(dist_seed, rng), open_cells.shape) & open_cells
-    dist_s = bfs_distances(open_cells, start)
-    goal = _one_hot(_random_argmax(dist_s, rng), open_cells.shape) & open_cells
-    far = dist_s.max(axis=(1, 2)) >= max(min_path_len, 1)
-    return kept[far], start[far], goal[far], dist_s[far]
+    ecc_seed, far_from_seed = farthest_cells(open_cells, seed)
+    kept = np.flatnonzero(2 * ecc_seed >= max(min_path_len, 1))
+    open_cells, far_from_seed = open_cells[kept], far_from_seed[kept]
+    start = _one_hot(_random_argmax(far_from_seed, rng), open_cells.shape) & open_cells
+    ecc_s, far_from_s = farthest_cells(open_cells, start)
+    far = ecc_s >= max(min_path_len, 1)
+    kept, open_cells, start, far_from_s = kept[far], open_cells[far], start[far], far_from_s[far]
+    goal = _one_hot(_random_argmax(far_from_s, rng), open_cells.shape) & open_cells
+    return kept, start, goal, bfs_distances(open_cells, start)
 
 
 def shortest_path_cells(dist_s: np.ndarray, goal: np.ndarray, rng: np.random.Generator) -> np.ndarray:

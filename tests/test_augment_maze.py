@@ -207,3 +207,21 @@ def test_canonical_hash_is_the_same_for_dihedral_images():
     assert len(set(base.tolist())) == len(questions)
     for tid in range(NUM_DIHEDRAL):
         assert np.array_equal(maze.canonical_hash(dihedral_transform(questions, tid)), base)
+
+
+@pytest.mark.parametrize("width", [7, 30, 64, 70])
+def test_bit_row_search_matches_the_distance_map(width):
+    rng = np.random.default_rng(width)
+    passable = rng.random((50, 9, width)) > 0.35
+    sources = np.zeros_like(passable)
+    sources[np.arange(50), rng.integers(0, 9, 50), rng.integers(0, width, 50)] = True
+    ecc, farthest = maze.farthest_cells(passable, sources)
+    dist = maze.bfs_distances(passable, sources)
+    assert np.array_equal(ecc, dist.max(axis=(1, 2)))
+    assert np.array_equal(farthest, (dist == ecc[:, None, None]) & (ecc >= 0)[:, None, None])
+    for grid in range(5):                 # and the distance map matches a plain queue BFS
+        grid_cells = np.where(passable[grid], maze.OPEN, maze.WALL)
+        for (r, c) in np.argwhere(sources[grid] & passable[grid]):
+            expected = bfs(grid_cells, (int(r), int(c)))
+            assert {tuple(int(v) for v in cell): int(dist[grid][tuple(cell)])
+                    for cell in np.argwhere(dist[grid] >= 0)} == expected
