@@ -98,7 +98,7 @@ def _candidates_per_try(gen: dict) -> int:
             f"path that long; "
             f"lower it, or use a wall density near 0.37")
     share = len(lengths) / PROBE_CANDIDATES
-    return int(min(8192, max(64, 1.25 * gen["chunk_size"] / share)))
+    return int(min(4096, max(64, 1.25 * gen["chunk_size"] / share)))   # 4096: ~100 MB of work arrays
 
 
 def _generate_chunk(batch, *, seed, split, size, style, wall_density, min_path_len, chunk_size, candidates,
