@@ -1,0 +1,235 @@
+"""`stage=augment task=sudoku`: Sudoku-Extreme style data, generated on Ray Data or read from CSV files.
+
+Generated (`task.source=generate`): each Ray task makes one seeded chunk of minimal puzzles
+(`augment.sudoku.generate`), so the data depends on `seed` and the config only, not on scheduling.
+Read (`task.source=<csv | dir | s3:// | hf:id>`): every row is parsed and validated in the driver before
+anything is written. Either way, test puzzles equivalent to a training puzzle under the augmentation's
+symmetries are dropped (and counted), then training puzzles get `task.num_aug` transformed copies each,
+streamed to Parquet (the test split never). All puzzle identifiers are 0, as in the reference.
+"""
+import logging
+import math
+
+import numpy as np
+import pyarrow as pa
+import ray
+from ray.data.extensions import ArrowTensorArray
+
+from augment import sudoku
+from pipeline import dataset_format as fmt
+from pipeline import sources
+from pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+STREAM = {"probe": 0, "test": 1, "train": 2, "augment": 3}     # independent random streams per purpose
+PROBE_PUZZLES = 200
+MAX_TRIES = 1000              # per chunk; the probe makes running out a sign of a bug, not of bad luck
+ROWS_PER_AUG_BATCH = 65536    # augmented rows per map_batches call: bounds a task's memory
+
+
+def build(cfg, data_dir: str) -> dict:
+    task = cfg.task
+    n = _check_options(task)
+    br, bc = sudoku.box_shape(n)
+    if task.source == "generate":
+        originals, rating_scale = _generated(cfg, n), "guesses of augment.sudoku.solve"
+    else:
+        originals, rating_scale = _loaded(cfg, n), "the source's rating column (solver guesses where empty)"
+    originals = {split: ds.map_batches(_with_canonical, batch_format="numpy", fn_kwargs=dict(n=n)).materialize()
+                 for split, ds in originals.items()}
+    train_keys = {row.tobytes() for row in _collect(originals["train"], ["canonical"])["canonical"]}
+    test = _collect(originals["test"], ["canonical", "group_id"])
+    dropped = np.array([row.tobytes() in train_keys for row in test["canonical"]], dtype=bool)
+    if dropped.any():
+        log.warning("dropped %d test puzzles equivalent to a training puzzle", int(dropped.sum()))
+    originals["test"] = originals["test"].map_batches(
+        _drop_groups, batch_format="numpy", fn_kwargs=dict(groups=test["group_id"][dropped]))
+    originals["train"] = originals["train"].map_batches(_drop_groups, batch_format="numpy",
+                                                        fn_kwargs=dict(groups=np.zeros(0, np.int64)))
+    histogram = {split: _rating_histogram(_collect(ds, ["rating"])["rating"]) for split, ds in originals.items()}
+    for split, ds in (("test", originals["test"]), ("train", _augmented(originals["train"], cfg, n))):
+        log.info("writing the %s split", split)
+        fmt.write_split(ds, data_dir, split, int(task.rows_per_file))
+    return {"seq_len": n * n, "vocab_size": sudoku.vocab_size(n), "num_puzzle_identifiers": 1,
+            "size": n, "box": [br, bc], "source": str(task.source), "num_aug": int(task.num_aug),
+            "min_rating": task.min_rating, "rating_histogram": histogram, "rating_scale": rating_scale,
+            "dropped_equivalent_test": int(dropped.sum())}
+
+
+def _check_options(task) -> int:
+    n = int(task.size)
+    if n not in sudoku.BOX_SHAPES:
+        raise PipelineError(f"task.size={task.size}: choose one of {sorted(sudoku.BOX_SHAPES)} "
+                            f"(boxes {', '.join(f'{k}: {r}x{c}' for k, (r, c) in sudoku.BOX_SHAPES.items())})")
+    if int(task.num_train) < 1 or int(task.num_test) < 0 or int(task.num_aug) < 0:
+        raise PipelineError(f"task.num_train={task.num_train}, task.num_test={task.num_test}, "
+                            f"task.num_aug={task.num_aug}: need at least one training puzzle and no negative count")
+    if int(task.chunk_size) < 1 or int(task.rows_per_file) < 1:
+        raise PipelineError(f"task.chunk_size={task.chunk_size}, task.rows_per_file={task.rows_per_file}: "
+                            f"must be positive")
+    return n
+
+
+def _rows(questions, solutions, ratings, group_ids) -> dict:
+    count = len(questions)
+    return {"inputs": sudoku.to_tokens(questions), "labels": sudoku.to_tokens(solutions),
+            "puzzle_identifier": np.zeros(count, dtype=np.int32),
+            "group_id": np.asarray(group_ids, dtype=np.int64),
+            "aug_index": np.zeros(count, dtype=np.int32), "rating": np.asarray(ratings, dtype=np.int32)}
+
+
+def _collect(ds, columns: list) -> dict:
+    parts = list(ds.select_columns(columns).iter_batches(batch_format="numpy", batch_size=None))
+    return {c: np.concatenate([p[c] for p in parts]) if parts else np.zeros(0) for c in columns}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Generated puzzles
+
+def _generated(cfg, n: int) -> dict:
+    task = cfg.task
+    gen = dict(seed=int(cfg.seed), n=n, chunk_size=int(task.chunk_size), min_rating=int(task.min_rating or 0))
+    gen["per_try"] = _puzzles_per_try(gen)
+    out = {}
+    for split in ("train", "test"):
+        total = int(task[f"num_{split}"])
+        chunks = math.ceil(total / gen["chunk_size"])
+        log.info("generating %d %s puzzles (%dx%d) in %d chunks", total, split, n, n, chunks)
+        out[split] = ray.data.range(chunks, override_num_blocks=max(chunks, 1)).map_batches(
+            _generate_chunk, batch_size=1, batch_format="numpy", fn_kwargs=dict(gen, split=split, total=total))
+    return out
+
+
+def _puzzles_per_try(gen: dict) -> int:
+    """Puzzles a chunk generates at once, from the share of a seeded probe that passes `min_rating`.
+
+    A filter that (almost) nothing passes is a config error: say so now, not after hours of retries.
+    """
+    if gen["min_rating"] <= 0:
+        return gen["chunk_size"]
+    _, _, ratings = sudoku.generate(np.random.default_rng([gen["seed"], STREAM["probe"]]), PROBE_PUZZLES, gen["n"])
+    share = float(np.mean(ratings >= gen["min_rating"]))
+    if share == 0:
+        raise PipelineError(f"task.min_rating={gen['min_rating']}: none of {PROBE_PUZZLES} generated "
+                            f"{gen['n']}x{gen['n']} puzzles is rated that high (max {int(ratings.max())}); lower it")
+    return int(min(4096, max(16, 1.25 * gen["chunk_size"] / share)))
+
+
+def _generate_chunk(batch, *, seed, split, n, chunk_size, min_rating, per_try, total) -> dict:
+    """Rows of one chunk of puzzles: a pure function of (seed, split, chunk index) and the config."""
+    chunk = int(batch["id"][0])
+    need = min(chunk_size, total - chunk * chunk_size)
+    rng = np.random.default_rng([seed, STREAM[split], chunk])
+    parts, kept = [], 0
+    for _ in range(MAX_TRIES):
+        questions, solutions, ratings = sudoku.generate(rng, per_try, n)
+        keep = ratings >= min_rating
+        parts.append((questions[keep], solutions[keep], ratings[keep]))
+        kept += int(keep.sum())
+        if kept >= need:
+            break
+    else:
+        raise RuntimeError(f"sudoku chunk {chunk} of {split}: only {kept} of {need} puzzles rated >= "
+                           f"{min_rating} after {MAX_TRIES} tries")
+    questions, solutions, ratings = (np.concatenate(p)[:need] for p in zip(*parts))
+    return _rows(questions, solutions, ratings, group_ids=chunk * chunk_size + np.arange(need))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Puzzles from CSV files
+
+def _loaded(cfg, n: int) -> dict:
+    task = cfg.task
+    loaded = sources.read_puzzle_source(str(task.source))
+    for part in loaded.values():               # every loaded row, before choosing or writing any
+        _validate(part, n)
+        missing = np.isnan(part.rating)
+        if missing.any():
+            questions, _ = sudoku.parse([part.question[i] for i in np.flatnonzero(missing)], n, True)
+            part.rating[missing] = sudoku.solve(questions).guesses
+    if task.min_rating:
+        loaded = {k: part.take(np.flatnonzero(part.rating >= float(task.min_rating))) for k, part in loaded.items()}
+    chosen = sources.split_rows(loaded, int(task.num_train), int(task.num_test), np.random.default_rng(int(cfg.seed)))
+    out = {}
+    for split, part in chosen.items():
+        questions, _ = sudoku.parse(part.question, n, True)
+        solutions, _ = sudoku.parse(part.answer, n, False)
+        chunk = int(task.chunk_size)
+        out[split] = ray.data.from_arrow([
+            _arrow_rows(_rows(questions[i:i + chunk], solutions[i:i + chunk], part.rating[i:i + chunk],
+                              np.arange(i, min(i + chunk, len(part)))))
+            for i in range(0, max(len(part), 1), chunk)])        # one empty table for an empty split
+    return out
+
+
+def _validate(part: sources.PuzzleRows, n: int) -> None:
+    reasons = sudoku.validate_rows(part.question, part.answer, n)
+    bad = np.flatnonzero(reasons != "")
+    if bad.size:
+        more = f" (and {bad.size - 1} more bad rows)" if bad.size > 1 else ""
+        raise PipelineError(f"{part.origin}, line {part.line[bad[0]]}: {reasons[bad[0]]} (task.size={n}){more}")
+
+
+def _arrow_rows(rows: dict) -> pa.Table:
+    return pa.table({k: ArrowTensorArray.from_numpy(v) if v.ndim > 1 else pa.array(v) for k, v in rows.items()})
+
+
+# ---------------------------------------------------------------------------------------------------
+# Split hygiene and augmentation (map_batches functions)
+
+def _with_canonical(batch, *, n: int) -> dict:
+    questions = sudoku.from_tokens(batch["inputs"], n)
+    solutions = sudoku.from_tokens(batch["labels"], n)
+    return {**batch, "canonical": sudoku.canonical_form(questions, solutions).astype(np.uint8)}
+
+
+def _drop_groups(batch, *, groups: np.ndarray) -> dict:
+    keep = ~np.isin(batch["group_id"], groups)
+    return {k: v[keep] for k, v in batch.items() if k != "canonical"}
+
+
+def _augmented(ds, cfg, n: int):
+    num_aug = int(cfg.task.num_aug)
+    if num_aug == 0:
+        return ds
+    return ds.map_batches(_add_augmented_copies, batch_format="numpy",
+                          batch_size=max(1, ROWS_PER_AUG_BATCH // (num_aug + 1)),
+                          fn_kwargs=dict(seed=int(cfg.seed), num_aug=num_aug, n=n))
+
+
+def group_transforms(seed: int, group_ids: np.ndarray, num_aug: int, n: int) -> sudoku.Transform:
+    """`num_aug` transforms per group, drawn from (seed, group id) alone, so the copies do not depend on
+    how Ray cut the batches. Row k*num_aug + j is copy j+1 of group k."""
+    parts = [sudoku.random_transforms(np.random.default_rng([seed, STREAM["augment"], int(g)]), num_aug, n)
+             for g in group_ids]
+    return sudoku.Transform(*(np.concatenate([getattr(p, f) for p in parts])
+                              for f in ("transpose", "row_perm", "col_perm", "digit_map")))
+
+
+def _add_augmented_copies(batch, *, seed: int, num_aug: int, n: int) -> dict:
+    count = len(batch["group_id"])
+    questions = sudoku.from_tokens(batch["inputs"], n)
+    solutions = sudoku.from_tokens(batch["labels"], n)
+    transforms = group_transforms(seed, batch["group_id"], num_aug, n)
+    copies = np.repeat(np.arange(count), num_aug)
+
+    def with_copies(grids):     # per group: the original (aug_index 0), then its copies 1..num_aug
+        moved = sudoku.apply_transform(grids[copies], transforms).reshape(count, num_aug, n, n)
+        return np.concatenate([grids[:, None], moved], axis=1).reshape(-1, n, n)
+
+    every = np.repeat(np.arange(count), num_aug + 1)
+    rows = _rows(with_copies(questions), with_copies(solutions), batch["rating"][every], batch["group_id"][every])
+    rows["aug_index"] = np.tile(np.arange(num_aug + 1, dtype=np.int32), count)
+    return rows
+
+
+def _rating_histogram(ratings: np.ndarray) -> dict:
+    """{"0": k, "1": k, "2-3": k, "4-7": k, ...}: original puzzles per power-of-two rating bin."""
+    ratings = np.asarray(ratings, dtype=np.int64)
+    bins = np.where(ratings > 0, np.floor(np.log2(np.maximum(ratings, 1))).astype(np.int64) + 1, 0)
+    out = {}
+    for b, k in zip(*np.unique(bins, return_counts=True)):
+        lo, hi = (0, 0) if b == 0 else (2 ** (b - 1), 2 ** b - 1)
+        out[str(lo) if lo == hi else f"{lo}-{hi}"] = int(k)
+    return out
