@@ -87,7 +87,7 @@ def test_csv_directory_source(ray_local, make_cfg, tmp_path):
     questions, answers = make_csv_dir(tmp_path / "src")
     manifest = run_stage(make_cfg(*SMALL, f"task.source={tmp_path / 'src'}", "task.num_train=20",
                                   "task.num_test=8", "task.num_aug=1", f"data_dir={tmp_path / 'out'}"))
-    assert manifest["style"] == "csv" and manifest["test_mazes_in_train"] == 0
+    assert manifest["style"] == "csv" and manifest["dropped_equivalent_test"] == 0
     assert manifest["tied_shortest_paths"] == {"train": 0, "test": 0}
     train = read_split(tmp_path / "out", "train", 9)
     test = read_split(tmp_path / "out", "test", 9)
@@ -139,3 +139,22 @@ def test_hf_source_loads_a_local_dataset_offline(ray_local, make_cfg, tmp_path):
     assert manifest["source"] == f"hf:{tmp_path / 'src'}" and manifest["splits"]["test"]["examples"] == 8
     test = read_split(tmp_path / "out", "test", 9)
     assert {q.tobytes() for q in test["inputs"]} == {q.tobytes() for q in questions[20:28]}
+
+
+def test_csv_test_maze_seen_in_training_is_dropped_and_ties_are_counted(ray_local, make_cfg, tmp_path):
+    questions, answers, _ = maze.generate(np.random.default_rng(5), 100, 9, "random", 0.37)
+    open_room = np.full((9, 9), maze.OPEN, dtype=np.uint8)          # many shortest paths
+    open_room[0, 0], open_room[8, 8] = maze.START, maze.GOAL
+    room_answer = open_room.copy()
+    room_answer[0, 1:] = maze.PATH
+    room_answer[1:8, 8] = maze.PATH
+    (tmp_path / "src").mkdir()
+    write_csv(tmp_path / "src" / "train.csv", np.concatenate([questions[:10], open_room[None]]),
+              np.concatenate([answers[:10], room_answer[None]]))
+    rotated = [dihedral_transform(x[3], 1)[None] for x in (questions, answers)]
+    write_csv(tmp_path / "src" / "test.csv", np.concatenate([questions[10:15], rotated[0]]),
+              np.concatenate([answers[10:15], rotated[1]]))
+    manifest = run_stage(make_cfg(*SMALL, f"task.source={tmp_path / 'src'}", "task.num_train=11",
+                                  "task.num_test=6", "task.num_aug=0", f"data_dir={tmp_path / 'out'}"))
+    assert manifest["dropped_equivalent_test"] == 1 and manifest["splits"]["test"]["examples"] == 5
+    assert manifest["tied_shortest_paths"] == {"train": 1, "test": 0}
