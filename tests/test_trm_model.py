@@ -6,6 +6,17 @@ import torch
 
 from trm import TRM, TRMConfig, refill
 
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core box threads contend (2-3x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 SIZE_CHECK = dict(hidden_size=512, num_heads=8, expansion=4, L_layers=2, puzzle_emb_len=16, num_puzzle_identifiers=1)
 
 
