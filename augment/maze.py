@@ -8,7 +8,7 @@ shortest S-G path (S and G excluded) set to 5. Path length counts moves, so a pa
 Generated mazes have a *unique* shortest path: with ties, an exact-match label is ambiguous and the 8
 dihedral copies of a maze would disagree with any tie-breaking rule.
 All functions take batches `[B, H, W]` (numpy); distances are BFS over the 4-neighbourhood, run on the
-whole batch at once with frontier arrays.
+whole batch at once with frontier arrays (bit rows where only the farthest cells matter).
 """
 import numpy as np
 
@@ -81,7 +81,7 @@ def farthest_cells(passable: np.ndarray, sources: np.ndarray):
     The search behind endpoint selection, where no distance map is needed: each row is one uint64 of
     bits, so a BFS step is a few shifts on [B, H] words instead of work on every cell.
     """
-    num, height, width = passable.shape
+    width = passable.shape[2]
     if width > 64:
         dist = bfs_distances(passable, sources)
         ecc = dist.max(axis=(1, 2))
@@ -243,7 +243,7 @@ def encode(open_cells, start, goal, path=None) -> np.ndarray:
 
 
 def generate(rng: np.random.Generator, num: int, size: int, style: str = "random",
-             wall_density: float = 0.4, min_path_len: int | None = None):
+             wall_density: float = 0.37, min_path_len: int | None = None):
     """Candidate mazes: `num` tried, those with a unique shortest path of >= `min_path_len` moves kept.
 
     Returns (questions, answers, path_lengths): uint8 [K, size, size] twice and int16 [K], K <= num.

@@ -123,7 +123,7 @@ def test_validator_names_each_bad_case():
     q, a, _ = _one_good_maze()
     cases = {}
     two_s = q.copy()
-    two_s[np.argwhere(q == maze.OPEN)[0][0], np.argwhere(q == maze.OPEN)[0][1]] = maze.START
+    two_s[tuple(np.argwhere(q == maze.OPEN)[0])] = maze.START
     cases["exactly one 'S'"] = (two_s, a)
     no_g = q.copy()
     no_g[q == maze.GOAL] = maze.OPEN
