@@ -185,9 +185,11 @@ def _add_dihedral_copies(batch, *, seed, num_aug, size) -> dict:
 
 def _write_csv_splits(cfg, data_dir: str, size: int) -> dict:
     task = cfg.task
-    rows = sources.split_rows(sources.read_puzzle_source(str(task.source)), int(task.num_train),
-                              int(task.num_test), np.random.default_rng(int(cfg.seed)))
-    parsed = {split: _parse_and_validate(part, size) for split, part in rows.items()}   # all before writing
+    loaded = sources.read_puzzle_source(str(task.source))
+    for part in loaded.values():               # every loaded row, before choosing or writing any
+        _parse_and_validate(part, size)
+    rows = sources.split_rows(loaded, int(task.num_train), int(task.num_test), np.random.default_rng(int(cfg.seed)))
+    parsed = {split: _parse_and_validate(part, size) for split, part in rows.items()}
     # A test maze equal to a training maze up to symmetry would be seen in training once augmented.
     leaked = np.isin(maze.canonical_hash(parsed["test"][0]), maze.canonical_hash(parsed["train"][0]))
     if leaked.any():
