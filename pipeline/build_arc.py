@@ -1,0 +1,245 @@
+"""`stage=augment task=arc`: ARC tasks, augmented, as 30x30 token sequences (Parquet shards + side files).
+
+The driver reads and validates every task, checks for leakage, and chooses each task's versions (the
+identity plus up to `task.num_aug` distinct (dihedral, colour map) pairs; cheap: no grid is built). That
+fixes the puzzle identifiers: one per (task, version), consecutive per task. Ray Data then encodes: each
+work unit is a run of whole tasks of about `task.rows_per_file` rows, encoded into preallocated arrays and
+written as one Parquet file by the same worker, so no process ever holds more than a unit or two.
+
+Routing as the reference: demo pairs of every task -> train; test pairs of `task.test_subset` -> test;
+test pairs of the other subsets -> train. Train rows are translated on the canvas; test rows sit at
+(0, 0) and share the identifier of their (task, version). Every row carries its transform (`dihedral`,
+`colour_map`, `offset_row`, `offset_col`) so a prediction maps back exactly (`augment.arc.to_original`).
+A task's versions and offsets depend only on `seed` and its task id.
+"""
+import hashlib
+import logging
+import pickle
+import posixpath
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+from ray.data.extensions import ArrowTensorArray
+
+from augment import arc
+from pipeline import arc_sources, storage
+from pipeline import dataset_format as fmt
+from pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+PLAN_STREAM, TRANSLATE_STREAM = 1, 2       # independent random streams per task
+IDENTIFIERS_FILE = "identifiers.parquet"
+TEST_PUZZLES_FILE = "test_puzzles.json"
+EXAMPLES_SHOWN = 5                         # overlaps quoted in an error message
+
+
+def build(cfg, data_dir: str) -> dict:
+    task = cfg.task
+    subsets, test_subset = _check_options(task)
+    source = storage.to_absolute(str(task.source))
+    keep = None if task.task_ids is None else {str(t) for t in task.task_ids}
+    exclude = {str(t) for t in (task.exclude_task_ids or [])}
+    loaded = arc_sources.load_subsets(source, subsets, keep)
+    if keep is not None:
+        missing = sorted(keep - {t for tasks in loaded.values() for t in tasks})
+        if missing:
+            raise PipelineError(f"task.task_ids: {missing} not found in task.subsets={subsets} of {source}")
+    groups = [(s, tid, t) for s in subsets for tid, (t, _) in loaded[s].items() if tid not in exclude]
+    if not any(s == test_subset for s, _, _ in groups):
+        raise PipelineError(f"task.test_subset={test_subset}: no tasks left to test on")
+
+    overlap = find_overlap(groups, test_subset)
+    if overlap["count"]:
+        message = f"{overlap['summary']} (task.source={source})"
+        if not task.allow_overlap:
+            raise PipelineError(f"{message}. Set task.allow_overlap=true to build anyway, or drop tasks with "
+                                f"task.exclude_task_ids")
+        log.warning("%s; building anyway (task.allow_overlap=true)", message)
+
+    num_aug, seed = int(task.num_aug), int(cfg.seed)
+    plans = [arc.plan_versions(t, num_aug, _task_rng(seed, PLAN_STREAM, tid)) for _, tid, t in groups]
+    sizes = np.array([len(d) for d, _ in plans])
+    first_ids = 1 + np.concatenate([[0], np.cumsum(sizes)[:-1]])       # 0 is the blank identifier
+    short = int((sizes < num_aug + 1).sum())
+    log.info("%d tasks, %d versions (%d tasks have fewer than %d distinct versions)",
+             len(groups), sizes.sum(), short, num_aug + 1)
+
+    _write_identifiers(storage.join(data_dir, IDENTIFIERS_FILE), groups, plans, first_ids)
+    test_tasks = {tid: t for s, tid, t in groups if s == test_subset}
+    _write_test_puzzles(storage.join(data_dir, TEST_PUZZLES_FILE), test_tasks)
+
+    records = {"train": [], "test": []}
+    skipped = 0
+    for group_id, ((subset, tid, t), (dihedral, maps), first_id) in enumerate(zip(groups, plans, first_ids)):
+        common = dict(task_id=tid, group_id=group_id, first_id=int(first_id), dihedral=dihedral, colour_maps=maps)
+        known_tests = [(i, p) for i, p in enumerate(t.test) if p[1] is not None]
+        train = [(i, p, False) for i, p in enumerate(t.train)]
+        if subset == test_subset:
+            records["test"].append(dict(common, pairs=[(i, p, True) for i, p in enumerate(t.test)]))
+        else:
+            train += [(i, p, True) for i, p in known_tests]
+            skipped += len(t.test) - len(known_tests)
+        records["train"].append(dict(common, pairs=train))
+    if skipped:
+        log.warning("%d test pairs of non-test subsets have no known output; left out of training", skipped)
+
+    rows_per_file = int(task.rows_per_file)
+    for split in fmt.SPLITS:
+        units = _units(records[split], rows_per_file)
+        log.info("encoding the %s split: %d rows in %d files", split,
+                 sum(len(r["pairs"]) * len(r["dihedral"]) for r in records[split]), len(units))
+        items = [{"unit": pickle.dumps(u, protocol=pickle.HIGHEST_PROTOCOL)} for u in units]
+        ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+            _encode_unit, batch_size=1, batch_format="numpy",
+            fn_kwargs=dict(seed=seed, translate=split == "train"))
+        # Map and write fuse into one task per unit; a bundle of one input row is one unit, one file.
+        fmt.write_split(ds, data_dir, split, rows_per_file=1)
+
+    return {
+        "seq_len": arc.SEQ_LEN, "vocab_size": arc.VOCAB_SIZE, "num_puzzle_identifiers": int(1 + sizes.sum()),
+        "source": source, "subsets": {s: sum(1 for g in groups if g[0] == s) for s in subsets},
+        "test_subset": test_subset, "num_aug": num_aug,
+        "versions": int(sizes.sum()), "augmentation_shortfall": short,
+        "test_tasks": {tid: len(t.test) for tid, t in test_tasks.items()},
+        "test_outputs_known": all(t.has_test_outputs for t in test_tasks.values()),
+        "skipped_test_pairs_without_output": skipped,
+        "identifiers_file": IDENTIFIERS_FILE, "test_puzzles_file": TEST_PUZZLES_FILE,
+        "overlap": overlap,
+    }
+
+
+def _check_options(task) -> tuple:
+    if task.source is None:
+        raise PipelineError("task.source is not set: pass the ARC tasks as task.source=<prefix> (Kaggle files "
+                            "<prefix>_<subset>_challenges.json), a folder <dir>/<subset>/<task_id>.json, or hf:<id>")
+    subsets = [str(s) for s in task.subsets]
+    if not subsets or len(set(subsets)) != len(subsets):
+        raise PipelineError(f"task.subsets={subsets}: need at least one subset, each once")
+    if task.test_subset not in subsets:
+        raise PipelineError(f"task.test_subset={task.test_subset} is not one of task.subsets={subsets}")
+    if int(task.num_aug) < 0:
+        raise PipelineError(f"task.num_aug={task.num_aug}: must be >= 0")
+    if int(task.rows_per_file) < 1:
+        raise PipelineError(f"task.rows_per_file={task.rows_per_file}: must be >= 1")
+    return subsets, str(task.test_subset)
+
+
+def _task_rng(seed: int, stream: int, task_id: str) -> np.random.Generator:
+    key = int.from_bytes(hashlib.sha256(task_id.encode()).digest()[:8], "little")
+    return np.random.default_rng([seed, stream, key])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Leakage
+
+def find_overlap(groups: list, test_subset: str) -> dict:
+    """Test pairs that also appear (same content) among training examples, and tasks present in two
+    subsets (same set of pairs, in any order)."""
+    training = {}
+    for subset, tid, t in groups:
+        pairs = [("train", i, p) for i, p in enumerate(t.train)]
+        if subset != test_subset:
+            pairs += [("test", i, p) for i, p in enumerate(t.test) if p[1] is not None]
+        for part, i, (inp, out) in pairs:
+            training.setdefault(arc.pair_digest(inp, out), f"{subset}/{tid} {part} pair {i}")
+    leaked = [f"{test_subset}/{tid} test pair {i} = {training[d]}"
+              for subset, tid, t in groups if subset == test_subset
+              for i, (inp, out) in enumerate(t.test)
+              if out is not None and (d := arc.pair_digest(inp, out)) in training]
+    seen, shared = {}, []
+    for subset, tid, t in groups:
+        first = seen.setdefault(arc.task_digest(t), (subset, tid))
+        if first[0] != subset:
+            shared.append(f"{first[0]}/{first[1]} = {subset}/{tid}")
+    parts = []
+    if leaked:
+        parts.append(f"{len(leaked)} test pair(s) of task.test_subset={test_subset} appear among the training "
+                     f"examples ({'; '.join(leaked[:EXAMPLES_SHOWN])}{'; ...' if len(leaked) > EXAMPLES_SHOWN else ''})")
+    if shared:
+        parts.append(f"{len(shared)} task(s) appear in two subsets ({'; '.join(shared[:EXAMPLES_SHOWN])}"
+                     f"{'; ...' if len(shared) > EXAMPLES_SHOWN else ''})")
+    return {"count": len(leaked) + len(shared), "test_pairs_in_training": leaked, "tasks_in_two_subsets": shared,
+            "summary": "leakage: " + " and ".join(parts) if parts else ""}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Side files (written before the manifest)
+
+def _write_identifiers(path: str, groups: list, plans: list, first_ids: np.ndarray) -> None:
+    """puzzle_identifier -> (subset, task, version): what eval needs to map an identifier back."""
+    sizes = [len(d) for d, _ in plans]
+    aug_index = np.concatenate([np.arange(n, dtype=np.int32) for n in sizes])
+    table = pa.table({
+        "puzzle_identifier": pa.array((np.repeat(first_ids, sizes) + aug_index).astype(np.int32)),
+        "group_id": pa.array(np.repeat(np.arange(len(groups), dtype=np.int64), sizes)),
+        "aug_index": pa.array(aug_index),
+        "subset": pa.array(np.repeat([s for s, _, _ in groups], sizes)),
+        "task_id": pa.array(np.repeat([tid for _, tid, _ in groups], sizes)),
+        "dihedral": pa.array(np.concatenate([d for d, _ in plans])),
+        "colour_map": ArrowTensorArray.from_numpy(np.concatenate([m for _, m in plans])),
+    })
+    fs, p = storage.filesystem(path)
+    fs.makedirs(posixpath.dirname(p), exist_ok=True)
+    with fs.open(p, "wb") as f:
+        pq.write_table(table, f, compression="zstd")
+
+
+def _write_test_puzzles(path: str, tasks: dict) -> None:
+    """The raw test tasks (outputs where known), in the ARC JSON layout, for scoring."""
+    def pair(inp, out):
+        return {"input": inp.tolist()} if out is None else {"input": inp.tolist(), "output": out.tolist()}
+    storage.write_json_atomic(path, {tid: {"train": [pair(*p) for p in t.train], "test": [pair(*p) for p in t.test]}
+                                     for tid, t in tasks.items()})
+
+
+# ---------------------------------------------------------------------------------------------------
+# Encoding on Ray
+
+def _units(records: list, rows_per_file: int) -> list:
+    """Consecutive runs of whole tasks of at least `rows_per_file` rows (the last may be smaller)."""
+    units, current, rows = [], [], 0
+    for record in records:
+        current.append(record)
+        rows += len(record["pairs"]) * len(record["dihedral"])
+        if rows >= rows_per_file:
+            units.append(current)
+            current, rows = [], 0
+    return units + [current] if current else units
+
+
+def _encode_unit(batch, *, seed: int, translate: bool) -> dict:
+    """All rows of one unit: per task, version-major (rows of one puzzle are contiguous)."""
+    records = pickle.loads(batch["unit"][0])
+    counts = [len(r["pairs"]) * len(r["dihedral"]) for r in records]
+    total = sum(counts)
+    inputs = np.zeros((total, arc.SEQ_LEN), dtype=np.uint8)
+    labels = np.zeros((total, arc.SEQ_LEN), dtype=np.uint8)
+    meta = {"puzzle_identifier": [], "group_id": [], "aug_index": [], "task_id": [], "dihedral": [],
+            "colour_map": [], "offset_row": [], "offset_col": [], "example_index": [], "is_test_pair": []}
+    row = 0
+    for record, count in zip(records, counts):
+        dihedral, maps = record["dihedral"], record["colour_maps"]
+        versions, num_pairs = len(dihedral), len(record["pairs"])
+        pairs = [p for _, p, _ in record["pairs"]]
+        offsets = None
+        if translate:
+            shapes = np.array([[inp.shape, inp.shape if out is None else out.shape] for inp, out in pairs])
+            offsets = arc.translation_offsets(_task_rng(seed, TRANSLATE_STREAM, record["task_id"]), dihedral, shapes)
+        arc.encode_versions(pairs, dihedral, maps, offsets, inputs, labels, first_row=row)
+        row += count
+        version = np.repeat(np.arange(versions), num_pairs)
+        flat_offsets = np.zeros((count, 2), np.int8) if offsets is None else offsets.reshape(count, 2)
+        meta["puzzle_identifier"].append((record["first_id"] + version).astype(np.int32))
+        meta["group_id"].append(np.full(count, record["group_id"], dtype=np.int64))
+        meta["aug_index"].append(version.astype(np.int32))
+        meta["task_id"].append(np.full(count, record["task_id"]))
+        meta["dihedral"].append(dihedral[version])
+        meta["colour_map"].append(maps[version])
+        meta["offset_row"].append(flat_offsets[:, 0])
+        meta["offset_col"].append(flat_offsets[:, 1])
+        meta["example_index"].append(np.tile([i for i, _, _ in record["pairs"]], versions).astype(np.int16))
+        meta["is_test_pair"].append(np.tile([t for _, _, t in record["pairs"]], versions).astype(bool))
+    return {"inputs": inputs, "labels": labels, **{k: np.concatenate(v) for k, v in meta.items()}}
