@@ -99,8 +99,7 @@ def _candidates_per_try(gen: dict) -> int:
         raise PipelineError(
             f"task.min_path_len={gen['min_path_len']}: none of {PROBE_CANDIDATES} {gen['size']}x"
             f"{gen['size']} '{gen['style']}' mazes (task.wall_density={gen['wall_density']}) has a shortest "
-            f"path that long; "
-            f"lower it, or use a wall density near 0.37")
+            f"path that long; lower it (null gives {maze.default_min_path_len(gen['size'])} at this size)")
     share = len(lengths) / PROBE_CANDIDATES
     return int(min(4096, max(64, 1.25 * gen["chunk_size"] / share)))   # 4096: ~100 MB of work arrays
 
