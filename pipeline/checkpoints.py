@@ -1,0 +1,160 @@
+"""Training checkpoints under `run_dir`: layout, writing, finding and loading (local or `s3://`).
+
+A checkpoint is a folder `run_dir/checkpoint_<step:08d>/` written through Ray Train's storage: every rank
+reports its own files into the same folder.
+- `state.pt` (rank 0): `trm.training_state` (model with the puzzle table, EMA, both optimisers, step,
+  torch RNG) plus `best_metric`;
+- `rank_<r>.pt` (each rank): that rank's carry, torch RNG (halting exploration) and data position;
+- `config.json` (resolved, redacted config), `manifest.json` (the dataset's), `meta.json` (step,
+  world size, evaluation metrics), all from rank 0.
+A checkpoint is complete when `meta.json`, `state.pt` and every rank's file exist. The best checkpoint by
+the periodic evaluation is kept apart as `run_dir/best_<step:08d>/` (rank 0's files only: enough to
+evaluate, not to resume). Everything loads with `torch.load(weights_only=True)`.
+"""
+import io
+import json
+import os
+import re
+
+import fsspec
+import torch
+
+from pipeline import storage
+from pipeline.errors import PipelineError
+
+STATE = "state.pt"
+META = "meta.json"
+CONFIG = "config.json"
+MANIFEST = "manifest.json"
+_NAME = re.compile(r"^(checkpoint|best)_(\d{8})$")
+MANIFEST_FIELDS = ("seq_len", "vocab_size", "num_puzzle_identifiers")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"checkpoint_{step:08d}"
+
+
+def best_name(step: int) -> str:
+    return f"best_{step:08d}"
+
+
+def rank_file(rank: int) -> str:
+    return f"rank_{rank}.pt"
+
+
+def folders(run_dir: str, kind: str) -> list[tuple[int, str]]:
+    """(step, path) of the `kind`_<step> folders directly under run_dir, by step."""
+    fs, root = storage.filesystem(run_dir)
+    fs.invalidate_cache()
+    if not fs.exists(root):
+        return []
+    found = []
+    for entry in fs.ls(root, detail=True):
+        name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+        match = _NAME.match(name)
+        if entry["type"] == "directory" and match and match.group(1) == kind:
+            found.append((int(match.group(2)), storage.join(run_dir, name)))
+    return sorted(found)
+
+
+def _read_meta(path: str) -> dict | None:
+    meta_path = storage.join(path, META)
+    if not storage.exists(meta_path):
+        return None
+    try:
+        return storage.read_json(meta_path)
+    except (OSError, ValueError):
+        return None
+
+
+def is_complete(path: str, need_ranks: bool = True) -> bool:
+    meta = _read_meta(path)
+    if meta is None or not storage.exists(storage.join(path, STATE)):
+        return False
+    if not need_ranks:
+        return True
+    return all(storage.exists(storage.join(path, rank_file(r))) for r in range(int(meta["world_size"])))
+
+
+def latest_checkpoint(run_dir: str) -> str | None:
+    """Path of the complete checkpoint with the highest step, or None."""
+    for _, path in reversed(folders(run_dir, "checkpoint")):
+        if is_complete(path):
+            return path
+    return None
+
+
+def best_checkpoint(run_dir: str) -> str | None:
+    """Path of the checkpoint with the best periodic evaluation, or None when no evaluation ran."""
+    for _, path in reversed(folders(run_dir, "best")):
+        if is_complete(path, need_ranks=False):
+            return path
+    return None
+
+
+def training_complete(run_dir: str, steps: int) -> bool:
+    """True when the final checkpoint (at `steps`) exists and is complete."""
+    return is_complete(storage.join(run_dir, checkpoint_name(int(steps))))
+
+
+def _torch_load(path: str):
+    with fsspec.open(path, "rb") as f:
+        return torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
+
+
+def load_checkpoint(path: str) -> tuple[dict, dict, dict]:
+    """(state, config, manifest) of a checkpoint folder; PipelineError if it is missing or unreadable."""
+    if not storage.exists(storage.join(path, META)):
+        raise PipelineError(f"no checkpoint at {path}: {META} is missing (an interrupted save, or not a "
+                            f"checkpoint folder)")
+    try:
+        state = _torch_load(storage.join(path, STATE))
+        config = storage.read_json(storage.join(path, CONFIG))
+        manifest = storage.read_json(storage.join(path, MANIFEST))
+    except Exception as err:  # torch, JSON and filesystem errors all mean the same to the user
+        raise PipelineError(f"checkpoint {path} is unreadable: {type(err).__name__}: {err}") from err
+    return state, config, manifest
+
+
+def load_rank_state(path: str, rank: int) -> dict:
+    """The per-rank part (carry, RNG, data position) of a checkpoint folder."""
+    file = storage.join(path, rank_file(rank))
+    try:
+        return _torch_load(file)
+    except Exception as err:
+        raise PipelineError(f"checkpoint file {file} is unreadable: {type(err).__name__}: {err}") from err
+
+
+def model_config(model_cfg: dict, manifest: dict, source: str = "model"):
+    """TRMConfig from the `model` config group plus the manifest's data fields.
+
+    A data field set in the model config (e.g. `+model.seq_len=81`, or one saved in a checkpoint's
+    config) must equal the manifest's: a model built for other data would fail deep inside torch.
+    """
+    from trm import TRMConfig
+    values = {k: v for k, v in dict(model_cfg).items() if v is not None or k == "puzzle_emb_ndim"}
+    for key in MANIFEST_FIELDS:
+        if key not in manifest:
+            raise PipelineError(f"dataset manifest lacks {key!r}; rebuild the dataset with stage=augment")
+        if values.get(key) is not None and int(values[key]) != int(manifest[key]):
+            raise PipelineError(f"{source}.{key}={values[key]} does not fit the dataset, whose manifest has "
+                                f"{key}={manifest[key]}")
+        values[key] = int(manifest[key])
+    try:
+        return TRMConfig.from_dict(values)
+    except ValueError as err:
+        raise PipelineError(f"{source}: {err}") from err
+
+
+def upload_files(local_dir: str, names: list[str], dest: str) -> None:
+    """Copy files from a local folder to `dest` (local or remote), in the order given (put `meta.json`
+    last: its presence marks the folder complete)."""
+    fs, root = storage.filesystem(dest)
+    fs.makedirs(root, exist_ok=True)
+    for name in names:
+        fs.put_file(os.path.join(local_dir, name), storage.filesystem(storage.join(dest, name))[1])
+
+
+def write_json(path: str, obj) -> None:
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=str)

@@ -1,0 +1,187 @@
+"""`stage=train`: train TRM on the dataset in `data_dir` with Ray Train, checkpointing to `run_dir`.
+
+`python -m pipeline.run stage=train task=sudoku data_dir=... run_dir=... train.num_workers=2 model.hidden_size=64`
+
+`run_dir` (local or `s3://bucket/prefix/name`) is Ray Train's run folder (storage_path = its parent,
+name = its last part): checkpoints, `metrics.jsonl` and `curves.png` live there. Rerunning the same
+command continues from the latest checkpoint (`train.resume=auto`). The per-worker loop is
+`pipeline.train_loop.train_loop`; the checkpoint layout is in `pipeline.checkpoints`.
+
+Memory of the puzzle-embedding table (float32, replicated on every worker and saved in each
+checkpoint): num_puzzle_identifiers x hidden_size x 4 bytes, e.g. ARC-AGI-1 aug-1000 876,406 x 512 x 4
+= 1.8 GB (ARC-AGI-2 about the same per id), plus up to global_batch_size rows of gradient per step;
+Sudoku and Maze use 1 row per puzzle (a few MB).
+"""
+import logging
+import posixpath
+
+import ray
+from omegaconf import OmegaConf
+
+from pipeline import checkpoints as ckpt
+from pipeline import dataset_format as fmt
+from pipeline import storage
+from pipeline.errors import PipelineError
+from pipeline.metrics_log import read_metrics, write_curves
+from pipeline.ray_setup import init_ray
+from pipeline.train_loop import train_loop
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["inputs", "labels", "puzzle_identifier"]
+
+
+def _resume_mode(value) -> str:
+    mode = {True: "true", False: "false"}.get(value, str(value).lower())
+    if mode not in ("auto", "true", "false"):
+        raise PipelineError(f"train.resume={value!r}: use auto, true or false")
+    return mode
+
+
+def _check_options(t) -> None:
+    workers, batch = int(t.num_workers), int(t.global_batch_size)
+    if workers < 1 or batch < 1 or int(t.steps) < 1:
+        raise PipelineError("train.num_workers, train.global_batch_size and train.steps must be positive")
+    if batch % workers:
+        raise PipelineError(f"train.global_batch_size={batch} must be a multiple of train.num_workers={workers} "
+                            f"(each worker holds an equal share of the batch)")
+
+
+def _check_resumable(path: str, cfg, model_config, manifest: dict) -> int:
+    """Load the latest checkpoint once (a clear error if it is unreadable) and check it fits this run."""
+    state, saved, saved_manifest = ckpt.load_checkpoint(path)
+    meta = storage.read_json(storage.join(path, ckpt.META))
+    for key in ckpt.MANIFEST_FIELDS:
+        if saved_manifest.get(key) != manifest.get(key):
+            raise PipelineError(f"checkpoint {path} was trained on data with {key}={saved_manifest.get(key)}, "
+                                f"but the dataset at {cfg.data_dir} has {key}={manifest.get(key)}; "
+                                f"use another run_dir or the original data_dir")
+    saved_model = ckpt.model_config(saved["model"], saved_manifest, source=f"checkpoint {path}: model")
+    if saved_model != model_config:
+        diff = {k: (v, getattr(model_config, k)) for k, v in saved_model.to_dict().items()
+                if getattr(model_config, k) != v}
+        raise PipelineError(f"checkpoint {path} has a different model (saved, requested): {diff}; "
+                            f"use another run_dir or the saved model.* values")
+    for key in ("global_batch_size", "ema"):
+        if saved["train"][key] != cfg.train[key]:
+            raise PipelineError(f"checkpoint {path} was trained with train.{key}={saved['train'][key]}, "
+                                f"not {cfg.train[key]}; resuming exactly needs the same value")
+    if int(meta["world_size"]) != int(cfg.train.num_workers):
+        raise PipelineError(f"checkpoint {path} was written by {meta['world_size']} workers; set "
+                            f"train.num_workers={meta['world_size']} to resume it (each worker's carry and data "
+                            f"position are saved)")
+    return int(state["step"])
+
+
+def _storage(run_dir: str) -> tuple[str, str]:
+    """(storage_path, name) for Ray Train's RunConfig."""
+    if storage.is_remote(run_dir):
+        scheme, rest = run_dir.split("://", 1)
+        if "/" not in rest.strip("/"):
+            raise PipelineError(f"run_dir={run_dir} needs a folder inside the bucket, e.g. {run_dir}/run")
+        parent, name = posixpath.split(rest.rstrip("/"))
+        return f"{scheme}://{parent}", name
+    parent, name = posixpath.split(run_dir.rstrip("/"))
+    return parent, name
+
+
+def _resources(t) -> tuple[bool, float]:
+    use_gpu = t.use_gpu
+    if str(use_gpu).lower() == "auto":
+        use_gpu = ray.cluster_resources().get("GPU", 0) > 0
+    cpus = t.cpus_per_worker
+    if str(cpus).lower() == "auto":
+        # Leave half the CPUs to Ray Data: workers holding every CPU starve its read tasks (hangs forever).
+        total = ray.cluster_resources().get("CPU", 1)
+        cpus = max(0.1, min(1.0, int(10 * total / (2 * int(t.num_workers))) / 10))
+    return bool(use_gpu), float(cpus)
+
+
+def _datasets(cfg, manifest: dict) -> dict:
+    train_dir = storage.join(cfg.data_dir, "train")
+    if not storage.list_files(train_dir, ".parquet"):
+        raise PipelineError(f"no Parquet files under {train_dir}: rebuild the dataset with stage=augment")
+    datasets = {"train": ray.data.read_parquet(train_dir, columns=COLUMNS)}
+    test_dir = storage.join(cfg.data_dir, "test")
+    if int(cfg.train.eval_every or 0) > 0 and manifest.get("splits", {}).get("test", {}).get("examples", 0):
+        datasets["eval"] = ray.data.read_parquet(test_dir, columns=COLUMNS).limit(int(cfg.train.eval_examples))
+    return datasets
+
+
+def summarize(run_dir: str) -> dict:
+    records = read_metrics(run_dir)
+    last = records[-1] if records else {}
+    evals = [r for r in records if "eval/exact_accuracy" in r]
+    speeds = [r["train/samples_per_s"] for r in records[len(records) // 2:] if "train/samples_per_s" in r]
+    return {
+        "run_dir": run_dir, "step": last.get("step", 0), "lm_loss": last.get("train/lm_loss"),
+        "eval_exact_accuracy": evals[-1]["eval/exact_accuracy"] if evals else None,
+        "samples_per_s": sum(speeds) / len(speeds) if speeds else None,
+        "latest_checkpoint": ckpt.latest_checkpoint(run_dir), "best_checkpoint": ckpt.best_checkpoint(run_dir),
+    }
+
+
+def _print_summary(summary: dict) -> None:
+    fmt_value = lambda v: "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
+    print("\n".join(f"{key:>20}: {fmt_value(value)}" for key, value in summary.items()), flush=True)
+
+
+def run(cfg) -> dict:
+    from ray.data import ExecutionOptions
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from pipeline.config import saved_config
+
+    manifest = fmt.read_manifest(cfg.data_dir)
+    t = cfg.train
+    _check_options(t)
+    model_config = ckpt.model_config(OmegaConf.to_container(cfg.model, resolve=True), manifest)
+    mode = _resume_mode(t.resume)
+    run_dir = cfg.run_dir
+    latest = ckpt.latest_checkpoint(run_dir)
+    if latest and mode == "false":
+        raise PipelineError(f"run_dir={run_dir} already holds checkpoints (latest {latest}) and train.resume=false; "
+                            f"choose another run_dir or delete it")
+    if not latest and mode == "true":
+        raise PipelineError(f"train.resume=true but run_dir={run_dir} holds no complete checkpoint")
+    if latest:
+        step = _check_resumable(latest, cfg, model_config, manifest)
+        if step >= int(t.steps):
+            log.info("training in %s is complete (step %d); nothing to do", run_dir, step)
+            summary = summarize(run_dir)
+            _print_summary(summary)
+            return summary
+        log.info("resuming from %s (step %d of %d)", latest, step, int(t.steps))
+
+    init_ray(cfg.ray)
+    use_gpu, cpus = _resources(t)
+    storage_path, name = _storage(run_dir)
+    datasets = _datasets(cfg, manifest)
+    loop_config = {
+        "train": OmegaConf.to_container(t, resolve=True), "model": model_config.to_dict(), "run_dir": run_dir,
+        "seed": int(cfg.seed), "saved_config": saved_config(cfg), "manifest": manifest, "has_eval": "eval" in datasets,
+        "logger": cfg.logger, "wandb_project": t.wandb_project,
+    }
+    trainer = TorchTrainer(
+        train_loop, train_loop_config=loop_config, datasets=datasets,
+        # Every worker reads whole splits in a fixed order and keeps its share (see pipeline.train_loop).
+        dataset_config=DataConfig(datasets_to_split=[], execution_options=ExecutionOptions(preserve_order=True)),
+        scaling_config=ScalingConfig(num_workers=int(t.num_workers), use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": cpus, **({"GPU": 1} if use_gpu else {})},
+                                     placement_strategy=t.placement_strategy),
+        run_config=RunConfig(name=name, storage_path=storage_path,
+                             failure_config=FailureConfig(max_failures=int(t.max_failures)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=t.keep_last)),
+    )
+    log.info("training %d steps on %d worker(s) (%s, %.2g CPU each), batch %d, into %s", int(t.steps),
+             int(t.num_workers), "GPU" if use_gpu else "CPU", cpus, int(t.global_batch_size), run_dir)
+    try:
+        trainer.fit()
+    except ray.train.TrainingFailedError:
+        log.error("training failed; rerun the same command to continue from the latest checkpoint in %s", run_dir)
+        raise
+    write_curves(run_dir)
+    summary = summarize(run_dir)
+    _print_summary(summary)
+    return summary

@@ -1,0 +1,285 @@
+"""The per-worker training loop that Ray Train runs on every rank (module level, so Ray pickles it by name).
+
+Every rank holds the whole model (no DDP wrapper: `trm.average_gradients` all-reduces the gradients,
+the sparse puzzle-table optimiser all-gathers its rows) and `global_batch_size / world` carry slots.
+
+Data order. Every rank streams the same train split with the same seeded per-epoch shuffle and keeps
+the rows whose position p in that stream has p % world == rank. The order each rank sees is thereby a
+pure function of (seed, epoch, rank, world): ranks never overlap, and a restarted rank can skip exactly
+the rows it had consumed. Ray Data's `streaming_split` is not used because it assigns blocks to whichever
+rank asks first (no ordering guarantee), which would make exact resume impossible. The cost is that
+every rank reads the whole split once per epoch; TRM's data is tiny next to its compute (one ARC epoch,
+6.5 GB, lasts thousands of optimizer steps).
+
+Feeding (the reference's persistent carry): each step only the slots that halted take the next examples
+of the rank's stream; the others keep their example and (y, z).
+"""
+import logging
+import os
+import tempfile
+import time
+
+import numpy as np
+import ray.train
+import torch
+import torch.distributed as dist
+
+from pipeline import checkpoints as ckpt
+from pipeline import storage
+from pipeline.metrics_log import MetricsLog
+from trm import EMA, TRM, Carry, TRMConfig, act_loss, average_gradients, build_optimizers, evaluate_batch
+from trm import load_training_state, refill, set_lr, training_state
+
+log = logging.getLogger(__name__)
+
+TRAIN_METRICS = ("count", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lm_loss", "q_halt_loss")
+CHAOS_MARKER = ".chaos_failed_once"
+
+
+def to_examples(batch: dict) -> dict:
+    """Parquet columns (uint8 tokens, label 0 = ignore) -> trm's example tensors (int64, label -100)."""
+    labels = torch.as_tensor(np.asarray(batch["labels"]), dtype=torch.long)
+    return {"inputs": torch.as_tensor(np.asarray(batch["inputs"]), dtype=torch.long),
+            "labels": labels.masked_fill(labels == 0, -100),
+            "puzzle_identifiers": torch.as_tensor(np.asarray(batch["puzzle_identifier"]), dtype=torch.long)}
+
+
+class ExampleStream:
+    """This rank's examples, epoch after epoch, from a position (epoch, rows of this rank consumed)."""
+
+    def __init__(self, shard, seed: int, rank: int, world: int, shuffle_buffer: int, chunk: int,
+                 epoch: int = 0, consumed: int = 0):
+        self.shard, self.seed, self.rank, self.world = shard, seed, rank, world
+        self.shuffle_buffer, self.chunk = shuffle_buffer, chunk
+        self.epoch, self.consumed = epoch, consumed
+        self._chunks = self._iterate(epoch, consumed)
+        self._pending: list[tuple[int, dict]] = []   # (epoch, rows) read but not taken yet
+
+    def _epoch_seed(self, epoch: int) -> int:
+        # The same on every rank: the ranks partition one shuffled stream.
+        return (self.seed * 1_000_003 + epoch) % 2**31
+
+    def _iterate(self, epoch: int, skip: int):
+        while True:
+            position, produced = 0, 0
+            batches = self.shard.iter_batches(
+                batch_size=self.chunk, batch_format="numpy", drop_last=False,
+                local_shuffle_buffer_size=self.shuffle_buffer or None,
+                local_shuffle_seed=self._epoch_seed(epoch) if self.shuffle_buffer else None)
+            for batch in batches:
+                n = len(batch["puzzle_identifier"])
+                mine = (position + np.arange(n)) % self.world == self.rank
+                position += n
+                rows = {k: batch[k][mine] for k in ("inputs", "labels", "puzzle_identifier")}
+                produced += int(mine.sum())
+                if skip:
+                    dropped = min(skip, len(rows["puzzle_identifier"]))
+                    rows = {k: v[dropped:] for k, v in rows.items()}
+                    skip -= dropped
+                if len(rows["puzzle_identifier"]):
+                    yield epoch, rows
+            if produced == 0:
+                raise RuntimeError(f"rank {self.rank}: the train split has no rows for this rank "
+                                   f"({position} rows, {self.world} workers)")
+            epoch, skip = epoch + 1, 0
+
+    def take(self, k: int) -> dict:
+        """The next k examples as trm example tensors; advances (epoch, consumed)."""
+        parts, have = [], 0
+        while have < k:
+            if not self._pending:
+                self._pending.append(next(self._chunks))
+            epoch, rows = self._pending[0]
+            if epoch != self.epoch:
+                self.epoch, self.consumed = epoch, 0
+            n = min(k - have, len(rows["puzzle_identifier"]))
+            parts.append({key: v[:n] for key, v in rows.items()})
+            rest = {key: v[n:] for key, v in rows.items()}
+            if len(rest["puzzle_identifier"]):
+                self._pending[0] = (epoch, rest)
+            else:
+                self._pending.pop(0)
+            have += n
+            self.consumed += n
+        if not parts:
+            empty = np.zeros((0, 0), dtype=np.uint8)
+            return to_examples({"inputs": empty, "labels": empty, "puzzle_identifier": np.zeros(0, np.int64)})
+        return to_examples({key: np.concatenate([p[key] for p in parts]) for key in parts[0]})
+
+
+def _all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(values)
+    return values
+
+
+def load_eval_examples(shard, rank: int, world: int) -> dict | None:
+    """This rank's share (every world-th row) of the fixed evaluation subset."""
+    if shard is None:
+        return None
+    batches = list(shard.iter_batches(batch_size=4096, batch_format="numpy"))
+    if not batches:
+        return None
+    columns = {k: np.concatenate([b[k] for b in batches])[rank::world]
+               for k in ("inputs", "labels", "puzzle_identifier")}
+    return to_examples(columns)
+
+
+def evaluate(model: TRM, ema: EMA | None, examples: dict | None, batch_size: int, device) -> dict:
+    """Exact and token accuracy after all N_sup steps and per step, on the EMA weights, summed over ranks."""
+    n_sup = model.config.halt_max_steps
+    sums = torch.zeros(1 + 3 * n_sup, dtype=torch.float64, device=device)
+    if examples is not None and len(examples["inputs"]):
+        evaluated = ema.copy_model(model) if ema is not None else model
+        for start in range(0, len(examples["inputs"]), batch_size):
+            result = evaluate_batch(evaluated, {k: v[start:start + batch_size] for k, v in examples.items()})
+            sums += torch.cat([torch.tensor([float(result.count)], device=device),
+                               result.per_step["accuracy"].double(), result.per_step["exact_accuracy"].double(),
+                               result.per_step["q_halt_accuracy"].double()])
+        del evaluated
+    sums = _all_reduce_sum(sums).cpu()
+    count = sums[0].item()
+    if count == 0:
+        return {}
+    accuracy, exact, q_halt = (sums[1 + i * n_sup:1 + (i + 1) * n_sup] / count for i in range(3))
+    metrics = {"eval/count": count, "eval/accuracy": accuracy[-1].item(), "eval/exact_accuracy": exact[-1].item(),
+               "eval/q_halt_accuracy": q_halt[-1].item()}
+    metrics.update({f"eval/exact_accuracy_step{i + 1}": exact[i].item() for i in range(n_sup)})
+    return metrics
+
+
+def _train_record(step: int, sums: torch.Tensor, global_batch: int, lr: float, seconds: float, epoch: int) -> dict:
+    values = dict(zip(TRAIN_METRICS + ("new_examples",), sums.tolist()))
+    record = {"step": step, "train/lr": lr, "train/lm_loss": values["lm_loss"] / global_batch,
+              "train/q_halt_loss": values["q_halt_loss"] / global_batch, "train/count": values["count"],
+              "train/new_examples": values["new_examples"], "train/epoch": epoch,
+              "train/samples_per_s": global_batch / max(seconds, 1e-9)}
+    if values["count"] > 0:
+        for key in ("accuracy", "exact_accuracy", "q_halt_accuracy", "steps"):
+            record[f"train/{key}"] = values[key] / values["count"]
+    return record
+
+
+def _save(step, model, optimizers, ema, carry, stream, best_metric, eval_metrics, config, rank, world,
+          metrics_log, report_metrics):
+    """Write this rank's files, then report them into checkpoint_<step> (every rank calls report)."""
+    run_dir = config["run_dir"]
+    with tempfile.TemporaryDirectory() as local:
+        torch.save({"carry": carry.state_dict(), "rng": torch.get_rng_state(), "epoch": stream.epoch,
+                    "consumed": stream.consumed}, os.path.join(local, ckpt.rank_file(rank)))
+        if rank == 0:
+            state = training_state(model, optimizers, step, ema=ema)
+            state["best_metric"] = best_metric
+            torch.save(state, os.path.join(local, ckpt.STATE))
+            ckpt.write_json(os.path.join(local, ckpt.CONFIG), config["saved_config"])
+            ckpt.write_json(os.path.join(local, ckpt.MANIFEST), config["manifest"])
+            ckpt.write_json(os.path.join(local, ckpt.META), {"step": step, "world_size": world, **eval_metrics})
+            if eval_metrics and eval_metrics.get("eval/exact_accuracy") == best_metric:
+                _keep_best(local, run_dir, step)
+            metrics_log.flush()   # before the checkpoint: a resume truncates to it, so no step is lost
+        ray.train.report(report_metrics, checkpoint=ray.train.Checkpoint.from_directory(local),
+                         checkpoint_dir_name=ckpt.checkpoint_name(step))
+
+
+def _keep_best(local: str, run_dir: str, step: int) -> None:
+    """Copy rank 0's files to best_<step> (meta.json last), then drop the older best folders."""
+    dest = storage.join(run_dir, ckpt.best_name(step))
+    ckpt.upload_files(local, [ckpt.STATE, ckpt.CONFIG, ckpt.MANIFEST, ckpt.META], dest)
+    for _, path in ckpt.folders(run_dir, "best"):
+        if path != dest:
+            storage.remove(path)
+
+
+def _maybe_fail(config: dict, step: int, rank: int, world: int) -> None:
+    """Chaos option `train.fail_once_at_step`: the last rank raises once at that step (marker in run_dir)."""
+    at = config["train"].get("fail_once_at_step")
+    if at is None or step != int(at) or rank != world - 1:
+        return
+    marker = storage.join(config["run_dir"], CHAOS_MARKER)
+    if storage.exists(marker):
+        return
+    storage.write_json_atomic(marker, {"step": step, "rank": rank})
+    raise RuntimeError(f"chaos: train.fail_once_at_step={at} (rank {rank})")
+
+
+def train_loop(config: dict) -> None:
+    """Ray Train entry point. `config`: train (the train group), model (TRMConfig fields), run_dir, seed,
+    saved_config, manifest, logger, wandb_project."""
+    t = config["train"]
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    global_batch, total_steps, seed = int(t["global_batch_size"]), int(t["steps"]), int(config["seed"])
+
+    torch.manual_seed(seed)   # identical initial weights on every rank
+    model_config = TRMConfig.from_dict(config["model"])
+    model = TRM(model_config, verbose=rank == 0).to(device)
+    optimizers = build_optimizers(model, lr=t["lr"], weight_decay=t["weight_decay"], betas=(t["beta1"], t["beta2"]),
+                                  puzzle_emb_lr=t["puzzle_emb_lr"], puzzle_emb_weight_decay=t["puzzle_emb_weight_decay"])
+    ema = EMA(model, rate=t["ema_rate"]) if t["ema"] else None
+    torch.manual_seed(seed + 1 + rank)   # halting exploration differs per rank, as the reference
+    carry = model.empty_carry(global_batch // world, device)
+    step, epoch, consumed, best_metric = 0, 0, 0, None
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as local:
+            state, _, _ = ckpt.load_checkpoint(local)
+            step, _ = load_training_state(state, model, optimizers, ema=ema)
+            best_metric = state.get("best_metric")
+            mine = ckpt.load_rank_state(local, rank)
+        carry = Carry.from_state_dict(mine["carry"]).to(device)
+        torch.set_rng_state(mine["rng"])
+        epoch, consumed = mine["epoch"], mine["consumed"]
+        if rank == 0:
+            log.info("resumed from %s at step %d", checkpoint.path, step)
+    start_step = step
+
+    stream = ExampleStream(ray.train.get_dataset_shard("train"), seed, rank, world,
+                           shuffle_buffer=int(t["shuffle_buffer"]), chunk=max(256, global_batch // world),
+                           epoch=epoch, consumed=consumed)
+    eval_shard = ray.train.get_dataset_shard("eval") if config["has_eval"] else None
+    eval_examples = load_eval_examples(eval_shard, rank, world) if eval_shard is not None else None
+    metrics_log = None
+    if rank == 0:
+        metrics_log = MetricsLog(config["run_dir"], upto_step=start_step, total_steps=total_steps,
+                                 logger=config["logger"], wandb_project=config["wandb_project"],
+                                 config=config["saved_config"], progress=True)
+
+    eval_every, checkpoint_every = int(t["eval_every"] or 0), int(t["checkpoint_every"] or 0)
+    while step < total_steps:
+        began = time.perf_counter()
+        need = int(carry.halted.sum())
+        carry = refill(carry, stream.take(need))
+        carry, out = model(carry)
+        loss, metrics = act_loss(out, carry, model_config)
+        loss.backward()
+        average_gradients(model)
+        step += 1
+        lr = set_lr(optimizers, step, warmup_steps=int(t["lr_warmup_steps"]), total_steps=total_steps,
+                    lr_min_ratio=float(t["lr_min_ratio"]))
+        for optimizer in optimizers:
+            optimizer.step()
+            optimizer.zero_grad()
+        if ema is not None:
+            ema.update(model)
+        sums = torch.stack([metrics[k] for k in TRAIN_METRICS] + [torch.tensor(float(need), device=device)])
+        sums = _all_reduce_sum(sums.double()).cpu()
+        record = _train_record(step, sums, global_batch, lr, time.perf_counter() - began, stream.epoch)
+        _maybe_fail(config, step, rank, world)
+
+        eval_metrics = {}
+        if eval_every and (step % eval_every == 0 or step == total_steps) and config["has_eval"]:
+            eval_metrics = evaluate(model, ema, eval_examples, max(1, global_batch // world), device)
+            score = eval_metrics.get("eval/exact_accuracy")
+            if score is not None and (best_metric is None or score >= best_metric):
+                best_metric = score
+            record.update(eval_metrics)
+        if rank == 0:
+            metrics_log.log(record)
+        due = (checkpoint_every and step % checkpoint_every == 0) or step == total_steps or bool(eval_metrics)
+        if due:
+            _save(step, model, optimizers, ema, carry, stream, best_metric, eval_metrics, config, rank, world,
+                  metrics_log, record)
+    if rank == 0:
+        metrics_log.close()

@@ -1,0 +1,201 @@
+"""stage=train on Ray Train: 2 workers, exact resume, a worker failure, S3, two nodes, bad input.
+
+One uninterrupted 2-worker run (module fixture) is the reference the other runs must reproduce bitwise:
+on CPU every op is deterministic for a fixed thread count and gloo's 2-rank sum is order-free, and the
+data order, carries and RNG states are restored exactly, so no tolerance is needed.
+"""
+import logging
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import checkpoints as ckpt
+from pipeline import dataset_format as fmt
+from pipeline.errors import PipelineError
+from pipeline.metrics_log import read_metrics
+from pipeline.run import run_stage
+from tests.conftest import compose
+
+SEQ_LEN, VOCAB, IDS = 16, 6, 9
+STEPS = 12
+
+
+def write_tiny_dataset(data_dir: str, num_train: int = 256, num_test: int = 64) -> dict:
+    """A valid 4x4 fill-in dataset (tokens 1..5, blank 1 -> label 5) written through the dataset contract."""
+    import ray
+
+    def rows(batch, seed):
+        ids = batch["id"]
+        rng = np.random.default_rng(seed + int(ids[0]))
+        inputs = rng.integers(1, VOCAB, size=(len(ids), SEQ_LEN), dtype=np.uint8)
+        return {"inputs": inputs, "labels": np.where(inputs == 1, 5, inputs).astype(np.uint8),
+                "puzzle_identifier": (1 + ids % (IDS - 1)).astype(np.int32), "group_id": ids.astype(np.int64),
+                "aug_index": np.zeros(len(ids), np.int32)}
+
+    for split, n, seed in (("train", num_train, 0), ("test", num_test, 10_000)):
+        ds = ray.data.range(n, override_num_blocks=2).map_batches(rows, fn_kwargs={"seed": seed})
+        fmt.write_split(ds, data_dir, split, rows_per_file=n)
+    return fmt.publish_manifest(compose("task=sudoku"), data_dir,
+                                {"seq_len": SEQ_LEN, "vocab_size": VOCAB, "num_puzzle_identifiers": IDS})
+
+
+def tiny_overrides() -> list[str]:
+    return ["model.hidden_size=32", "model.num_heads=2", "model.L_layers=1", "model.H_cycles=2", "model.L_cycles=2",
+            "model.halt_max_steps=4", "model.puzzle_emb_len=2", "train.num_workers=2", "train.global_batch_size=16",
+            f"train.steps={STEPS}", "train.lr=3e-3", "train.lr_warmup_steps=2", "train.checkpoint_every=4",
+            "train.eval_every=6", "train.eval_examples=32", "train.keep_last=2", "train.shuffle_buffer=64"]
+
+
+def train(data_dir, run_dir, *extra):
+    return run_stage(compose("stage=train", f"data_dir={data_dir}", f"run_dir={run_dir}", *tiny_overrides(), *extra))
+
+
+def final_state(run_dir: str) -> dict:
+    state, _, _ = ckpt.load_checkpoint(ckpt.latest_checkpoint(run_dir))
+    return state
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert a["step"] == b["step"]
+    for part in ("model",):
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), f"{part}.{key} differs"
+    for key in a["ema"]["shadow"]:
+        assert torch.equal(a["ema"]["shadow"][key], b["ema"]["shadow"][key]), f"ema.{key} differs"
+    for saved_a, saved_b in zip(a["optimizers"], b["optimizers"]):
+        for slot, values in saved_a["state"].items():
+            for key, value in values.items():
+                assert torch.equal(torch.as_tensor(value), torch.as_tensor(saved_b["state"][slot][key]))
+
+
+def logged_steps(run_dir: str) -> list[int]:
+    return [r["step"] for r in read_metrics(run_dir)]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(ray_local, tmp_path_factory):
+    data_dir = str(tmp_path_factory.mktemp("tiny") / "data")
+    write_tiny_dataset(data_dir)
+    return data_dir
+
+
+@pytest.fixture(scope="module")
+def baseline(tiny_data, tmp_path_factory):
+    run_dir = str(tmp_path_factory.mktemp("baseline") / "run")
+    summary = train(tiny_data, run_dir)
+    return run_dir, summary
+
+
+def test_two_workers_complete_and_loss_falls(baseline):
+    run_dir, summary = baseline
+    records = read_metrics(run_dir)
+    assert logged_steps(run_dir) == list(range(1, STEPS + 1))
+    losses = [r["train/lm_loss"] for r in records]
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
+    evals = [r for r in records if "eval/exact_accuracy" in r]
+    assert [r["step"] for r in evals] == [6, 12] and all(r["eval/count"] == 32 for r in evals)
+    assert len([k for k in evals[0] if k.startswith("eval/exact_accuracy_step")]) == 4
+    # Keep-last-2 of the periodic checkpoints (4, 6, 8, 12), each with both ranks' carries; best kept apart.
+    assert [s for s, _ in ckpt.folders(run_dir, "checkpoint")] == [8, 12]
+    latest = ckpt.latest_checkpoint(run_dir)
+    assert latest.endswith("checkpoint_00000012") and ckpt.training_complete(run_dir, STEPS)
+    assert not ckpt.training_complete(run_dir, STEPS + 1)
+    assert {ckpt.rank_file(0), ckpt.rank_file(1)} <= set(os.listdir(latest))
+    assert ckpt.load_rank_state(latest, 1)["carry"]["halted"].shape == (8,)
+    assert ckpt.best_checkpoint(run_dir) is not None
+    state, config, manifest = ckpt.load_checkpoint(latest)
+    assert state["step"] == STEPS and manifest["seq_len"] == SEQ_LEN and config["train"]["steps"] == STEPS
+    assert "testing-secret-key" not in open(os.path.join(latest, ckpt.CONFIG)).read()
+    assert os.path.getsize(os.path.join(run_dir, "curves.png")) > 1000
+    assert summary["step"] == STEPS and summary["samples_per_s"] > 0
+
+
+def test_rerun_of_complete_run_does_nothing(baseline, tiny_data):
+    run_dir, _ = baseline
+    before = os.path.getmtime(os.path.join(run_dir, "metrics.jsonl"))
+    assert train(tiny_data, run_dir)["step"] == STEPS
+    assert os.path.getmtime(os.path.join(run_dir, "metrics.jsonl")) == before
+
+
+def test_worker_failure_restarts_from_checkpoint_exactly(baseline, tiny_data, tmp_path):
+    run_dir = str(tmp_path / "run")
+    train(tiny_data, run_dir, "train.fail_once_at_step=7", "train.max_failures=1")
+    assert os.path.exists(os.path.join(run_dir, ".chaos_failed_once"))   # it did fail once
+    assert logged_steps(run_dir) == list(range(1, STEPS + 1))           # no step lost or repeated
+    assert_same_state(final_state(run_dir), final_state(baseline[0]))
+
+
+def test_stop_and_resume_on_s3_equals_uninterrupted(baseline, tiny_data, s3_bucket):
+    from ray.train import TrainingFailedError
+    run_dir = f"{s3_bucket}/runs/tiny"
+    with pytest.raises(TrainingFailedError):
+        train(tiny_data, run_dir, "train.fail_once_at_step=7", "train.max_failures=0")
+    assert ckpt.latest_checkpoint(run_dir).endswith("checkpoint_00000006")
+    assert logged_steps(run_dir) == list(range(1, 7))
+    train(tiny_data, run_dir)   # resume=auto: continues from step 6
+    assert logged_steps(run_dir) == list(range(1, STEPS + 1))
+    assert_same_state(final_state(run_dir), final_state(baseline[0]))
+
+
+def test_missing_data_dir(tmp_path):
+    with pytest.raises(PipelineError, match="dataset.json is missing"):
+        train(tmp_path / "nothing", tmp_path / "run")
+
+
+def test_manifest_not_fitting_model(tiny_data, tmp_path):
+    with pytest.raises(PipelineError, match="model.seq_len=81 does not fit"):
+        train(tiny_data, tmp_path / "run", "+model.seq_len=81")
+
+
+def test_bad_model_config(tiny_data, tmp_path):
+    with pytest.raises(PipelineError, match="not a multiple of num_heads"):
+        train(tiny_data, tmp_path / "run", "model.num_heads=3")
+
+
+def test_unreadable_checkpoint(baseline, tiny_data, tmp_path):
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(baseline[0], run_dir)
+    with open(os.path.join(ckpt.latest_checkpoint(run_dir), ckpt.STATE), "wb") as f:
+        f.write(b"not a checkpoint")
+    with pytest.raises(PipelineError, match="unreadable"):
+        train(tiny_data, run_dir, f"train.steps={STEPS + 4}")
+
+
+def test_checkpoint_of_other_model_is_refused(baseline, tiny_data, tmp_path):
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(baseline[0], run_dir)
+    with pytest.raises(PipelineError, match="different model"):
+        train(tiny_data, run_dir, f"train.steps={STEPS + 4}", "model.hidden_size=64")
+
+
+def test_cli_exit_code_on_missing_data(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "pipeline.run", "stage=train", f"data_dir={tmp_path}/none",
+                             f"run_dir={tmp_path}/run"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "dataset.json is missing" in result.stdout + result.stderr
+
+
+def test_two_nodes_one_worker_each(tiny_data, tmp_path):
+    """Runs last in this file: it replaces the session's Ray with a 2-node cluster, then restores it."""
+    import ray
+    from ray.cluster_utils import Cluster
+    ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    cluster.add_node(num_cpus=2)
+    try:
+        ray.init(address=cluster.address, logging_level=logging.WARNING)
+        cluster.wait_for_nodes()
+        run_dir = str(tmp_path / "run")
+        train(tiny_data, run_dir, "train.placement_strategy=STRICT_SPREAD", "train.eval_every=0")
+        assert logged_steps(run_dir) == list(range(1, STEPS + 1))
+        assert ckpt.training_complete(run_dir, STEPS)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        # the ray_local fixture's settings, for the tests that run after this one
+        ray.init(num_cpus=4, include_dashboard=True, logging_level=logging.WARNING, object_store_memory=1024**3)
