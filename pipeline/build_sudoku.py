@@ -5,7 +5,8 @@ Generated (`task.source=generate`): each Ray task makes one seeded chunk of mini
 Read (`task.source=<csv | dir | s3:// | hf:id>`): every row is parsed and validated in the driver before
 anything is written. Either way, test puzzles equivalent to a training puzzle under the augmentation's
 symmetries are dropped (and counted), then training puzzles get `task.num_aug` transformed copies each,
-streamed to Parquet (the test split never). All puzzle identifiers are 0, as in the reference.
+streamed to Parquet (the test split never). All puzzle identifiers are 0, as in the reference. The
+`rating` column holds the original puzzle's rating on every copy.
 """
 import logging
 import math
@@ -45,8 +46,7 @@ def build(cfg, data_dir: str) -> dict:
         log.warning("dropped %d test puzzles equivalent to a training puzzle", int(dropped.sum()))
     originals["test"] = originals["test"].map_batches(
         _drop_groups, batch_format="numpy", fn_kwargs=dict(groups=test["group_id"][dropped]))
-    originals["train"] = originals["train"].map_batches(_drop_groups, batch_format="numpy",
-                                                        fn_kwargs=dict(groups=np.zeros(0, np.int64)))
+    originals = {split: ds.drop_columns(["canonical"]) for split, ds in originals.items()}
     histogram = {split: _rating_histogram(_collect(ds, ["rating"])["rating"]) for split, ds in originals.items()}
     for split, ds in (("test", originals["test"]), ("train", _augmented(originals["train"], cfg, n))):
         log.info("writing the %s split", split)
@@ -186,7 +186,7 @@ def _with_canonical(batch, *, n: int) -> dict:
 
 def _drop_groups(batch, *, groups: np.ndarray) -> dict:
     keep = ~np.isin(batch["group_id"], groups)
-    return {k: v[keep] for k, v in batch.items() if k != "canonical"}
+    return {k: v[keep] for k, v in batch.items()}
 
 
 def _augmented(ds, cfg, n: int):
