@@ -9,6 +9,7 @@ boxes), then rows gathered by a band-preserving permutation and columns by a sta
 then digits relabelled with blank fixed. Puzzle and solution get the same transform.
 """
 import dataclasses
+import functools
 import itertools
 
 import numpy as np
@@ -211,6 +212,7 @@ def inverse_transform(t: Transform) -> Transform:
 # ---------------------------------------------------------------------------------------------------
 # Canonical forms (split hygiene)
 
+@functools.lru_cache(maxsize=None)
 def _stack_preserving_perms(n: int, width: int) -> np.ndarray:
     groups = n // width
     perms = []
@@ -225,6 +227,7 @@ def canonical_form(questions: np.ndarray, solutions: np.ndarray) -> np.ndarray:
     taken with its unique solution; the symmetries are those of `random_transforms`)."""
     count, n, _ = questions.shape
     br, bc = box_shape(n)
-    flat = lambda g: np.ascontiguousarray(g.reshape(count, n * n), dtype=np.int8)   # noqa: E731
+    def flat(grids):
+        return np.ascontiguousarray(grids.reshape(count, n * n), dtype=np.int8)
     return sudoku_solver.canonical_batch(flat(solutions), flat(questions), n, br, bc,
                                          _stack_preserving_perms(n, bc), br == bc)
