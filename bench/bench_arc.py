@@ -1,0 +1,148 @@
+"""ARC-AGI-1 data stage, end to end: wall time, peak memory of the whole run, Parquet size on disk.
+
+python bench/bench_arc.py [--num-aug 100|1000] [--source ../shared/data/arc/arc-agi] [--cpus 2] [--out DIR]
+
+Builds training + evaluation + concept with evaluation as the test subset (the reference's ARC-1 input;
+its one duplicated task needs task.allow_overlap=true) through `stage=augment task=arc` on a local Ray
+started by the stage. Memory is sampled every 0.2 s over this process and all its descendants (the Ray
+daemons and workers): the sum of RSS counts pages shared between processes (the object store, libraries)
+once per process; PSS splits each shared page between its users, so it adds up to what the run holds.
+CPU time (user + system, all those processes) is
+less sensitive than wall time to other work on a shared machine. Ratios are against the reference builder on a 2-core machine (trm_reference.md 1.6).
+"""
+import argparse
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+SHARED_ARC = Path(__file__).resolve().parents[2] / "shared" / "data" / "arc" / "arc-agi"
+# Reference builder (TRM e7b6871), 2 vCPU: wall s, peak RSS GB, output GB.
+REFERENCE = {10: (9.38, 0.25, 0.0901), 100: (59.1, 1.77, 0.799), 1000: (636.9, 15.5, 7.27)}
+
+
+def _tree(root: int) -> list:
+    """Pids of `root` and all its descendants, from /proc."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    pids, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        pids.append(pid)
+        todo.extend(children.get(pid, []))
+    return pids
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process so far."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _memory(pids: list) -> tuple:
+    """(sum of RSS, sum of PSS) in bytes over `pids`."""
+    rss = pss = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Rss:"):
+                        rss += int(line.split()[1]) * 1024
+                    elif line.startswith("Pss:"):
+                        pss += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return rss, pss
+
+
+class PeakMemory(threading.Thread):
+    def __init__(self, interval: float = 0.2):
+        super().__init__(daemon=True)
+        self.interval, self.peak_rss, self.peak_pss, self.processes = interval, 0, 0, 0
+        self.cpu = {}                  # pid -> CPU seconds at its last sample (kept after it exits)
+        self._stop_event = threading.Event()
+
+    def run(self):
+        root = os.getpid()
+        while not self._stop_event.is_set():
+            pids = _tree(root)
+            rss, pss = _memory(pids)
+            self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
+            self.processes = max(self.processes, len(pids))
+            self.cpu.update({pid: _cpu_seconds(pid) for pid in pids})
+            self._stop_event.wait(self.interval)
+
+    def stop(self):
+        self._stop_event.set()
+        self.join()
+
+
+def _bytes_under(folder: Path, suffix: str) -> int:
+    return sum(p.stat().st_size for p in folder.rglob(f"*{suffix}"))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--num-aug", type=int, default=100, help="augmentations per task (the paper: 1000)")
+    parser.add_argument("--source", default=str(SHARED_ARC), help="Kaggle prefix of the ARC JSON files")
+    parser.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray")
+    parser.add_argument("--out", default=None, help="data_dir (default: a temporary folder, removed after)")
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    from hydra import compose, initialize_config_module
+
+    from pipeline.run import run_stage
+
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench-arc-"))
+    overrides = ["stage=augment", "task=arc", "preset=none", f"task.source={args.source}",
+                 "task.subsets=[training,evaluation,concept]", "task.test_subset=evaluation",
+                 f"task.num_aug={args.num_aug}", "task.allow_overlap=true", "overwrite=true",
+                 f"ray.num_cpus={args.cpus}", "ray.dashboard=false", f"data_dir={out}"]
+    with initialize_config_module(config_module="pipeline.conf", version_base=None):
+        cfg = compose(config_name="config", overrides=overrides)
+    sampler = PeakMemory()
+    sampler.start()
+    began = time.perf_counter()
+    manifest = run_stage(cfg)                      # includes starting Ray
+    wall = time.perf_counter() - began
+    sampler.stop()
+    cpu = sum(sampler.cpu.values())
+    parquet = _bytes_under(out / "train", ".parquet") + _bytes_under(out / "test", ".parquet")
+    side = sum((out / manifest[k]).stat().st_size for k in ("identifiers_file", "test_puzzles_file"))
+    splits = manifest["splits"]
+    print(f"\nARC-AGI-1, num_aug {args.num_aug}, {args.cpus} CPUs: train {splits['train']['examples']:,} "
+          f"examples, test {splits['test']['examples']:,}, identifiers {manifest['num_puzzle_identifiers']:,}, "
+          f"tasks short of versions {manifest['augmentation_shortfall']}, {sampler.processes} processes")
+    ref = REFERENCE.get(args.num_aug)
+    rows = [("wall (s)", wall, ref and ref[0]),
+            ("CPU, all processes (s)", cpu, None),
+            ("peak RSS, sum over processes (GB)", sampler.peak_rss / 1e9, ref and ref[1]),
+            ("peak PSS, sum over processes (GB)", sampler.peak_pss / 1e9, ref and ref[1]),
+            ("Parquet on disk (GB)", parquet / 1e9, ref and ref[2]),
+            ("side files (MB)", side / 1e6, None)]
+    print(f"{'measurement':<36} {'this':>10} {'reference':>10} {'ratio':>8}")
+    for name, value, reference in rows:
+        ratio = f"{reference / value:>7.1f}x" if reference else f"{'-':>8}"
+        print(f"{name:<36} {value:>10.3f} {reference if reference else '-':>10} {ratio}")
+    if not args.out:
+        shutil.rmtree(out)
+
+
+if __name__ == "__main__":
+    main()
