@@ -146,3 +146,13 @@ def test_exploration_imposes_a_minimum_of_two_steps():
     carry, _ = model(carry)
     first_halts = carry.halted.float().mean()
     assert 0.1 < first_halts < 0.6  # m = 2 with probability 1/3
+
+
+def test_bfloat16_forward_and_backward():
+    config = tiny(forward_dtype="bfloat16")
+    model = TRM(config, verbose=False)
+    carry, out = model(refill(model.empty_carry(2), examples(config, 2)))
+    assert carry.y.dtype == out.logits.dtype == torch.bfloat16
+    assert model.lm_head.weight.dtype == torch.float32  # float32 masters for the optimiser
+    (out.logits.float().sum() + out.q_halt.sum()).backward()
+    assert torch.isfinite(model.lm_head.weight.grad).all()

@@ -53,7 +53,8 @@ class Carry:
 def refill(carry: Carry, examples: dict) -> Carry:
     """Give each halted slot, in slot order, the next row of `examples`; other slots are untouched.
 
-    `examples` holds `inputs` [k, seq_len], `labels` [k, seq_len] (-100 = ignored) and
+    `examples` holds `inputs` [k, seq_len], `labels` [k, seq_len] (-100 = ignored: map the padding
+    label to -100 before, as the reference's loader does) and
     `puzzle_identifiers` [k], integer tensors or arrays, with k = number of halted slots exactly (a
     ValueError otherwise). Refilled slots get steps 0 (the model restarts them from H_init / L_init) and
     halted False. Returns a new Carry; the argument is not modified.

@@ -50,7 +50,8 @@ class TRM(nn.Module):
     Deliberate differences from the reference: H_init / L_init are stored in float32 (the reference
     stores them in bfloat16); a slot restarts from them when its `steps` is 0 (set by `refill`) rather
     than when it is flagged halted; exploration draws come from torch's global CPU generator so runs are
-    reproducible across devices.
+    reproducible across devices (seed it per rank, e.g. seed + rank as the reference, after building
+    the model with the same seed on every rank).
     """
 
     def __init__(self, config: TRMConfig, verbose: bool = True):

@@ -107,7 +107,8 @@ def build_optimizers(model: nn.Module, lr: float = 1e-4, weight_decay: float = 0
 def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, lr_min_ratio: float = 1.0) -> float:
     """Learning rate at 1-based optimiser step `step`: linear warm-up, then cosine from base to base * ratio.
 
-    The reference's shipped lr_min_ratio = 1.0 makes the cosine a constant.
+    The reference's shipped lr_min_ratio = 1.0 makes the cosine a constant. Past `total_steps` the rate
+    stays at base * ratio (the reference's formula would climb the cosine again).
     """
     if step < warmup_steps:
         return base_lr * step / max(1, warmup_steps)
