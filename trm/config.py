@@ -1,5 +1,5 @@
 """`TRMConfig`: the model's hyper-parameters under the reference's names and defaults."""
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Optional
 
 POS_ENCODINGS = ("rope", "learned", "none")
@@ -80,9 +80,6 @@ class TRMConfig:
     def total_len(self) -> int:
         """Sequence length the network sees: prefix + grid tokens (97 for Sudoku, 916 for ARC)."""
         return self.prefix_len + self.seq_len
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> "TRMConfig":
