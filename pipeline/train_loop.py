@@ -150,7 +150,7 @@ def evaluate(model: TRM, ema: EMA | None, examples: dict | None, batch_size: int
 
 def _train_record(step: int, sums: torch.Tensor, global_batch: int, lr: float, seconds: float, epoch: int) -> dict:
     values = dict(zip(TRAIN_METRICS + ("new_examples",), sums.tolist()))
-    record = {"step": step, "train/lr": lr, "train/lm_loss": values["lm_loss"] / global_batch,
+    record = {"step": step, "time": time.time(), "train/lr": lr, "train/lm_loss": values["lm_loss"] / global_batch,
               "train/q_halt_loss": values["q_halt_loss"] / global_batch, "train/count": values["count"],
               "train/new_examples": values["new_examples"], "train/epoch": epoch,
               "train/samples_per_s": global_batch / max(seconds, 1e-9)}
@@ -214,8 +214,9 @@ def train_loop(config: dict) -> None:
     torch.manual_seed(seed)   # identical initial weights on every rank
     model_config = TRMConfig.from_dict(config["model"])
     model = TRM(model_config, verbose=rank == 0).to(device)
-    optimizers = build_optimizers(model, lr=t["lr"], weight_decay=t["weight_decay"], betas=(t["beta1"], t["beta2"]),
-                                  puzzle_emb_lr=t["puzzle_emb_lr"], puzzle_emb_weight_decay=t["puzzle_emb_weight_decay"])
+    optimizers = build_optimizers(model, lr=t["lr"], weight_decay=t["weight_decay"],
+                                  betas=(t["beta1"], t["beta2"]), puzzle_emb_lr=t["puzzle_emb_lr"],
+                                  puzzle_emb_weight_decay=t["puzzle_emb_weight_decay"])
     ema = EMA(model, rate=t["ema_rate"]) if t["ema"] else None
     torch.manual_seed(seed + 1 + rank)   # halting exploration differs per rank, as the reference
     carry = model.empty_carry(global_batch // world, device)
