@@ -35,7 +35,7 @@ class ArcTaskError(ValueError):
 
     def __init__(self, task_id: str, part: str | None, index: int | None, reason: str):
         self.task_id, self.part, self.index, self.reason = task_id, part, index, reason
-        where = f", {part} pair {index}" if part is not None else ""
+        where = "" if part is None else f", {part}" if index is None else f", {part} pair {index}"
         super().__init__(f"task {task_id}{where}: {reason}")
 
 
