@@ -141,7 +141,8 @@ def write_curves(run_dir: str) -> str | None:
                 ax.plot(xs, ys, marker="o" if key.startswith("eval/") else None, label=key)
         ax.set_title(title)
         ax.set_xlabel("step")
-        ax.legend(fontsize=7)
+        if ax.lines:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)

@@ -38,10 +38,9 @@ CHAOS_MARKER = ".chaos_failed_once"
 
 def to_examples(batch: dict) -> dict:
     """Parquet columns (uint8 tokens, label 0 = ignore) -> trm's example tensors (int64, label -100)."""
-    labels = torch.as_tensor(np.asarray(batch["labels"]), dtype=torch.long)
-    return {"inputs": torch.as_tensor(np.asarray(batch["inputs"]), dtype=torch.long),
-            "labels": labels.masked_fill(labels == 0, -100),
-            "puzzle_identifiers": torch.as_tensor(np.asarray(batch["puzzle_identifier"]), dtype=torch.long)}
+    inputs, labels, ids = (torch.from_numpy(np.array(batch[k], dtype=np.int64))   # copies: writable
+                           for k in ("inputs", "labels", "puzzle_identifier"))
+    return {"inputs": inputs, "labels": labels.masked_fill(labels == 0, -100), "puzzle_identifiers": ids}
 
 
 class ExampleStream:
@@ -160,7 +159,7 @@ def _train_record(step: int, sums: torch.Tensor, global_batch: int, lr: float, s
     return record
 
 
-def _save(step, model, optimizers, ema, carry, stream, best_metric, eval_metrics, config, rank, world,
+def _save(step, model, optimizers, ema, carry, stream, best_metric, improved, eval_metrics, config, rank, world,
           metrics_log, report_metrics):
     """Write this rank's files, then report them into checkpoint_<step> (every rank calls report)."""
     run_dir = config["run_dir"]
@@ -174,7 +173,7 @@ def _save(step, model, optimizers, ema, carry, stream, best_metric, eval_metrics
             ckpt.write_json(os.path.join(local, ckpt.CONFIG), config["saved_config"])
             ckpt.write_json(os.path.join(local, ckpt.MANIFEST), config["manifest"])
             ckpt.write_json(os.path.join(local, ckpt.META), {"step": step, "world_size": world, **eval_metrics})
-            if eval_metrics and eval_metrics.get("eval/exact_accuracy") == best_metric:
+            if improved:
                 _keep_best(local, run_dir, step)
             metrics_log.flush()   # before the checkpoint: a resume truncates to it, so no step is lost
         ray.train.report(report_metrics, checkpoint=ray.train.Checkpoint.from_directory(local),
@@ -269,18 +268,20 @@ def train_loop(config: dict) -> None:
         record = _train_record(step, sums, global_batch, lr, time.perf_counter() - began, stream.epoch)
         _maybe_fail(config, step, rank, world)
 
-        eval_metrics = {}
+        eval_metrics, improved = {}, False
         if eval_every and (step % eval_every == 0 or step == total_steps) and config["has_eval"]:
             eval_metrics = evaluate(model, ema, eval_examples, max(1, global_batch // world), device)
             score = eval_metrics.get("eval/exact_accuracy")
-            if score is not None and (best_metric is None or score >= best_metric):
+            # Strictly better only: a tie keeps the earlier copy instead of uploading another one.
+            improved = score is not None and (best_metric is None or score > best_metric)
+            if improved:
                 best_metric = score
             record.update(eval_metrics)
         if rank == 0:
             metrics_log.log(record)
         due = (checkpoint_every and step % checkpoint_every == 0) or step == total_steps or bool(eval_metrics)
         if due:
-            _save(step, model, optimizers, ema, carry, stream, best_metric, eval_metrics, config, rank, world,
-                  metrics_log, record)
+            _save(step, model, optimizers, ema, carry, stream, best_metric, improved, eval_metrics, config, rank,
+                  world, metrics_log, record)
     if rank == 0:
         metrics_log.close()

@@ -14,6 +14,7 @@ Sudoku and Maze use 1 row per puzzle (a few MB).
 """
 import logging
 import posixpath
+from dataclasses import asdict
 
 import ray
 from omegaconf import OmegaConf
@@ -58,7 +59,7 @@ def _check_resumable(path: str, cfg, model_config, manifest: dict) -> int:
                                 f"use another run_dir or the original data_dir")
     saved_model = ckpt.model_config(saved["model"], saved_manifest, source=f"checkpoint {path}: model")
     if saved_model != model_config:
-        diff = {k: (v, getattr(model_config, k)) for k, v in saved_model.to_dict().items()
+        diff = {k: (v, getattr(model_config, k)) for k, v in asdict(saved_model).items()
                 if getattr(model_config, k) != v}
         raise PipelineError(f"checkpoint {path} has a different model (saved, requested): {diff}; "
                             f"use another run_dir or the saved model.* values")
@@ -159,7 +160,7 @@ def run(cfg) -> dict:
     storage_path, name = _storage(run_dir)
     datasets = _datasets(cfg, manifest)
     loop_config = {
-        "train": OmegaConf.to_container(t, resolve=True), "model": model_config.to_dict(), "run_dir": run_dir,
+        "train": OmegaConf.to_container(t, resolve=True), "model": asdict(model_config), "run_dir": run_dir,
         "seed": int(cfg.seed), "saved_config": saved_config(cfg), "manifest": manifest, "has_eval": "eval" in datasets,
         "logger": cfg.logger, "wandb_project": t.wandb_project,
     }
