@@ -1,0 +1,190 @@
+"""`stage=eval`: exact and token accuracy of one checkpoint on Sudoku or maze test puzzles.
+
+`python -m pipeline.run stage=eval task=sudoku [checkpoint=best|latest|<folder>] [eval.source=<csv>] [eval.render=4]`
+
+Stateless: one checkpoint in, `run_dir/eval/` out (replaced on every run): `predictions/*.parquet` (one row
+per puzzle: tokens, prediction, halt logit, steps, correctness), `render/*.png` with `eval.render=N`, and
+`metrics.json`, written last. The puzzles are `data_dir/test`, or with `eval.source=` any
+Sudoku-Extreme / Maze-Hard style CSV (a file, a folder's `test.csv`, `s3://`, `hf:`), encoded as the
+data stage does for the checkpoint's grid size.
+"""
+import logging
+
+import numpy as np
+import pyarrow as pa
+import ray
+from ray.data.extensions import ArrowTensorArray
+
+from augment import maze, sudoku
+from pipeline import dataset_format as fmt
+from pipeline import inference, render, sources, storage
+from pipeline.errors import PipelineError
+from pipeline.ray_setup import init_ray
+
+log = logging.getLogger(__name__)
+
+TASKS = ("sudoku", "maze")
+INPUT_COLUMNS = ["inputs", "labels", "puzzle_identifier", "group_id", "aug_index"]
+CSV_CHUNK = 4096
+
+
+def run(cfg) -> dict:
+    e = cfg.eval
+    if int(e.batch_size) < 1 or int(e.render) < 0:
+        raise PipelineError(f"eval.batch_size={e.batch_size} must be >= 1 and eval.render={e.render} >= 0")
+    path = inference.resolve_checkpoint(cfg.checkpoint, cfg.run_dir)
+    config, saved_manifest, meta = inference.checkpoint_info(path)
+    task = saved_manifest.get("task")
+    if task not in TASKS:
+        raise PipelineError(f"checkpoint {path} is a {task!r} model; stage=eval scores {' and '.join(TASKS)} "
+                            f"(use stage=eval_arc for ARC)")
+    init_ray(cfg.ray)
+    if e.source:
+        source = str(e.source)
+        ds = csv_dataset(source, task, saved_manifest)
+    else:
+        source = storage.join(cfg.data_dir, "test")
+        inference.check_fits(path, saved_manifest, fmt.read_manifest(cfg.data_dir), f"data_dir={cfg.data_dir}")
+        if not storage.list_files(source, ".parquet"):
+            raise PipelineError(f"no test puzzles under {source}: rebuild the dataset with stage=augment")
+        ds = ray.data.read_parquet(source, columns=INPUT_COLUMNS)
+    if e.limit:
+        ds = ds.limit(int(e.limit))
+
+    out_dir = storage.join(cfg.run_dir, "eval")
+    storage.remove(out_dir)   # stateless: nothing from an earlier evaluation survives
+    predicted = inference.predict(ds, path, e, passthrough=INPUT_COLUMNS)
+    if task == "maze":
+        predicted = predicted.map_batches(_valid_paths, batch_format="numpy", fn_kwargs=dict(size=saved_manifest["size"]))
+    predicted = predicted.materialize()
+    predicted.drop_columns(list(inference.STEP_SUMS)).write_parquet(storage.join(out_dir, "predictions"),
+                                                                    compression="zstd")
+    metrics = summarize(_totals(predicted), task)
+    metrics.update(task=task, checkpoint=path, checkpoint_step=meta.get("step"), source=source,
+                   ema=bool(e.ema), halt_on_q=bool(e.halt_on_q))
+    if int(e.render):
+        metrics["rendered"] = render_puzzles(ds, path, e, task, out_dir)
+    storage.write_json_atomic(storage.join(out_dir, "metrics.json"), metrics)
+    print_table(metrics)
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------------
+# Puzzles from a CSV file
+
+def csv_dataset(source: str, task: str, saved_manifest: dict):
+    """Rows of a Sudoku-Extreme / Maze-Hard CSV encoded for the checkpoint's grid size, validated first."""
+    size = int(saved_manifest["size"])
+    loaded = sources.read_puzzle_source(storage.to_absolute(source))
+    rows = loaded["test"] if "test" in loaded else loaded["all"]
+    if task == "sudoku":
+        reasons = sudoku.validate_rows(rows.question, rows.answer, size)
+    else:
+        questions, q_reasons = maze.parse(rows.question, size)
+        answers, a_reasons = maze.parse(rows.answer, size)
+        reasons = np.where(q_reasons != "", "question " + q_reasons, np.where(a_reasons != "", "answer " + a_reasons, ""))
+        ok = reasons == ""
+        reasons[ok] = maze.validate(questions[ok], answers[ok])
+    bad = np.flatnonzero(reasons != "")
+    if bad.size:
+        more = f" (and {bad.size - 1} more bad rows)" if bad.size > 1 else ""
+        raise PipelineError(f"eval.source: {rows.origin}, line {rows.line[bad[0]]}: {reasons[bad[0]]} (the checkpoint's "
+                            f"{task} size is {size}){more}")
+    if not len(rows):
+        raise PipelineError(f"eval.source: {rows.origin} holds no puzzles")
+    if task == "sudoku":
+        inputs = sudoku.to_tokens(sudoku.parse(rows.question, size, True)[0])
+        labels = sudoku.to_tokens(sudoku.parse(rows.answer, size, False)[0])
+    else:
+        inputs, labels = questions.reshape(len(rows), -1), answers.reshape(len(rows), -1)
+    tables = []
+    for start in range(0, len(rows), CSV_CHUNK):
+        part = slice(start, start + CSV_CHUNK)
+        n = len(inputs[part])
+        tables.append(pa.table({
+            "inputs": ArrowTensorArray.from_numpy(inputs[part]), "labels": ArrowTensorArray.from_numpy(labels[part]),
+            "puzzle_identifier": pa.array(np.zeros(n, np.int32)),
+            "group_id": pa.array(np.arange(start, start + n, dtype=np.int64)),   # row of the file, from 0
+            "aug_index": pa.array(np.zeros(n, np.int32))}))
+    log.info("eval.source: %d %s puzzles from %s", len(rows), task, rows.origin)
+    return ray.data.from_arrow(tables)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Metrics
+
+def _valid_paths(batch, *, size: int) -> dict:
+    n = len(batch["preds"])
+    questions = np.asarray(batch["inputs"]).reshape(n, size, size)
+    batch["valid_path"] = maze.is_valid_shortest_path(questions, np.asarray(batch["preds"])) if n else np.zeros(0, bool)
+    return batch
+
+
+def _batch_totals(batch) -> dict:
+    """One row of sums per batch; the driver adds up these few rows."""
+    labelled = np.asarray(batch["has_labels"], dtype=bool)
+    out = {"rows": [len(labelled)], "count": [labelled.sum()],
+           "exact": [np.asarray(batch["exact"]).sum()], "token_accuracy": [np.asarray(batch["token_accuracy"]).sum()],
+           "halt_step": [np.asarray(batch["halt_step"], dtype=np.float64).sum()],
+           "answer_step": [np.asarray(batch["answer_step"], dtype=np.float64).sum()]}
+    if "valid_path" in batch:
+        out["valid_path"] = [np.asarray(batch["valid_path"]).sum()]
+    for column in inference.STEP_SUMS:
+        out[column] = np.asarray(batch[column]).sum(axis=0, keepdims=True)
+    return out
+
+
+def _totals(predicted) -> dict:
+    parts = list(predicted.map_batches(_batch_totals, batch_format="numpy", batch_size=None)
+                 .iter_batches(batch_format="numpy", batch_size=None))
+    if not parts:
+        raise PipelineError("no puzzles to evaluate")
+    return {k: np.concatenate([p[k] for p in parts]).sum(axis=0) for k in parts[0]}
+
+
+def summarize(totals: dict, task: str) -> dict:
+    rows, count = int(totals["rows"]), int(totals["count"])
+    if count == 0:
+        raise PipelineError("none of the evaluated puzzles has a label to score against")
+    per_step = {name: (totals[column] / count).tolist() for name, column in
+                (("exact_accuracy_per_step", "step_exact_sum"), ("token_accuracy_per_step", "step_token_accuracy_sum"),
+                 ("q_halt_accuracy_per_step", "step_q_halt_accuracy_sum"))}
+    metrics = {"count": count, "puzzles": rows, "exact_accuracy": float(totals["exact"]) / count,
+               "token_accuracy": float(totals["token_accuracy"]) / count,
+               "mean_halting_step": float(totals["halt_step"]) / rows,
+               "mean_answer_step": float(totals["answer_step"]) / rows, **per_step}
+    if task == "maze":
+        metrics["valid_shortest_path_rate"] = float(totals["valid_path"]) / rows
+    return metrics
+
+
+def print_table(metrics: dict) -> None:
+    lines = [f"eval {metrics['task']}: {metrics['count']:,} puzzles, checkpoint {metrics['checkpoint']} "
+             f"(step {metrics['checkpoint_step']}, {'EMA' if metrics['ema'] else 'raw'} weights)",
+             f"{'step':>5} {'exact':>8} {'token':>8} {'q_halt':>8}"]
+    for i, (exact, token, q) in enumerate(zip(metrics["exact_accuracy_per_step"], metrics["token_accuracy_per_step"],
+                                              metrics["q_halt_accuracy_per_step"])):
+        lines.append(f"{i + 1:>5} {exact:>8.4f} {token:>8.4f} {q:>8.4f}")
+    lines.append(f"exact accuracy {metrics['exact_accuracy']:.4f}, token accuracy {metrics['token_accuracy']:.4f}, "
+                 f"mean halting step {metrics['mean_halting_step']:.2f}")
+    if "valid_shortest_path_rate" in metrics:
+        lines.append(f"valid shortest paths {metrics['valid_shortest_path_rate']:.4f}")
+    print("\n".join(lines), flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pictures
+
+def render_puzzles(ds, path: str, eval_cfg, task: str, out_dir: str) -> list:
+    """PNGs of the first `eval.render` puzzles, drawn in the driver (a few puzzles)."""
+    batch = ds.limit(int(eval_cfg.render)).take_batch(int(eval_cfg.render), batch_format="numpy")
+    model = inference.load_model(path, bool(eval_cfg.ema), "cpu")
+    steps = inference.step_predictions(model, batch)
+    files = []
+    for i in range(len(batch["inputs"])):
+        name = storage.join(out_dir, "render", f"puzzle_{i:03d}.png")
+        exact = bool((steps[-1, i] == batch["labels"][i])[batch["labels"][i] != 0].all())
+        title = f"{task} group {int(batch['group_id'][i])}: {'solved' if exact else 'not solved'} at step {len(steps)}"
+        render.write_png(name, render.puzzle_png(task, batch["inputs"][i], steps[:, i], batch["labels"][i], title))
+        files.append(name)
+    return files

@@ -1,0 +1,162 @@
+"""`stage=eval_arc`: ARC test-time augmentation, voting and pass@K for one checkpoint.
+
+`python -m pipeline.run stage=eval_arc task=arc [checkpoint=best|latest|<folder>] [eval_arc.num_aug=100]`
+`python -m pipeline.run stage=eval_arc task=arc eval_arc.predictions=<run_dir>/eval_arc/predictions` (re-score)
+
+Every test input of the test-subset tasks is predicted under each version of its task the model knows
+(the data stage's test split: identity first, then up to `eval_arc.num_aug` augmentations), on Ray
+Data's actor pool. Each prediction is cropped at its end-of-grid marker, mapped back to the original task
+and hashed; Ray Data then groups them per (task, test input) and votes (`pipeline.arc_voting`). Nothing
+is gathered into one process but the few top answers per test input.
+
+Stateless: `run_dir/eval_arc/` is replaced on every run: `predictions/` (one row per prediction, enough to
+re-score without a model), `votes/` (per test input, its ranked distinct answers: hash, count, mean
+confidence, correct), `submission.json` (ARC Prize format) and `metrics.json` (pass@K), written last.
+"""
+import logging
+
+import numpy as np
+import ray
+
+from augment import arc
+from pipeline import arc_voting, inference, storage
+from pipeline import dataset_format as fmt
+from pipeline.errors import PipelineError
+from pipeline.ray_setup import init_ray
+
+log = logging.getLogger(__name__)
+
+PASSTHROUGH = ["task_id", "example_index", "aug_index", "puzzle_identifier", "dihedral", "colour_map",
+               "offset_row", "offset_col"]
+PREDICTION_COLUMNS = ["task_id", "example_index", "aug_index", "puzzle_identifier", "answer_hash", "height", "width",
+                      "answer", "q_halt", "answer_step", "halt_step"]
+# The data stage's fields that fix what each puzzle identifier means: a checkpoint must match them.
+IDENTIFIER_FIELDS = ("seed", "versions", "test_subset", "subsets")
+
+
+def run(cfg) -> dict:
+    ea = cfg.eval_arc
+    ks = sorted({int(k) for k in ea.pass_ks})
+    if not ks or ks[0] < 1:
+        raise PipelineError(f"eval_arc.pass_ks={list(ea.pass_ks)}: need positive integers")
+    if ea.num_aug is not None and int(ea.num_aug) < 0:
+        raise PipelineError(f"eval_arc.num_aug={ea.num_aug}: must be >= 0 (or null for every version)")
+    manifest = fmt.read_manifest(cfg.data_dir)
+    if manifest.get("task") != "arc":
+        raise PipelineError(f"data_dir={cfg.data_dir} holds a {manifest.get('task')!r} dataset; stage=eval_arc needs "
+                            f"an ARC dataset (task=arc)")
+    test_counts, truth = ground_truth(cfg.data_dir, manifest)
+    out_dir = storage.join(cfg.run_dir, "eval_arc")
+    predictions_dir = storage.join(out_dir, "predictions")
+    info = {}
+    if ea.predictions:
+        predictions_dir = storage.to_absolute(str(ea.predictions))
+        if not storage.list_files(predictions_dir, ".parquet"):
+            raise PipelineError(f"eval_arc.predictions={ea.predictions}: no Parquet files under {predictions_dir}")
+        info["predictions_from"] = predictions_dir
+        for name in ("metrics.json", "submission.json", "votes"):   # keep the predictions being re-scored
+            storage.remove(storage.join(out_dir, name))
+        init_ray(cfg.ray)
+    else:
+        path = inference.resolve_checkpoint(cfg.checkpoint, cfg.run_dir)
+        _, saved_manifest, meta = inference.checkpoint_info(path)
+        inference.check_fits(path, saved_manifest, manifest, f"data_dir={cfg.data_dir}", also=IDENTIFIER_FIELDS)
+        storage.remove(out_dir)   # stateless: nothing from an earlier evaluation is pooled in
+        init_ray(cfg.ray)
+        info.update(checkpoint=path, checkpoint_step=meta.get("step"), ema=bool(cfg.eval.ema),
+                    halt_on_q=bool(cfg.eval.halt_on_q))
+        predict_to_parquet(cfg, path, predictions_dir)
+
+    predictions = ray.data.read_parquet(predictions_dir, columns=["task_id", "example_index", "answer_hash", "height",
+                                                                   "width", "answer", "q_halt"])
+    votes_dir = storage.join(out_dir, "votes")
+    vote(predictions, truth, keep=max(ks)).write_parquet(votes_dir, compression="zstd")
+    metrics, submission = score(votes_dir, test_counts, truth, ks)
+    metrics.update(info, predictions=int(predictions.count()), num_aug=ea.num_aug,
+                   test_outputs_known=bool(manifest.get("test_outputs_known", bool(truth))))
+    metrics["invalid_predictions"] = metrics["predictions"] - metrics.pop("valid_predictions")
+    storage.write_json_atomic(storage.join(out_dir, "submission.json"), submission)
+    storage.write_json_atomic(storage.join(out_dir, "metrics.json"), metrics)
+    print_table(metrics, ks)
+    return metrics
+
+
+def ground_truth(data_dir: str, manifest: dict) -> tuple[dict, dict]:
+    """({task_id: test inputs}, {input_key: hash of the true output}) from the data stage's test_puzzles.json
+    (no hashes where outputs are unknown, e.g. a hidden test set)."""
+    path = storage.join(data_dir, manifest.get("test_puzzles_file", "test_puzzles.json"))
+    if not storage.exists(path):
+        raise PipelineError(f"{path} is missing: rebuild the ARC dataset with stage=augment")
+    tasks = storage.read_json(path)
+    counts = {tid: len(t["test"]) for tid, t in tasks.items()}
+    truth = {arc_voting.input_key(tid, i): arc_voting.grid_hash(arc.as_grid(pair["output"]))
+             for tid, t in tasks.items() for i, pair in enumerate(t["test"]) if "output" in pair}
+    return counts, truth
+
+
+def predict_to_parquet(cfg, path: str, predictions_dir: str) -> None:
+    test_dir = storage.join(cfg.data_dir, "test")
+    if not storage.list_files(test_dir, ".parquet"):
+        raise PipelineError(f"no test rows under {test_dir}: rebuild the dataset with stage=augment")
+    ds = ray.data.read_parquet(test_dir, columns=["inputs", "labels", *PASSTHROUGH])
+    if cfg.eval_arc.num_aug is not None:
+        ds = ds.map_batches(_versions_up_to, batch_format="numpy", fn_kwargs=dict(num_aug=int(cfg.eval_arc.num_aug)))
+    ds = inference.predict(ds, path, cfg.eval, passthrough=PASSTHROUGH)
+    ds.map_batches(_decode, batch_format="numpy").write_parquet(predictions_dir, compression="zstd")
+
+
+def _versions_up_to(batch, *, num_aug: int) -> dict:
+    keep = np.asarray(batch["aug_index"]) <= num_aug
+    return {k: v[keep] for k, v in batch.items()}
+
+
+def _decode(batch) -> dict:
+    """Predicted canvases -> answers in the original task's frame (crop, inverse transform, hash)."""
+    offsets = np.stack([batch["offset_row"], batch["offset_col"]], axis=1)
+    answers = arc_voting.decode_predictions(batch["preds"], batch["dihedral"], batch["colour_map"], offsets)
+    return {**{k: batch[k] for k in PREDICTION_COLUMNS if k in batch}, **answers}
+
+
+def vote(predictions, truth: dict, keep: int):
+    """Ranked distinct answers per (task, test input), grouped by Ray Data."""
+    return predictions.groupby(["task_id", "example_index"]).map_groups(
+        arc_voting.vote_group, batch_format="numpy", fn_kwargs=dict(truth=truth, keep=keep))
+
+
+def _top_rows(batch) -> dict:
+    """The rows the driver needs: the submission's attempts and the rank of each correct answer."""
+    keep = (np.asarray(batch["rank"]) <= arc_voting.ATTEMPTS) | np.asarray(batch["correct"], dtype=bool)
+    return {k: np.asarray(v)[keep] for k, v in batch.items()}
+
+
+def score(votes_dir: str, test_counts: dict, truth: dict, ks: list) -> tuple[dict, dict]:
+    rows = ray.data.read_parquet(votes_dir).map_batches(_top_rows, batch_format="numpy")
+    parts = list(rows.iter_batches(batch_format="numpy", batch_size=None))
+    columns = ("task_id", "example_index", "rank", "correct", "height", "width", "answer", "predictions")
+    top = {c: np.concatenate([p[c] for p in parts]) if parts else np.zeros(0) for c in columns}
+    attempts = {}
+    order = np.argsort(top["rank"], kind="stable")
+    for i in order[top["rank"][order] <= arc_voting.ATTEMPTS]:
+        key = arc_voting.input_key(top["task_id"][i], top["example_index"][i])
+        attempts.setdefault(key, []).append(arc_voting.grid_from_cells(top["answer"][i], top["height"][i], top["width"][i]))
+    submission = arc_voting.build_submission(test_counts, attempts)
+    correct = np.asarray(top["correct"], dtype=bool)
+    first = np.asarray(top["rank"]) == 1
+    metrics = {"tasks": len(test_counts), "test_inputs": int(sum(test_counts.values())),
+               "inputs_with_answer": int(first.sum()), "valid_predictions": int(np.asarray(top["predictions"])[first].sum())}
+    if truth:
+        metrics.update(arc_voting.pass_at_k(test_counts, top["task_id"][correct], top["example_index"][correct],
+                                            top["rank"][correct], ks))
+    else:
+        log.warning("the test outputs are unknown: submission written, pass@K not computed")
+    return metrics, submission
+
+
+def print_table(metrics: dict, ks: list) -> None:
+    lines = [f"eval_arc: {metrics['tasks']} tasks, {metrics['test_inputs']} test inputs, {metrics['predictions']:,} "
+             f"predictions ({metrics['invalid_predictions']:,} without a grid)"]
+    if "checkpoint" in metrics:
+        lines[0] += f", checkpoint {metrics['checkpoint']} (step {metrics['checkpoint_step']})"
+    if "pass@1" in metrics:
+        lines.append("  ".join(f"pass@{k} {metrics[f'pass@{k}']:.4f}" for k in ks))
+    print("\n".join(lines), flush=True)
