@@ -134,19 +134,21 @@ def solve(questions: np.ndarray, limit: int = 2) -> Solved:
     return Solved(found, solutions.reshape(count, n, n).astype(np.uint8), guesses, nodes)
 
 
-def generate(rng: np.random.Generator, count: int, n: int):
-    """`count` minimal puzzles with unique solutions: ([B, n, n] questions, solutions, ratings).
+def generate(rng: np.random.Generator, count: int, n: int, max_blanks=None):
+    """`count` puzzles with unique solutions: ([B, n, n] questions, solutions, ratings).
 
     A random full grid (search with random tie-breaking and digit order), then clues removed in random
-    order while the solution stays unique. Rating = guesses of the solver proving uniqueness.
+    order while the solution stays unique: down to a minimal puzzle, or until `max_blanks` cells are
+    blank (easier puzzles). Rating = guesses of the solver proving uniqueness.
     """
     br, bc = box_shape(n)
     size = n * n
     cell_orders = rng.permuted(np.tile(np.arange(size), (count, 1)), axis=1)
     digit_orders = rng.permuted(np.tile(np.arange(1, n + 1, dtype=np.int8), (count, size, 1)), axis=2)
     removal_orders = rng.permuted(np.tile(np.arange(size), (count, 1)), axis=1)
+    limit = size if max_blanks is None else int(max_blanks)
     questions, solutions, ratings = sudoku_solver.generate_batch(n, br, bc, cell_orders, digit_orders,
-                                                                 removal_orders)
+                                                                 removal_orders, limit)
     shape = (count, n, n)
     return questions.reshape(shape).astype(np.uint8), solutions.reshape(shape).astype(np.uint8), ratings
 

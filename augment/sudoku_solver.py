@@ -174,9 +174,10 @@ def solve_batch(grids, n, br, bc, limit):
 
 
 @nb.njit(cache=True)
-def generate_batch(n, br, bc, cell_orders, digit_orders, removal_orders):
+def generate_batch(n, br, bc, cell_orders, digit_orders, removal_orders, max_blanks):
     """One puzzle per row of the random orders: a random full grid, then clues removed one at a time in
-    `removal_orders` order, each removal kept only if the solution stays unique (a minimal puzzle).
+    `removal_orders` order, each removal kept only if the solution stays unique. Removal stops at
+    `max_blanks` blank cells (easier puzzles); with `max_blanks >= n*n` the puzzle is minimal.
 
     Returns (questions [B, n*n], solutions [B, n*n], guesses of the final puzzle's search [B]).
     """
@@ -195,13 +196,18 @@ def generate_batch(n, br, bc, cell_orders, digit_orders, removal_orders):
     for p in range(count):
         _search(empty, n, br, bc, cell_orders[p], digit_orders[p], 1, solutions[p])
         question = solutions[p].copy()
+        blanks = 0
         for k in range(size):
+            if blanks >= max_blanks:
+                break
             cell = removal_orders[p, k]
             kept = question[cell]
             question[cell] = 0
             found, _, _ = _search(question, n, br, bc, natural, in_order, 2, scratch)
             if found != 1:
                 question[cell] = kept
+            else:
+                blanks += 1
         questions[p] = question
         _, ratings[p], _ = _search(question, n, br, bc, natural, in_order, 2, scratch)
     return questions, solutions, ratings

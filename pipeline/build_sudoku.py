@@ -53,7 +53,7 @@ def build(cfg, data_dir: str) -> dict:
         fmt.write_split(ds, data_dir, split, int(task.rows_per_file))
     return {"seq_len": n * n, "vocab_size": sudoku.vocab_size(n), "num_puzzle_identifiers": 1,
             "size": n, "box": [br, bc], "source": str(task.source), "num_aug": int(task.num_aug),
-            "min_rating": task.min_rating, "rating_histogram": histogram, "rating_scale": rating_scale,
+            "min_rating": task.min_rating, "max_blanks": task.max_blanks, "rating_histogram": histogram, "rating_scale": rating_scale,
             "dropped_equivalent_test": int(dropped.sum())}
 
 
@@ -65,6 +65,8 @@ def _check_options(task) -> int:
     if int(task.num_train) < 1 or int(task.num_test) < 0 or int(task.num_aug) < 0:
         raise PipelineError(f"task.num_train={task.num_train}, task.num_test={task.num_test}, "
                             f"task.num_aug={task.num_aug}: need at least one training puzzle and no negative count")
+    if task.max_blanks is not None and not 1 <= int(task.max_blanks) <= n * n:
+        raise PipelineError(f"task.max_blanks={task.max_blanks}: must be null or in 1..{n * n}")
     if int(task.chunk_size) < 1 or int(task.rows_per_file) < 1:
         raise PipelineError(f"task.chunk_size={task.chunk_size}, task.rows_per_file={task.rows_per_file}: "
                             f"must be positive")
@@ -89,7 +91,8 @@ def _collect(ds, columns: list) -> dict:
 
 def _generated(cfg, n: int) -> dict:
     task = cfg.task
-    gen = dict(seed=int(cfg.seed), n=n, chunk_size=int(task.chunk_size), min_rating=int(task.min_rating or 0))
+    gen = dict(seed=int(cfg.seed), n=n, chunk_size=int(task.chunk_size), min_rating=int(task.min_rating or 0),
+               max_blanks=task.max_blanks)
     gen["per_try"] = _puzzles_per_try(gen)
     out = {}
     for split in ("train", "test"):
@@ -108,7 +111,8 @@ def _puzzles_per_try(gen: dict) -> int:
     """
     if gen["min_rating"] <= 0:
         return gen["chunk_size"]
-    _, _, ratings = sudoku.generate(np.random.default_rng([gen["seed"], STREAM["probe"]]), PROBE_PUZZLES, gen["n"])
+    _, _, ratings = sudoku.generate(np.random.default_rng([gen["seed"], STREAM["probe"]]), PROBE_PUZZLES, gen["n"],
+                                  gen["max_blanks"])
     share = float(np.mean(ratings >= gen["min_rating"]))
     if share == 0:
         raise PipelineError(f"task.min_rating={gen['min_rating']}: none of {PROBE_PUZZLES} generated "
@@ -116,14 +120,14 @@ def _puzzles_per_try(gen: dict) -> int:
     return int(min(4096, max(16, 1.25 * gen["chunk_size"] / share)))
 
 
-def _generate_chunk(batch, *, seed, split, n, chunk_size, min_rating, per_try, total) -> dict:
+def _generate_chunk(batch, *, seed, split, n, chunk_size, min_rating, max_blanks, per_try, total) -> dict:
     """Rows of one chunk of puzzles: a pure function of (seed, split, chunk index) and the config."""
     chunk = int(batch["id"][0])
     need = min(chunk_size, total - chunk * chunk_size)
     rng = np.random.default_rng([seed, STREAM[split], chunk])
     parts, kept = [], 0
     for _ in range(MAX_TRIES):
-        questions, solutions, ratings = sudoku.generate(rng, per_try, n)
+        questions, solutions, ratings = sudoku.generate(rng, per_try, n, max_blanks)
         keep = ratings >= min_rating
         parts.append((questions[keep], solutions[keep], ratings[keep]))
         kept += int(keep.sum())

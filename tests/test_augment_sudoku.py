@@ -115,6 +115,14 @@ def test_generated_puzzles_are_valid_unique_minimal_and_seeded(n):
     assert not np.array_equal(other[1], solutions)
 
 
+@pytest.mark.parametrize("n, max_blanks", [(6, 12), (9, 30)])
+def test_max_blanks_gives_easier_unique_puzzles(n, max_blanks):
+    questions, solutions, _ = sudoku.generate(np.random.default_rng(3), 30, n, max_blanks=max_blanks)
+    assert ((questions == 0).sum(axis=(1, 2)) == max_blanks).all()
+    solved = sudoku.solve(questions)
+    assert (solved.count == 1).all() and np.array_equal(solved.solution, solutions)
+
+
 def test_4x4_puzzles_have_one_completion_among_all_grids(all_4x4_grids):
     assert len(all_4x4_grids) == 288
     questions, solutions, _ = sudoku.generate(np.random.default_rng(0), 50, 4)
