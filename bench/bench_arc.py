@@ -53,26 +53,26 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _memory(pids: list) -> tuple:
-    """(sum of RSS, sum of PSS) in bytes over `pids`."""
-    rss = pss = 0
+def _memory(pids: list) -> dict:
+    """{pid: (RSS, PSS, name)} in bytes for the live processes among `pids`."""
+    out = {}
     for pid in pids:
         try:
             with open(f"/proc/{pid}/smaps_rollup") as f:
-                for line in f:
-                    if line.startswith("Rss:"):
-                        rss += int(line.split()[1]) * 1024
-                    elif line.startswith("Pss:"):
-                        pss += int(line.split()[1]) * 1024
+                sizes = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f if line[:4] in ("Rss:", "Pss:")}
+            with open(f"/proc/{pid}/cmdline") as f:
+                name = f.read().replace("\0", " ").strip()
         except OSError:
             continue
-    return rss, pss
+        out[pid] = (sizes.get("Rss", 0), sizes.get("Pss", 0), name)
+    return out
 
 
 class PeakMemory(threading.Thread):
     def __init__(self, interval: float = 0.2):
         super().__init__(daemon=True)
         self.interval, self.peak_rss, self.peak_pss, self.processes = interval, 0, 0, 0
+        self.at_peak = {}              # per-process memory when the PSS sum peaked
         self.cpu = {}                  # pid -> CPU seconds at its last sample (kept after it exits)
         self._stop_event = threading.Event()
 
@@ -80,8 +80,11 @@ class PeakMemory(threading.Thread):
         root = os.getpid()
         while not self._stop_event.is_set():
             pids = _tree(root)
-            rss, pss = _memory(pids)
-            self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
+            memory = _memory(pids)
+            rss, pss = sum(m[0] for m in memory.values()), sum(m[1] for m in memory.values())
+            if pss > self.peak_pss:
+                self.peak_pss, self.at_peak = pss, memory
+            self.peak_rss = max(self.peak_rss, rss)
             self.processes = max(self.processes, len(pids))
             self.cpu.update({pid: _cpu_seconds(pid) for pid in pids})
             self._stop_event.wait(self.interval)
@@ -140,6 +143,9 @@ def main():
     for name, value, reference in rows:
         ratio = f"{reference / value:>7.1f}x" if reference else f"{'-':>8}"
         print(f"{name:<36} {value:>10.3f} {reference if reference else '-':>10} {ratio}")
+    print("\nlargest processes at the PSS peak (GB RSS / PSS):")
+    for rss, pss, name in sorted(sampler.at_peak.values(), key=lambda m: -m[1])[:6]:
+        print(f"  {rss / 1e9:6.2f} {pss / 1e9:6.2f}  {name[:90]}")
     if not args.out:
         shutil.rmtree(out)
 

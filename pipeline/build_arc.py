@@ -4,7 +4,8 @@ The driver reads and validates every task, checks for leakage, and chooses each 
 identity plus up to `task.num_aug` distinct (dihedral, colour map) pairs; cheap: no grid is built). That
 fixes the puzzle identifiers: one per (task, version), consecutive per task. Ray Data then encodes: each
 work unit is a run of whole tasks of about `task.rows_per_file` rows, encoded into preallocated arrays and
-written as one Parquet file by the same worker, so no process ever holds more than a unit or two.
+written as one Parquet file (row groups of about `task.rows_per_group` rows) by the same worker, so no
+process ever holds more than a unit.
 
 Routing as the reference: demo pairs of every task -> train; test pairs of `task.test_subset` -> test;
 test pairs of the other subsets -> train. Train rows are translated on the canvas; test rows sit at
@@ -94,7 +95,7 @@ def build(cfg, data_dir: str) -> dict:
         items = [{"unit": pickle.dumps(u, protocol=pickle.HIGHEST_PROTOCOL)} for u in units]
         ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
             _encode_unit, batch_size=1, batch_format="numpy",
-            fn_kwargs=dict(seed=seed, translate=split == "train"))
+            fn_kwargs=dict(seed=seed, translate=split == "train", rows_per_group=int(task.rows_per_group)))
         # Map and write fuse into one task per unit; a bundle of one input row is one unit, one file.
         fmt.write_split(ds, data_dir, split, rows_per_file=1)
 
@@ -122,8 +123,9 @@ def _check_options(task) -> tuple:
         raise PipelineError(f"task.test_subset={task.test_subset} is not one of task.subsets={subsets}")
     if int(task.num_aug) < 0:
         raise PipelineError(f"task.num_aug={task.num_aug}: must be >= 0")
-    if int(task.rows_per_file) < 1:
-        raise PipelineError(f"task.rows_per_file={task.rows_per_file}: must be >= 1")
+    for key in ("rows_per_file", "rows_per_group"):
+        if int(task[key]) < 1:
+            raise PipelineError(f"task.{key}={task[key]}: must be >= 1")
     return subsets, str(task.test_subset)
 
 
@@ -198,21 +200,27 @@ def _write_test_puzzles(path: str, tasks: dict) -> None:
 # ---------------------------------------------------------------------------------------------------
 # Encoding on Ray
 
-def _units(records: list, rows_per_file: int) -> list:
-    """Consecutive runs of whole tasks of at least `rows_per_file` rows (the last may be smaller)."""
+def _units(records: list, min_rows: int) -> list:
+    """Consecutive runs of whole tasks of at least `min_rows` rows (the last may be smaller)."""
     units, current, rows = [], [], 0
     for record in records:
         current.append(record)
         rows += len(record["pairs"]) * len(record["dihedral"])
-        if rows >= rows_per_file:
+        if rows >= min_rows:
             units.append(current)
             current, rows = [], 0
     return units + [current] if current else units
 
 
-def _encode_unit(batch, *, seed: int, translate: bool) -> dict:
-    """All rows of one unit: per task, version-major (rows of one puzzle are contiguous)."""
-    records = pickle.loads(batch["unit"][0])
+def _encode_unit(batch, *, seed: int, translate: bool, rows_per_group: int):
+    """The rows of one unit, in batches of whole tasks of about `rows_per_group` rows: each becomes one
+    Parquet row group, which keeps the writer's buffers small."""
+    for records in _units(pickle.loads(batch["unit"][0]), rows_per_group):
+        yield _encode_tasks(records, seed, translate)
+
+
+def _encode_tasks(records: list, seed: int, translate: bool) -> dict:
+    """All rows of some tasks: per task, version-major (rows of one puzzle are contiguous)."""
     counts = [len(r["pairs"]) * len(r["dihedral"]) for r in records]
     total = sum(counts)
     inputs = np.zeros((total, arc.SEQ_LEN), dtype=np.uint8)

@@ -18,7 +18,8 @@ TRAINING = ["007bbfb7", "0d3d703e", "8be77c9e"]
 EVALUATION = ["00576224", "4cd1b7b2"]
 NUM_AUG = 4
 BASE = ("stage=augment", "task=arc", "preset=none", "task.subsets=[training,evaluation]",
-        "task.test_subset=evaluation", f"task.num_aug={NUM_AUG}", "task.rows_per_file=40", "ray.dashboard=false")
+        "task.test_subset=evaluation", f"task.num_aug={NUM_AUG}", "task.rows_per_file=40", "task.rows_per_group=15",
+        "ray.dashboard=false")
 
 
 def ids_override(ids):
@@ -75,6 +76,8 @@ def test_real_tasks_rows_map_back_to_the_json_grids(kaggle_build, shared_data):
     assert len(test["inputs"]) == versions * sum(len(raw[t]["test"]) for t in EVALUATION)
     assert set(test["task_id"]) == set(EVALUATION) and test["is_test_pair"].all()
     assert train_files > 1                                    # rows_per_file=40 cuts it into several shards
+    first_file = storage.list_files(str(data_dir / "train"), ".parquet")[0]
+    assert pq.ParquetFile(first_file).metadata.num_row_groups > 1          # and each into row groups
     # Every row maps back exactly to its JSON grid through the transform it records.
     for split in (train, test):
         offsets = np.stack([split["offset_row"], split["offset_col"]], axis=1)
