@@ -16,7 +16,9 @@ of the rank's stream; the others keep their example and (y, z).
 """
 import logging
 import os
+import queue
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -47,12 +49,36 @@ class ExampleStream:
     """This rank's examples, epoch after epoch, from a position (epoch, rows of this rank consumed)."""
 
     def __init__(self, shard, seed: int, rank: int, world: int, shuffle_buffer: int, chunk: int,
-                 epoch: int = 0, consumed: int = 0):
+                 epoch: int = 0, consumed: int = 0, prefetch_chunks: int = 8):
         self.shard, self.seed, self.rank, self.world = shard, seed, rank, world
         self.shuffle_buffer, self.chunk = shuffle_buffer, chunk
         self.epoch, self.consumed = epoch, consumed
-        self._chunks = self._iterate(epoch, consumed)
-        self._pending: list[tuple[int, dict]] = []   # (epoch, rows) read but not taken yet
+        self._current: tuple[int, dict] | None = None   # (epoch, rows) read but not taken yet
+        # A reader thread keeps chunks ready: starting each epoch's Ray Data read takes seconds, which
+        # would otherwise stall training at every epoch boundary. The order does not depend on timing.
+        self._queue: queue.Queue = queue.Queue(maxsize=prefetch_chunks)
+        self._stop = threading.Event()
+        self._reader = threading.Thread(target=self._read, args=(epoch, consumed), daemon=True,
+                                        name=f"example-stream-{rank}")
+        self._reader.start()
+
+    def _read(self, epoch: int, skip: int) -> None:
+        try:
+            for item in self._iterate(epoch, skip):
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(item, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+        except BaseException as err:  # handed to the training thread, which raises it
+            self._queue.put(err)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._reader.join(timeout=5)
 
     def _epoch_seed(self, epoch: int) -> int:
         # The same on every rank: the ranks partition one shuffled stream.
@@ -86,18 +112,18 @@ class ExampleStream:
         """The next k examples as trm example tensors; advances (epoch, consumed)."""
         parts, have = [], 0
         while have < k:
-            if not self._pending:
-                self._pending.append(next(self._chunks))
-            epoch, rows = self._pending[0]
+            if self._current is None:
+                item = self._queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                self._current = item
+            epoch, rows = self._current
             if epoch != self.epoch:
                 self.epoch, self.consumed = epoch, 0
             n = min(k - have, len(rows["puzzle_identifier"]))
             parts.append({key: v[:n] for key, v in rows.items()})
             rest = {key: v[n:] for key, v in rows.items()}
-            if len(rest["puzzle_identifier"]):
-                self._pending[0] = (epoch, rest)
-            else:
-                self._pending.pop(0)
+            self._current = (epoch, rest) if len(rest["puzzle_identifier"]) else None
             have += n
             self.consumed += n
         if not parts:
@@ -283,5 +309,6 @@ def train_loop(config: dict) -> None:
         if due:
             _save(step, model, optimizers, ema, carry, stream, best_metric, improved, eval_metrics, config, rank,
                   world, metrics_log, record)
+    stream.close()
     if rank == 0:
         metrics_log.close()

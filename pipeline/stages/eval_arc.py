@@ -30,6 +30,8 @@ PASSTHROUGH = ["task_id", "example_index", "aug_index", "puzzle_identifier", "di
                "offset_row", "offset_col"]
 PREDICTION_COLUMNS = ["task_id", "example_index", "aug_index", "puzzle_identifier", "answer_hash", "height", "width",
                       "answer", "q_halt", "answer_step", "halt_step"]
+ROWS_PER_VOTE_PARTITION = 50_000   # predictions per groupby partition (Ray's default of 200 partitions
+                                   # costs minutes of task overhead on a small run)
 # The data stage's fields that fix what each puzzle identifier means: a checkpoint must match them.
 IDENTIFIER_FIELDS = ("seed", "versions", "test_subset", "subsets")
 
@@ -70,9 +72,11 @@ def run(cfg) -> dict:
     predictions = ray.data.read_parquet(predictions_dir, columns=["task_id", "example_index", "answer_hash", "height",
                                                                    "width", "answer", "q_halt"])
     votes_dir = storage.join(out_dir, "votes")
-    vote(predictions, truth, keep=max(ks)).write_parquet(votes_dir, compression="zstd")
+    count = predictions.count()
+    vote(predictions, truth, keep=max(ks), partitions=1 + count // ROWS_PER_VOTE_PARTITION).write_parquet(
+        votes_dir, compression="zstd")
     metrics, submission = score(votes_dir, test_counts, truth, ks)
-    metrics.update(info, predictions=int(predictions.count()), num_aug=ea.num_aug,
+    metrics.update(info, predictions=int(count), num_aug=ea.num_aug,
                    test_outputs_known=bool(manifest.get("test_outputs_known", bool(truth))))
     metrics["invalid_predictions"] = metrics["predictions"] - metrics.pop("valid_predictions")
     storage.write_json_atomic(storage.join(out_dir, "submission.json"), submission)
@@ -117,9 +121,9 @@ def _decode(batch) -> dict:
     return {**{k: batch[k] for k in PREDICTION_COLUMNS if k in batch}, **answers}
 
 
-def vote(predictions, truth: dict, keep: int):
-    """Ranked distinct answers per (task, test input), grouped by Ray Data."""
-    return predictions.groupby(["task_id", "example_index"]).map_groups(
+def vote(predictions, truth: dict, keep: int, partitions: int | None = None):
+    """Ranked distinct answers per (task, test input), grouped by Ray Data (hash shuffle into `partitions`)."""
+    return predictions.groupby(["task_id", "example_index"], num_partitions=partitions).map_groups(
         arc_voting.vote_group, batch_format="numpy", fn_kwargs=dict(truth=truth, keep=keep))
 
 
