@@ -74,6 +74,7 @@ class PeakMemory(threading.Thread):
         self.interval, self.peak_rss, self.peak_pss, self.processes = interval, 0, 0, 0
         self.at_peak = {}              # per-process memory when the PSS sum peaked
         self.cpu = {}                  # pid -> CPU seconds at its last sample (kept after it exits)
+        self.names = {}                # pid -> command line at its last sample
         self._stop_event = threading.Event()
 
     def run(self):
@@ -87,6 +88,7 @@ class PeakMemory(threading.Thread):
             self.peak_rss = max(self.peak_rss, rss)
             self.processes = max(self.processes, len(pids))
             self.cpu.update({pid: _cpu_seconds(pid) for pid in pids})
+            self.names.update({pid: m[2] for pid, m in memory.items()})
             self._stop_event.wait(self.interval)
 
     def stop(self):
@@ -146,6 +148,9 @@ def main():
     print("\nlargest processes at the PSS peak (GB RSS / PSS):")
     for rss, pss, name in sorted(sampler.at_peak.values(), key=lambda m: -m[1])[:6]:
         print(f"  {rss / 1e9:6.2f} {pss / 1e9:6.2f}  {name[:90]}")
+    print("\nCPU seconds by process:")
+    for pid, seconds in sorted(sampler.cpu.items(), key=lambda kv: -kv[1])[:8]:
+        print(f"  {seconds:7.1f}  {sampler.names.get(pid, '?')[:90]}")
     if not args.out:
         shutil.rmtree(out)
 

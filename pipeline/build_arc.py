@@ -35,6 +35,9 @@ PLAN_STREAM, TRANSLATE_STREAM = 1, 2       # independent random streams per task
 IDENTIFIERS_FILE = "identifiers.parquet"
 TEST_PUZZLES_FILE = "test_puzzles.json"
 EXAMPLES_SHOWN = 5                         # overlaps quoted in an error message
+# Canvases are ~83% PAD: zstd alone shrinks them ~20x, and skipping Parquet's dictionary encoding of the
+# 2 x 900 tokens per row saves about a quarter of the write time (files about 2x larger; measured).
+PARQUET_OPTIONS = {"use_dictionary": ["task_id"]}
 
 
 def build(cfg, data_dir: str) -> dict:
@@ -97,7 +100,7 @@ def build(cfg, data_dir: str) -> dict:
             _encode_unit, batch_size=1, batch_format="numpy",
             fn_kwargs=dict(seed=seed, translate=split == "train", rows_per_group=int(task.rows_per_group)))
         # Map and write fuse into one task per unit; a bundle of one input row is one unit, one file.
-        fmt.write_split(ds, data_dir, split, rows_per_file=1)
+        fmt.write_split(ds, data_dir, split, rows_per_file=1, parquet_options=PARQUET_OPTIONS)
 
     return {
         "seq_len": arc.SEQ_LEN, "vocab_size": arc.VOCAB_SIZE, "num_puzzle_identifiers": int(1 + sizes.sum()),

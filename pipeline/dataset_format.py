@@ -69,10 +69,13 @@ def split_stats(split_dir: str) -> dict:
     }
 
 
-def write_split(ds, data_dir: str, split: str, rows_per_file: int) -> None:
-    """Stream a Ray Dataset of example rows into `data_dir/<split>/` as zstd Parquet shards."""
+def write_split(ds, data_dir: str, split: str, rows_per_file: int, parquet_options: dict | None = None) -> None:
+    """Stream a Ray Dataset of example rows into `data_dir/<split>/` as zstd Parquet shards.
+
+    `parquet_options`: extra pyarrow writer options (e.g. `use_dictionary`) for a task's data.
+    """
     ds.write_parquet(storage.join(data_dir, split), compression="zstd",
-                     min_rows_per_file=rows_per_file, mode="overwrite")
+                     min_rows_per_file=rows_per_file, mode="overwrite", **(parquet_options or {}))
 
 
 def publish_manifest(cfg, data_dir: str, fields: dict) -> dict:
