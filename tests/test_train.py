@@ -91,6 +91,30 @@ def baseline(tiny_data, tmp_path_factory):
     return run_dir, summary
 
 
+def test_example_stream_partitions_ranks_and_resumes_exactly(tiny_data):
+    import ray
+    from ray.data import ExecutionOptions
+
+    from pipeline.train_loop import ExampleStream
+    ds = ray.data.read_parquet(os.path.join(tiny_data, "train"))
+    ds.context.execution_options = ExecutionOptions(preserve_order=True)
+
+    def rows(stream, n):
+        taken = stream.take(n)
+        return [tuple(row.tolist()) + (int(i),) for row, i in zip(taken["inputs"], taken["puzzle_identifiers"])]
+
+    streams = [ExampleStream(ds, seed=3, rank=r, world=2, shuffle_buffer=64, chunk=32) for r in range(2)]
+    epoch0 = [rows(s, 128) for s in streams]   # 256 rows, 2 ranks: exactly one epoch each
+    assert len(set(epoch0[0]) | set(epoch0[1])) == len(set(epoch0[0])) + len(set(epoch0[1]))
+    assert sorted(epoch0[0] + epoch0[1]) == sorted(rows(ExampleStream(ds, 3, 0, 1, 64, 32), 256))
+    ahead = rows(streams[1], 50)               # into epoch 1: a new shuffle of the same rows
+    assert streams[1].epoch == 1 and streams[1].consumed == 50 and ahead != epoch0[1][:50]
+    resumed = ExampleStream(ds, seed=3, rank=1, world=2, shuffle_buffer=64, chunk=32, epoch=1, consumed=20)
+    assert rows(resumed, 30) == ahead[20:]
+    for stream in streams + [resumed]:
+        stream.close()
+
+
 def test_two_workers_complete_and_loss_falls(baseline):
     run_dir, summary = baseline
     records = read_metrics(run_dir)

@@ -106,6 +106,9 @@ def _datasets(cfg, manifest: dict) -> dict:
     test_dir = storage.join(cfg.data_dir, "test")
     if int(cfg.train.eval_every or 0) > 0 and manifest.get("splits", {}).get("test", {}).get("examples", 0):
         datasets["eval"] = ray.data.read_parquet(test_dir, columns=COLUMNS).limit(int(cfg.train.eval_examples))
+    for ds in datasets.values():
+        # Each worker re-reads the split every epoch: per-read bars would bury the training progress bar.
+        ds.context.enable_progress_bars = False
     return datasets
 
 
