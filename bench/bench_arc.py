@@ -4,11 +4,11 @@ python bench/bench_arc.py [--num-aug 100|1000] [--source ../shared/data/arc/arc-
 
 Builds training + evaluation + concept with evaluation as the test subset (the reference's ARC-1 input;
 its one duplicated task needs task.allow_overlap=true) through `stage=augment task=arc` on a local Ray
-started by the stage. Memory is sampled every 0.2 s over this process and all its descendants (the Ray
-daemons and workers): the sum of RSS counts pages shared between processes (the object store, libraries)
-once per process; PSS splits each shared page between its users, so it adds up to what the run holds.
-CPU time (user + system, all those processes) is
-less sensitive than wall time to other work on a shared machine. Ratios are against the reference builder on a 2-core machine (trm_reference.md 1.6).
+started by the stage. Memory is sampled over this process and all its descendants (the Ray daemons and
+workers): the sum of RSS counts pages shared between processes (the object store, libraries) once per
+process; PSS splits each shared page between its users, so it adds up to what the run holds. CPU time
+(user + system, all those processes) is less sensitive than wall time to other work on a shared machine.
+Ratios are against the reference builder on a 2-core machine (trm_reference.md 1.6).
 """
 import argparse
 import logging
@@ -53,42 +53,62 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _memory(pids: list) -> dict:
-    """{pid: (RSS, PSS, name)} in bytes for the live processes among `pids`."""
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _rss(pid: int) -> int:
+    """Resident bytes of one process (cheap: /proc/<pid>/statm)."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _pss(pids: list) -> dict:
+    """{pid: (PSS, name)} for the live processes among `pids` (smaps_rollup: costly, sampled less often)."""
     out = {}
     for pid in pids:
         try:
             with open(f"/proc/{pid}/smaps_rollup") as f:
-                sizes = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f if line[:4] in ("Rss:", "Pss:")}
+                pss = next(int(line.split()[1]) * 1024 for line in f if line.startswith("Pss:"))
             with open(f"/proc/{pid}/cmdline") as f:
                 name = f.read().replace("\0", " ").strip()
-        except OSError:
+        except (OSError, StopIteration):
             continue
-        out[pid] = (sizes.get("Rss", 0), sizes.get("Pss", 0), name)
+        out[pid] = (pss, name)
     return out
 
 
 class PeakMemory(threading.Thread):
-    def __init__(self, interval: float = 0.2):
+    """Samples the process tree: RSS every `interval` s, PSS every `pss_every` samples; keeps the peaks,
+    each process's CPU seconds, and its own CPU time (reading /proc is not free)."""
+
+    def __init__(self, interval: float = 0.25, pss_every: int = 8):
         super().__init__(daemon=True)
-        self.interval, self.peak_rss, self.peak_pss, self.processes = interval, 0, 0, 0
-        self.at_peak = {}              # per-process memory when the PSS sum peaked
+        self.interval, self.pss_every = interval, pss_every
+        self.peak_rss = self.peak_pss = self.processes = 0
+        self.at_peak = {}              # pid -> (PSS, name) when the PSS sum peaked
         self.cpu = {}                  # pid -> CPU seconds at its last sample (kept after it exits)
-        self.names = {}                # pid -> command line at its last sample
+        self.names = {}
+        self.own_cpu = 0.0
         self._stop_event = threading.Event()
 
     def run(self):
-        root = os.getpid()
+        root, tick = os.getpid(), 0
         while not self._stop_event.is_set():
             pids = _tree(root)
-            memory = _memory(pids)
-            rss, pss = sum(m[0] for m in memory.values()), sum(m[1] for m in memory.values())
-            if pss > self.peak_pss:
-                self.peak_pss, self.at_peak = pss, memory
-            self.peak_rss = max(self.peak_rss, rss)
+            self.peak_rss = max(self.peak_rss, sum(_rss(pid) for pid in pids))
             self.processes = max(self.processes, len(pids))
             self.cpu.update({pid: _cpu_seconds(pid) for pid in pids})
-            self.names.update({pid: m[2] for pid, m in memory.items()})
+            if tick % self.pss_every == 0:
+                memory = _pss(pids)
+                self.names.update({pid: name for pid, (_, name) in memory.items()})
+                pss = sum(m[0] for m in memory.values())
+                if pss > self.peak_pss:
+                    self.peak_pss, self.at_peak = pss, memory
+            tick += 1
+            self.own_cpu = time.thread_time()
             self._stop_event.wait(self.interval)
 
     def stop(self):
@@ -127,7 +147,7 @@ def main():
     manifest = run_stage(cfg)                      # includes starting Ray
     wall = time.perf_counter() - began
     sampler.stop()
-    cpu = sum(sampler.cpu.values())
+    cpu = sum(sampler.cpu.values()) - sampler.own_cpu
     parquet = _bytes_under(out / "train", ".parquet") + _bytes_under(out / "test", ".parquet")
     side = sum((out / manifest[k]).stat().st_size for k in ("identifiers_file", "test_puzzles_file"))
     splits = manifest["splits"]
@@ -136,18 +156,18 @@ def main():
           f"tasks short of versions {manifest['augmentation_shortfall']}, {sampler.processes} processes")
     ref = REFERENCE.get(args.num_aug)
     rows = [("wall (s)", wall, ref and ref[0]),
-            ("CPU, all processes (s)", cpu, None),
+            ("CPU, all processes, less the sampler (s)", cpu, None),
             ("peak RSS, sum over processes (GB)", sampler.peak_rss / 1e9, ref and ref[1]),
             ("peak PSS, sum over processes (GB)", sampler.peak_pss / 1e9, ref and ref[1]),
             ("Parquet on disk (GB)", parquet / 1e9, ref and ref[2]),
             ("side files (MB)", side / 1e6, None)]
-    print(f"{'measurement':<36} {'this':>10} {'reference':>10} {'ratio':>8}")
+    print(f"{'measurement':<42} {'this':>10} {'reference':>10} {'ratio':>8}")
     for name, value, reference in rows:
         ratio = f"{reference / value:>7.1f}x" if reference else f"{'-':>8}"
-        print(f"{name:<36} {value:>10.3f} {reference if reference else '-':>10} {ratio}")
-    print("\nlargest processes at the PSS peak (GB RSS / PSS):")
-    for rss, pss, name in sorted(sampler.at_peak.values(), key=lambda m: -m[1])[:6]:
-        print(f"  {rss / 1e9:6.2f} {pss / 1e9:6.2f}  {name[:90]}")
+        print(f"{name:<42} {value:>10.3f} {reference if reference else '-':>10} {ratio}")
+    print("\nlargest processes at the PSS peak (GB PSS):")
+    for pss, name in sorted(sampler.at_peak.values(), key=lambda m: -m[0])[:6]:
+        print(f"  {pss / 1e9:6.2f}  {name[:90]}")
     print("\nCPU seconds by process:")
     for pid, seconds in sorted(sampler.cpu.items(), key=lambda kv: -kv[1])[:8]:
         print(f"  {seconds:7.1f}  {sampler.names.get(pid, '?')[:90]}")
