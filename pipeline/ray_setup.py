@@ -24,7 +24,8 @@ def init_ray(ray_cfg) -> None:
     # A throw-away local cluster needs no token auth; a user's explicit choice is kept.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     num_cpus = ray_cfg.get("num_cpus") or os.cpu_count()
-    kwargs = dict(num_cpus=num_cpus, include_dashboard=bool(ray_cfg.get("dashboard", True)),
+    # address="local": always a new cluster, never one a `ray start` left running on this machine.
+    kwargs = dict(address="local", num_cpus=num_cpus, include_dashboard=bool(ray_cfg.get("dashboard", True)),
                   logging_level=logging.WARNING)
     if ray_cfg.get("object_store_memory"):
         kwargs["object_store_memory"] = int(ray_cfg.object_store_memory)

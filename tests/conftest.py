@@ -73,7 +73,7 @@ def ray_local():
     """One local Ray for the session (4 logical CPUs so Train and Data never starve each other)."""
     import ray
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=True, logging_level=logging.WARNING,
+        ray.init(address="local", num_cpus=4, include_dashboard=True, logging_level=logging.WARNING,
                  object_store_memory=1024**3)
     yield ray
     ray.shutdown()

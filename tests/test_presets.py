@@ -45,3 +45,10 @@ def test_arc_agi_2_refuses_training2_with_arc1_evaluation(ray_local, tmp_path, s
     with pytest.raises(PipelineError, match="task.allow_overlap=true"):
         run_stage(cfg)
     assert not (tmp_path / "dataset.json").exists()
+
+
+def test_arc_agi_1_passes_the_leakage_guard_on_the_real_data(ray_local, tmp_path, shared_data):
+    cfg = compose("preset=arc_agi_1", "stage=augment", "task.num_aug=0", "ray.dashboard=false",
+                  f"task.source={shared_data / 'arc' / 'arc-agi'}", f"data_dir={tmp_path}")
+    manifest = run_stage(cfg)
+    assert manifest["splits"]["test"]["examples"] == 419 - 0   # every ARC-1 evaluation test input
