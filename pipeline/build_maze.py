@@ -12,9 +12,7 @@ import math
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as pads
 import ray
-from ray.data.extensions import ArrowTensorArray
 
 from augment import maze
 from augment.dihedral import NUM_DIHEDRAL
@@ -199,7 +197,7 @@ def _write_csv_splits(cfg, data_dir: str, size: int) -> dict:
                                     parsed.items()}}
     for split, (questions, answers, lengths) in parsed.items():
         chunk = int(task.chunk_size)
-        tables = [_arrow_rows(_rows(questions[i:i + chunk], answers[i:i + chunk], lengths[i:i + chunk],
+        tables = [fmt.arrow_table(_rows(questions[i:i + chunk], answers[i:i + chunk], lengths[i:i + chunk],
                                     np.arange(i, min(i + chunk, len(questions)))))
                   for i in range(0, len(questions), chunk)]
         if not tables:
@@ -226,24 +224,14 @@ def _parse_and_validate(part: sources.PuzzleRows, size: int):
     return questions, answers, lengths
 
 
-def _arrow_rows(rows: dict) -> pa.Table:
-    return pa.table({k: ArrowTensorArray.from_numpy(v) if v.ndim > 1 else pa.array(v)
-                     for k, v in rows.items()})
-
 
 # ---------------------------------------------------------------------------------------------------
 # Reading back small columns for the manifest
 
-def _split_table(split_dir: str, columns: list) -> pa.Table:
-    fs, _ = storage.filesystem(split_dir)
-    paths = [storage.filesystem(f)[1] for f in storage.list_files(split_dir, ".parquet")]
-    return pads.dataset(paths, filesystem=fs, format="parquet").to_table(columns=columns)
-
-
 def _read_inputs(split_dir: str, size: int) -> np.ndarray:
     if not storage.list_files(split_dir, ".parquet"):
         return np.zeros((0, size, size), dtype=np.uint8)
-    column = _split_table(split_dir, ["inputs"]).column("inputs").combine_chunks()
+    column = fmt.read_columns(split_dir, ["inputs"]).column("inputs").combine_chunks()
     if isinstance(column, pa.ExtensionArray):      # Ray's tensor type, once Ray is imported
         column = column.storage
     return column.flatten().to_numpy().reshape(-1, size, size)
@@ -253,7 +241,7 @@ def _path_len_histogram(split_dir: str) -> dict:
     """{path length: mazes} over the split's original mazes (augmented copies share their length)."""
     if not storage.list_files(split_dir, ".parquet"):
         return {}
-    table = _split_table(split_dir, ["path_len", "aug_index"])
+    table = fmt.read_columns(split_dir, ["path_len", "aug_index"])
     lengths = table.column("path_len").to_numpy()[table.column("aug_index").to_numpy() == 0]
     values, counts = np.unique(lengths, return_counts=True)
     return {str(v): int(c) for v, c in zip(values, counts)}

@@ -12,9 +12,7 @@ import logging
 import math
 
 import numpy as np
-import pyarrow as pa
 import ray
-from ray.data.extensions import ArrowTensorArray
 
 from augment import sudoku
 from pipeline import dataset_format as fmt
@@ -161,7 +159,7 @@ def _loaded(cfg, n: int) -> dict:
         solutions, _ = sudoku.parse(part.answer, n, False)
         chunk = int(task.chunk_size)
         out[split] = ray.data.from_arrow([
-            _arrow_rows(_rows(questions[i:i + chunk], solutions[i:i + chunk], part.rating[i:i + chunk],
+            fmt.arrow_table(_rows(questions[i:i + chunk], solutions[i:i + chunk], part.rating[i:i + chunk],
                               np.arange(i, min(i + chunk, len(part)))))
             for i in range(0, max(len(part), 1), chunk)])        # one empty table for an empty split
     return out
@@ -174,9 +172,6 @@ def _validate(part: sources.PuzzleRows, n: int) -> None:
         more = f" (and {bad.size - 1} more bad rows)" if bad.size > 1 else ""
         raise PipelineError(f"{part.origin}, line {part.line[bad[0]]}: {reasons[bad[0]]} (task.size={n}){more}")
 
-
-def _arrow_rows(rows: dict) -> pa.Table:
-    return pa.table({k: ArrowTensorArray.from_numpy(v) if v.ndim > 1 else pa.array(v) for k, v in rows.items()})
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import logging
 import sys
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.dataset as pads
 
 from pipeline import storage
@@ -49,6 +50,13 @@ def clear_incomplete(data_dir: str) -> None:
         storage.remove(storage.join(data_dir, split))
 
 
+def read_columns(split_dir: str, columns: list) -> pa.Table:
+    """Some columns of every Parquet shard of a split (small ones: ids, lengths), without Ray."""
+    fs, _ = storage.filesystem(split_dir)
+    paths = [storage.filesystem(f)[1] for f in storage.list_files(split_dir, ".parquet")]
+    return pads.dataset(paths, filesystem=fs, format="parquet").to_table(columns=columns)
+
+
 def split_stats(split_dir: str) -> dict:
     """Count examples, puzzles and groups of a written split by reading back its small columns."""
     files = storage.list_files(split_dir, ".parquet")
@@ -56,7 +64,7 @@ def split_stats(split_dir: str) -> dict:
         return {"examples": 0, "puzzles": 0, "groups": 0, "files": 0, "bytes": 0}
     fs, _ = storage.filesystem(split_dir)
     paths = [storage.filesystem(f)[1] for f in files]
-    table = pads.dataset(paths, filesystem=fs, format="parquet").to_table(columns=["group_id", "aug_index"])
+    table = read_columns(split_dir, ["group_id", "aug_index"])
     groups = table.column("group_id").to_numpy()
     augs = table.column("aug_index").to_numpy().astype("int64")
     puzzles = np.unique(np.stack([groups, augs], axis=1), axis=0).shape[0] if len(groups) else 0
@@ -67,6 +75,14 @@ def split_stats(split_dir: str) -> dict:
         "files": len(files),
         "bytes": int(sum(fs.size(p) for p in paths)),
     }
+
+
+def arrow_table(columns: dict) -> pa.Table:
+    """Rows of numpy columns as an Arrow table; 2-D columns become Ray tensor columns (as `map_batches`
+    output would), so the Parquet files look the same whichever way a builder made them."""
+    from ray.data.extensions import ArrowTensorArray
+    return pa.table({k: ArrowTensorArray.from_numpy(v) if v.ndim > 1 else pa.array(v)
+                     for k, v in columns.items()})
 
 
 def write_split(ds, data_dir: str, split: str, rows_per_file: int, parquet_options: dict | None = None) -> None:

@@ -79,7 +79,7 @@ def test_eval_writes_metrics_per_step_predictions_and_pngs(sudoku_run, evaluated
     assert pngs == ["puzzle_000.png", "puzzle_001.png"]
     assert (root / "run" / "eval" / "render" / pngs[0]).read_bytes()[:4] == b"\x89PNG"
 
-    run_stage(compose("stage=eval", *paths, "eval.limit=5"))         # stateless: the earlier outputs are gone
+    run_stage(compose("stage=eval", *paths, "eval.limit=5", "eval.render=0"))  # stateless: earlier outputs gone
     assert not (root / "run" / "eval" / "render").exists()
     assert len(_table(root / "run" / "eval" / "predictions")["preds"]) == 5
     out = capsys.readouterr().out

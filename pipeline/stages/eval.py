@@ -11,9 +11,7 @@ data stage does for the checkpoint's grid size.
 import logging
 
 import numpy as np
-import pyarrow as pa
 import ray
-from ray.data.extensions import ArrowTensorArray
 
 from augment import maze, sudoku
 from pipeline import dataset_format as fmt
@@ -101,11 +99,10 @@ def csv_dataset(source: str, task: str, saved_manifest: dict):
     for start in range(0, len(rows), CSV_CHUNK):
         part = slice(start, start + CSV_CHUNK)
         n = len(inputs[part])
-        tables.append(pa.table({
-            "inputs": ArrowTensorArray.from_numpy(inputs[part]), "labels": ArrowTensorArray.from_numpy(labels[part]),
-            "puzzle_identifier": pa.array(np.zeros(n, np.int32)),
-            "group_id": pa.array(np.arange(start, start + n, dtype=np.int64)),   # row of the file, from 0
-            "aug_index": pa.array(np.zeros(n, np.int32))}))
+        tables.append(fmt.arrow_table({
+            "inputs": inputs[part], "labels": labels[part], "puzzle_identifier": np.zeros(n, np.int32),
+            "group_id": np.arange(start, start + n, dtype=np.int64),   # row of the file, from 0
+            "aug_index": np.zeros(n, np.int32)}))
     log.info("eval.source: %d %s puzzles from %s", len(rows), task, rows.origin)
     return ray.data.from_arrow(tables)
 
