@@ -28,6 +28,8 @@ def run_stage(cfg: DictConfig):
 
 @hydra.main(config_path="conf", config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
+    # Ray Data logs every operator's progress at INFO when there is no terminal; the stages print their own.
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     try:
         run_stage(cfg)
     except PipelineError as err:

@@ -1,8 +1,10 @@
 """`stage=all`: augment, train, then evaluate (eval for Sudoku/Maze, eval_arc for ARC) in sequence.
 
 A stage whose complete output already exists is skipped (the dataset manifest, the final checkpoint, the
-evaluation metrics), so rerunning after an interruption picks up where the last run stopped.
+evaluation metrics), so rerunning after an interruption picks up where the last run stopped. The run
+ends with a summary read back from what the stages wrote, so it also describes skipped stages.
 """
+import importlib
 import logging
 import time
 
@@ -24,16 +26,42 @@ def stage_done(cfg, stage: str) -> bool:
     return storage.exists(storage.join(cfg.run_dir, stage, "metrics.json"))
 
 
+def summary_lines(cfg, timings: dict) -> list:
+    """What a user wants after the demo: data made, training, held-out accuracy per step, where files are."""
+    from pipeline.stages.train import summarize
+    manifest = dataset_format.read_manifest(cfg.data_dir)
+    trained = summarize(cfg.run_dir)
+    stage = _eval_stage(cfg)
+    metrics = storage.read_json(storage.join(cfg.run_dir, stage, "metrics.json"))
+    took = lambda s: "skipped (already complete)" if timings.get(s) is None else f"{timings[s]:.0f} s"  # noqa: E731
+    splits = manifest["splits"]
+    lines = ["", "=" * 72, f"TRM pipeline summary ({cfg.task.name})",
+             f"data      {splits['train']['examples']:,} training / {splits['test']['examples']:,} test "
+             f"examples at {cfg.data_dir}   [{took('augment')}]",
+             f"training  {trained['step']:,} steps, final lm loss {trained['lm_loss'] or float('nan'):.4f}, "
+             f"{trained['samples_per_s'] or 0:.0f} samples/s   [{took('train')}]"]
+    if stage == "eval":
+        per_step = "  ".join(f"{i + 1}:{v:.1%}" for i, v in enumerate(metrics["exact_accuracy_per_step"]))
+        lines += [f"held-out  exact accuracy {metrics['exact_accuracy']:.1%} on {metrics['count']:,} puzzles "
+                  f"[{took('eval')}]", f"          after each supervision step: {per_step}"]
+    else:
+        passes = "  ".join(f"{k}: {v:.1%}" for k, v in metrics.items() if k.startswith("pass@"))
+        lines.append(f"ARC       {passes}   [{took('eval_arc')}]")
+    lines += [f"files     checkpoints, metrics.jsonl, curves.png: {cfg.run_dir}",
+              f"          evaluation, predictions, puzzle PNGs: {storage.join(cfg.run_dir, stage)}",
+              f"wall time {sum(t for t in timings.values() if t):.0f} s", "=" * 72]
+    return lines
+
+
 def run(cfg) -> dict:
-    import importlib
-    results, timings = {}, {}
+    timings = {}
     for stage in ("augment", "train", _eval_stage(cfg)):
         if stage_done(cfg, stage):
             log.info("stage %s: complete output found, skipping", stage)
             timings[stage] = None
             continue
         start = time.perf_counter()
-        results[stage] = importlib.import_module(f"pipeline.stages.{stage}").run(cfg)
+        importlib.import_module(f"pipeline.stages.{stage}").run(cfg)
         timings[stage] = time.perf_counter() - start
-    results["timings"] = timings
-    return results
+    print("\n".join(summary_lines(cfg, timings)), flush=True)
+    return {"timings": timings}
