@@ -4,7 +4,12 @@ With no arguments it runs the CPU demo (stage=all on a small generated Sudoku).
 """
 import importlib
 import logging
+import os
 import sys
+
+# Without a terminal Ray Data logs every operator's progress at INFO; the stages print their own
+# progress and summaries. Read when ray.data is first imported, and inherited by local Ray workers.
+os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
 
 import hydra
 from omegaconf import DictConfig
@@ -28,8 +33,6 @@ def run_stage(cfg: DictConfig):
 
 @hydra.main(config_path="conf", config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
-    # Ray Data logs every operator's progress at INFO when there is no terminal; the stages print their own.
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
     try:
         run_stage(cfg)
     except PipelineError as err:
