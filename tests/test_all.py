@@ -1,5 +1,6 @@
 """`stage=all` end to end on a tiny config, then again: the second run skips every finished stage."""
 import json
+import os
 
 from pipeline.run import run_stage
 from tests.conftest import compose
@@ -18,6 +19,12 @@ def test_all_runs_every_stage_then_skips_them(ray_local, tmp_path, capsys):
     assert (tmp_path / "run" / "curves.png").exists() and list((tmp_path / "run" / "eval").rglob("*.png"))
     summary = capsys.readouterr().out
     assert "after each supervision step: 1:" in summary and "4 steps" in summary
+
+    # Credentials live in the environment only: no manifest, config, checkpoint or log holds them.
+    secrets = [os.environ["AWS_ACCESS_KEY_ID"].encode(), os.environ["AWS_SECRET_ACCESS_KEY"].encode()]
+    for file in (p for p in tmp_path.rglob("*") if p.is_file()):
+        content = file.read_bytes()
+        assert not any(secret in content for secret in secrets), file
 
     second = run_stage(compose(*TINY, *paths))
     assert second["timings"] == {"augment": None, "train": None, "eval": None}
