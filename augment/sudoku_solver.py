@@ -151,6 +151,16 @@ def _search(grid, n, br, bc, cell_order, digit_order, limit, solution):
 
 
 @nb.njit(cache=True)
+def _digits_in_order(size, n):
+    """Digit order 1..n at every cell: the deterministic search (solving, proving uniqueness)."""
+    order = np.empty((size, n), np.int8)
+    for i in range(size):
+        for k in range(n):
+            order[i, k] = k + 1
+    return order
+
+
+@nb.njit(cache=True)
 def solve_batch(grids, n, br, bc, limit):
     """Search every puzzle of [B, n*n] in natural cell and digit order.
 
@@ -159,10 +169,7 @@ def solve_batch(grids, n, br, bc, limit):
     count = grids.shape[0]
     size = n * n
     cell_order = np.arange(size)
-    digit_order = np.empty((size, n), np.int8)
-    for i in range(size):
-        for k in range(n):
-            digit_order[i, k] = k + 1
+    digit_order = _digits_in_order(size, n)
     solutions = np.zeros((count, size), np.int8)
     found = np.zeros(count, np.int32)
     guesses = np.zeros(count, np.int64)
@@ -184,10 +191,7 @@ def generate_batch(n, br, bc, cell_orders, digit_orders, removal_orders, max_bla
     count = cell_orders.shape[0]
     size = n * n
     natural = np.arange(size)
-    in_order = np.empty((size, n), np.int8)
-    for i in range(size):
-        for k in range(n):
-            in_order[i, k] = k + 1
+    in_order = _digits_in_order(size, n)
     questions = np.zeros((count, size), np.int8)
     solutions = np.zeros((count, size), np.int8)
     ratings = np.zeros(count, np.int64)
