@@ -50,10 +50,12 @@ def clear_incomplete(data_dir: str) -> None:
         storage.remove(storage.join(data_dir, split))
 
 
-def read_columns(split_dir: str, columns: list) -> pa.Table:
-    """Some columns of every Parquet shard of a split (small ones: ids, lengths), without Ray."""
+def read_columns(split_dir: str, columns: list, files: list | None = None) -> pa.Table:
+    """Some columns of every Parquet shard of a split (small ones: ids, lengths), without Ray.
+    `files`: the split's shards when the caller has already listed them."""
     fs, _ = storage.filesystem(split_dir)
-    paths = [storage.filesystem(f)[1] for f in storage.list_files(split_dir, ".parquet")]
+    files = storage.list_files(split_dir, ".parquet") if files is None else files
+    paths = [storage.filesystem(f)[1] for f in files]
     return pads.dataset(paths, filesystem=fs, format="parquet").to_table(columns=columns)
 
 
@@ -64,7 +66,7 @@ def split_stats(split_dir: str) -> dict:
         return {"examples": 0, "puzzles": 0, "groups": 0, "files": 0, "bytes": 0}
     fs, _ = storage.filesystem(split_dir)
     paths = [storage.filesystem(f)[1] for f in files]
-    table = read_columns(split_dir, ["group_id", "aug_index"])
+    table = read_columns(split_dir, ["group_id", "aug_index"], files)
     groups = table.column("group_id").to_numpy()
     augs = table.column("aug_index").to_numpy().astype("int64")
     puzzles = np.unique(np.stack([groups, augs], axis=1), axis=0).shape[0] if len(groups) else 0
