@@ -7,9 +7,14 @@ Data order. Every rank streams the same train split with the same seeded per-epo
 the rows whose position p in that stream has p % world == rank. The order each rank sees is thereby a
 pure function of (seed, epoch, rank, world): ranks never overlap, and a restarted rank can skip exactly
 the rows it had consumed. Ray Data's `streaming_split` is not used because it assigns blocks to whichever
-rank asks first (no ordering guarantee), which would make exact resume impossible. The cost is that
-every rank reads the whole split once per epoch; TRM's data is tiny next to its compute (one ARC epoch,
-6.5 GB, lasts thousands of optimizer steps).
+rank asks first (no ordering guarantee), which would make exact resume impossible.
+
+Two ways to get that stream, chosen by the split's size (`train.in_memory_mb`):
+- in memory (Sudoku, Maze, small ARC builds): every rank reads the split once and draws a seeded full
+  permutation of it per epoch. Re-reading a small split through Ray Data every epoch costs seconds of
+  CPU per epoch, which on a small box slows the training steps it overlaps by half or more.
+- streamed (ARC at aug 1000, 6.5 GB): every rank reads the whole split once per epoch through a seeded
+  local shuffle buffer; the read is small next to the compute (one epoch lasts thousands of steps).
 
 Feeding (the reference's persistent carry): each step only the slots that halted take the next examples
 of the rank's stream; the others keep their example and (y, z).
@@ -36,12 +41,13 @@ log = logging.getLogger(__name__)
 
 TRAIN_METRICS = ("count", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lm_loss", "q_halt_loss")
 CHAOS_MARKER = ".chaos_failed_once"
+COLUMNS = ("inputs", "labels", "puzzle_identifier")
 
 
 def to_examples(batch: dict) -> dict:
     """Parquet columns (uint8 tokens, label 0 = ignore) -> trm's example tensors (int64, label -100)."""
     inputs, labels, ids = (torch.from_numpy(np.array(batch[k], dtype=np.int64))   # copies: writable
-                           for k in ("inputs", "labels", "puzzle_identifier"))
+                           for k in COLUMNS)
     return {"inputs": inputs, "labels": labels.masked_fill(labels == 0, -100), "puzzle_identifiers": ids}
 
 
@@ -49,9 +55,10 @@ class ExampleStream:
     """This rank's examples, epoch after epoch, from a position (epoch, rows of this rank consumed)."""
 
     def __init__(self, shard, seed: int, rank: int, world: int, shuffle_buffer: int, chunk: int,
-                 epoch: int = 0, consumed: int = 0, prefetch_chunks: int = 8):
+                 epoch: int = 0, consumed: int = 0, in_memory: bool = False, prefetch_chunks: int = 8):
         self.shard, self.seed, self.rank, self.world = shard, seed, rank, world
-        self.shuffle_buffer, self.chunk = shuffle_buffer, chunk
+        self.shuffle_buffer, self.chunk, self.in_memory = shuffle_buffer, chunk, in_memory
+        self._rows: dict | None = None   # the whole split, when in_memory
         self.epoch, self.consumed = epoch, consumed
         self._current: tuple[int, dict] | None = None   # (epoch, rows) read but not taken yet
         # A reader thread keeps chunks ready: starting each epoch's Ray Data read takes seconds, which
@@ -84,19 +91,36 @@ class ExampleStream:
         # The same on every rank: the ranks partition one shuffled stream.
         return (self.seed * 1_000_003 + epoch) % 2**31
 
-    def _iterate(self, epoch: int, skip: int):
-        while True:
-            position, produced = 0, 0
-            batches = self.shard.iter_batches(
+    def _streamed_epoch(self, epoch: int):
+        """This rank's rows of one epoch, read from storage through a seeded local shuffle buffer."""
+        position = 0
+        for batch in self.shard.iter_batches(
                 batch_size=self.chunk, batch_format="numpy", drop_last=False,
                 local_shuffle_buffer_size=self.shuffle_buffer or None,
-                local_shuffle_seed=self._epoch_seed(epoch) if self.shuffle_buffer else None)
-            for batch in batches:
-                n = len(batch["puzzle_identifier"])
-                mine = (position + np.arange(n)) % self.world == self.rank
-                position += n
-                rows = {k: batch[k][mine] for k in ("inputs", "labels", "puzzle_identifier")}
-                produced += int(mine.sum())
+                local_shuffle_seed=self._epoch_seed(epoch) if self.shuffle_buffer else None):
+            n = len(batch["puzzle_identifier"])
+            mine = (position + np.arange(n)) % self.world == self.rank
+            position += n
+            yield {k: batch[k][mine] for k in COLUMNS}
+
+    def _in_memory_epoch(self, epoch: int):
+        """This rank's rows of one epoch: a seeded permutation of the split, read once."""
+        if self._rows is None:
+            batches = list(self.shard.iter_batches(batch_size=max(self.chunk, 4096), batch_format="numpy"))
+            self._rows = {k: np.concatenate([b[k] for b in batches]) if batches else np.zeros(0, np.int64)
+                          for k in COLUMNS}
+        order = np.random.default_rng(self._epoch_seed(epoch)).permutation(len(self._rows["puzzle_identifier"]))
+        mine = order[self.rank::self.world]
+        for start in range(0, len(mine), self.chunk):
+            index = mine[start:start + self.chunk]
+            yield {k: v[index] for k, v in self._rows.items()}
+
+    def _iterate(self, epoch: int, skip: int):
+        epoch_rows = self._in_memory_epoch if self.in_memory else self._streamed_epoch
+        while True:
+            produced = 0
+            for rows in epoch_rows(epoch):
+                produced += len(rows["puzzle_identifier"])
                 if skip:
                     dropped = min(skip, len(rows["puzzle_identifier"]))
                     rows = {k: v[dropped:] for k, v in rows.items()}
@@ -105,7 +129,7 @@ class ExampleStream:
                     yield epoch, rows
             if produced == 0:
                 raise RuntimeError(f"rank {self.rank}: the train split has no rows for this rank "
-                                   f"({position} rows, {self.world} workers)")
+                                   f"({self.world} workers)")
             epoch, skip = epoch + 1, 0
 
     def take(self, k: int) -> dict:
@@ -146,7 +170,7 @@ def load_eval_examples(shard, rank: int, world: int) -> dict | None:
     if not batches:
         return None
     columns = {k: np.concatenate([b[k] for b in batches])[rank::world]
-               for k in ("inputs", "labels", "puzzle_identifier")}
+               for k in COLUMNS}
     return to_examples(columns)
 
 
@@ -263,7 +287,7 @@ def train_loop(config: dict) -> None:
 
     stream = ExampleStream(ray.train.get_dataset_shard("train"), seed, rank, world,
                            shuffle_buffer=int(t["shuffle_buffer"]), chunk=max(256, global_batch // world),
-                           epoch=epoch, consumed=consumed)
+                           epoch=epoch, consumed=consumed, in_memory=bool(config["train_in_memory"]))
     eval_shard = ray.train.get_dataset_shard("eval") if config["has_eval"] else None
     eval_examples = load_eval_examples(eval_shard, rank, world) if eval_shard is not None else None
     metrics_log = None

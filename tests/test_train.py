@@ -91,7 +91,8 @@ def baseline(tiny_data, tmp_path_factory):
     return run_dir, summary
 
 
-def test_example_stream_partitions_ranks_and_resumes_exactly(tiny_data):
+@pytest.mark.parametrize("in_memory", [True, False], ids=["in_memory", "streamed"])
+def test_example_stream_partitions_ranks_and_resumes_exactly(tiny_data, in_memory):
     import ray
     from ray.data import ExecutionOptions
 
@@ -103,16 +104,21 @@ def test_example_stream_partitions_ranks_and_resumes_exactly(tiny_data):
         taken = stream.take(n)
         return [tuple(row.tolist()) + (int(i),) for row, i in zip(taken["inputs"], taken["puzzle_identifiers"])]
 
-    streams = [ExampleStream(ds, seed=3, rank=r, world=2, shuffle_buffer=64, chunk=32) for r in range(2)]
+    def stream(rank, world, **position):
+        return ExampleStream(ds, seed=3, rank=rank, world=world, shuffle_buffer=64, chunk=32, in_memory=in_memory,
+                             **position)
+
+    streams = [stream(r, 2) for r in range(2)]
     epoch0 = [rows(s, 128) for s in streams]   # 256 rows, 2 ranks: exactly one epoch each
     assert len(set(epoch0[0]) | set(epoch0[1])) == len(set(epoch0[0])) + len(set(epoch0[1]))
-    assert sorted(epoch0[0] + epoch0[1]) == sorted(rows(ExampleStream(ds, 3, 0, 1, 64, 32), 256))
+    whole = stream(0, 1)
+    assert sorted(epoch0[0] + epoch0[1]) == sorted(rows(whole, 256))
     ahead = rows(streams[1], 50)               # into epoch 1: a new shuffle of the same rows
     assert streams[1].epoch == 1 and streams[1].consumed == 50 and ahead != epoch0[1][:50]
-    resumed = ExampleStream(ds, seed=3, rank=1, world=2, shuffle_buffer=64, chunk=32, epoch=1, consumed=20)
+    resumed = stream(1, 2, epoch=1, consumed=20)
     assert rows(resumed, 30) == ahead[20:]
-    for stream in streams + [resumed]:
-        stream.close()
+    for opened in streams + [whole, resumed]:
+        opened.close()
 
 
 def test_two_workers_complete_and_loss_falls(baseline):
@@ -205,7 +211,8 @@ def test_cli_exit_code_on_missing_data(tmp_path):
 
 
 def test_two_nodes_one_worker_each(tiny_data, tmp_path):
-    """Runs last in this file: it replaces the session's Ray with a 2-node cluster, then restores it."""
+    """Runs last in this file: it replaces the session's Ray with a 2-node cluster, then restores it.
+    It also streams the train split from storage every epoch (the path of splits over train.in_memory_mb)."""
     import ray
     from ray.cluster_utils import Cluster
     ray.shutdown()
@@ -215,7 +222,8 @@ def test_two_nodes_one_worker_each(tiny_data, tmp_path):
         ray.init(address=cluster.address, logging_level=logging.WARNING)
         cluster.wait_for_nodes()
         run_dir = str(tmp_path / "run")
-        train(tiny_data, run_dir, "train.placement_strategy=STRICT_SPREAD", "train.eval_every=0")
+        train(tiny_data, run_dir, "train.placement_strategy=STRICT_SPREAD", "train.eval_every=0",
+              "train.in_memory_mb=0")
         assert logged_steps(run_dir) == list(range(1, STEPS + 1))
         assert ckpt.training_complete(run_dir, STEPS)
     finally:
