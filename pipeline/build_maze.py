@@ -19,12 +19,12 @@ from augment.dihedral import NUM_DIHEDRAL
 from pipeline import dataset_format as fmt
 from pipeline import sources, storage
 from pipeline.errors import PipelineError
+from pipeline.generation import collect_kept
 
 log = logging.getLogger(__name__)
 
 STREAM = {"probe": 0, "test": 1, "train": 2, "augment": 3}     # independent random streams per purpose
 PROBE_CANDIDATES = 2000
-MAX_TRIES = 1000              # per chunk; the probe makes running out a sign of a bug, not of bad luck
 
 
 def build(cfg, data_dir: str) -> dict:
@@ -108,21 +108,18 @@ def _generate_chunk(batch, *, seed, split, size, style, wall_density, min_path_l
     chunk = int(batch["id"][0])
     need = min(chunk_size, total - chunk * chunk_size)
     rng = np.random.default_rng([seed, STREAM[split], chunk])
-    parts, kept, seen = [], 0, set(exclude.tolist())
-    for _ in range(MAX_TRIES):
+    seen = set(exclude.tolist())
+
+    def attempt():
         questions, answers, lengths = maze.generate(rng, candidates, size, style, wall_density, min_path_len)
         fresh = np.zeros(len(questions), dtype=bool)
         for i, h in enumerate(maze.canonical_hash(questions).tolist()):   # new, and not a test maze
             fresh[i] = h not in seen
             seen.add(h)
-        parts.append((questions[fresh], answers[fresh], lengths[fresh]))
-        kept += int(fresh.sum())
-        if kept >= need:
-            break
-    else:
-        raise RuntimeError(f"maze chunk {chunk} of {split}: only {kept} of {need} new mazes after "
-                           f"{MAX_TRIES} tries of {candidates}")
-    questions, answers, lengths = (np.concatenate(p)[:need] for p in zip(*parts))
+        return questions[fresh], answers[fresh], lengths[fresh]
+
+    questions, answers, lengths = collect_kept(
+        need, attempt, f"maze chunk {chunk} of {split}: new mazes ({candidates} candidates per try)")
     return _rows(questions, answers, lengths, group_ids=chunk * chunk_size + np.arange(need))
 
 

@@ -18,12 +18,12 @@ from augment import sudoku
 from pipeline import dataset_format as fmt
 from pipeline import sources
 from pipeline.errors import PipelineError
+from pipeline.generation import collect_kept
 
 log = logging.getLogger(__name__)
 
 STREAM = {"probe": 0, "test": 1, "train": 2, "augment": 3}     # independent random streams per purpose
 PROBE_PUZZLES = 200
-MAX_TRIES = 1000              # per chunk; the probe makes running out a sign of a bug, not of bad luck
 ROWS_PER_AUG_BATCH = 65536    # augmented rows per map_batches call: bounds a task's memory
 
 
@@ -123,18 +123,14 @@ def _generate_chunk(batch, *, seed, split, n, chunk_size, min_rating, max_blanks
     chunk = int(batch["id"][0])
     need = min(chunk_size, total - chunk * chunk_size)
     rng = np.random.default_rng([seed, STREAM[split], chunk])
-    parts, kept = [], 0
-    for _ in range(MAX_TRIES):
+
+    def attempt():
         questions, solutions, ratings = sudoku.generate(rng, per_try, n, max_blanks)
         keep = ratings >= min_rating
-        parts.append((questions[keep], solutions[keep], ratings[keep]))
-        kept += int(keep.sum())
-        if kept >= need:
-            break
-    else:
-        raise RuntimeError(f"sudoku chunk {chunk} of {split}: only {kept} of {need} puzzles rated >= "
-                           f"{min_rating} after {MAX_TRIES} tries")
-    questions, solutions, ratings = (np.concatenate(p)[:need] for p in zip(*parts))
+        return questions[keep], solutions[keep], ratings[keep]
+
+    questions, solutions, ratings = collect_kept(
+        need, attempt, f"sudoku chunk {chunk} of {split}: puzzles rated >= {min_rating} ({per_try} per try)")
     return _rows(questions, solutions, ratings, group_ids=chunk * chunk_size + np.arange(need))
 
 
