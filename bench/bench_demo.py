@@ -1,9 +1,10 @@
 """The CPU demo, as a user runs it, over several seeds, and without recursion for comparison.
 
-python bench/bench_demo.py [--seeds 0 1 2] [--task sudoku] [--no-ablation]
+python bench/bench_demo.py [--seeds 0 1 2] [--task sudoku] [--no-ablation] [--set task.style=random ...]
 
-Each run is `python -m pipeline.run seed=S` (plus the ablation's overrides: T=1, n=1, N_sup=1) in its own
-temporary folder; the table gives wall time and held-out exact accuracy read from eval/metrics.json.
+Each run is `python -m pipeline.run task=T seed=S` plus the `--set` overrides (and the ablation's: T=1,
+n=1, N_sup=1) in its own temporary folder; the table gives wall time and held-out exact accuracy read
+from eval/metrics.json. Recorded outputs: bench/results/demo.txt.
 """
 import argparse
 import json
@@ -31,10 +32,11 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--task", default="sudoku")
     parser.add_argument("--no-ablation", action="store_true")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="Hydra overrides for every run")
     args = parser.parse_args()
-    cases = [("TRM", seed, []) for seed in args.seeds]
+    cases = [("TRM", seed, args.set) for seed in args.seeds]
     if not args.no_ablation:
-        cases += [("no recursion", seed, ABLATION) for seed in args.seeds[:1]]
+        cases += [("no recursion", seed, args.set + ABLATION) for seed in args.seeds[:1]]
     print(f"{'model':<13} {'seed':>4} {'wall s':>7} {'exact':>7}  exact after each supervision step")
     for name, seed, extra in cases:
         r = run_demo(args.task, seed, extra)

@@ -11,7 +11,7 @@ from pipeline import storage
 from pipeline.errors import PipelineError
 from pipeline.run import run_stage
 
-SMALL = ("stage=augment", "task=maze", "task.size=9", "task.chunk_size=16", "ray.dashboard=false")
+SMALL = ("stage=augment", "task=maze", "preset=none", "task.size=9", "task.chunk_size=16", "ray.dashboard=false")
 
 
 def read_split(data_dir, split, size):
