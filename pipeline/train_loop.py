@@ -106,9 +106,7 @@ class ExampleStream:
     def _in_memory_epoch(self, epoch: int):
         """This rank's rows of one epoch: a seeded permutation of the split, read once."""
         if self._rows is None:
-            batches = list(self.shard.iter_batches(batch_size=max(self.chunk, 4096), batch_format="numpy"))
-            self._rows = {k: np.concatenate([b[k] for b in batches]) if batches else np.zeros(0, np.int64)
-                          for k in COLUMNS}
+            self._rows = read_whole(self.shard) or {k: np.zeros(0, np.int64) for k in COLUMNS}
         order = np.random.default_rng(self._epoch_seed(epoch)).permutation(len(self._rows["puzzle_identifier"]))
         mine = order[self.rank::self.world]
         for start in range(0, len(mine), self.chunk):
@@ -162,16 +160,26 @@ def _all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
-def load_eval_examples(shard, rank: int, world: int) -> dict | None:
-    """This rank's share (every world-th row) of the fixed evaluation subset."""
-    if shard is None:
-        return None
+def read_whole(shard) -> dict | None:
+    """Every row of a dataset shard, in its order, as numpy COLUMNS; None when it has no rows."""
     batches = list(shard.iter_batches(batch_size=4096, batch_format="numpy"))
     if not batches:
         return None
-    columns = {k: np.concatenate([b[k] for b in batches])[rank::world]
-               for k in COLUMNS}
-    return to_examples(columns)
+    return {k: np.concatenate([b[k] for b in batches]) for k in COLUMNS}
+
+
+def split_fits_in_memory(t: dict, manifest: dict) -> bool:
+    """Whether each worker holds the train split in memory (tokens as uint8, one int64 id per row)."""
+    examples = manifest.get("splits", {}).get("train", {}).get("examples", 0)
+    return examples * (2 * int(manifest["seq_len"]) + 8) <= float(t["in_memory_mb"]) * 2**20
+
+
+def load_eval_examples(shard, rank: int, world: int) -> dict | None:
+    """This rank's share (every world-th row) of the fixed evaluation subset."""
+    columns = read_whole(shard) if shard is not None else None
+    if columns is None:
+        return None
+    return to_examples({k: v[rank::world] for k, v in columns.items()})
 
 
 def evaluate(model: TRM, ema: EMA | None, examples: dict | None, batch_size: int, device) -> dict:
@@ -287,7 +295,7 @@ def train_loop(config: dict) -> None:
 
     stream = ExampleStream(ray.train.get_dataset_shard("train"), seed, rank, world,
                            shuffle_buffer=int(t["shuffle_buffer"]), chunk=max(256, global_batch // world),
-                           epoch=epoch, consumed=consumed, in_memory=bool(config["train_in_memory"]))
+                           epoch=epoch, consumed=consumed, in_memory=split_fits_in_memory(t, config["manifest"]))
     eval_shard = ray.train.get_dataset_shard("eval") if config["has_eval"] else None
     eval_examples = load_eval_examples(eval_shard, rank, world) if eval_shard is not None else None
     metrics_log = None

@@ -105,15 +105,10 @@ def _datasets(cfg, manifest: dict) -> dict:
     if int(cfg.train.eval_every or 0) > 0 and manifest.get("splits", {}).get("test", {}).get("examples", 0):
         datasets["eval"] = ray.data.read_parquet(test_dir, columns=list(COLUMNS)).limit(int(cfg.train.eval_examples))
     for ds in datasets.values():
-        # Each worker re-reads the split every epoch: per-read bars would bury the training progress bar.
+        # Workers read these inside the loop (a streamed train split every epoch): per-read bars would
+        # bury the training progress bar.
         ds.context.enable_progress_bars = False
     return datasets
-
-
-def train_split_in_memory(t, manifest: dict) -> bool:
-    """Whether each worker holds the train split in memory (tokens as uint8, one int64 id per row)."""
-    examples = manifest.get("splits", {}).get("train", {}).get("examples", 0)
-    return examples * (2 * int(manifest["seq_len"]) + 8) <= float(t.in_memory_mb) * 2**20
 
 
 def summarize(run_dir: str) -> dict:
@@ -169,7 +164,6 @@ def run(cfg) -> dict:
     loop_config = {
         "train": OmegaConf.to_container(t, resolve=True), "model": asdict(model_config), "run_dir": run_dir,
         "seed": int(cfg.seed), "saved_config": saved_config(cfg), "manifest": manifest, "has_eval": "eval" in datasets,
-        "train_in_memory": train_split_in_memory(t, manifest),
         "logger": cfg.logger, "wandb_project": t.wandb_project,
     }
     trainer = TorchTrainer(
