@@ -17,6 +17,7 @@ import sys
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
+from ray.data.datasource import FilenameProvider
 
 from pipeline import storage
 from pipeline.config import saved_config
@@ -87,12 +88,27 @@ def arrow_table(columns: dict) -> pa.Table:
                      for k, v in columns.items()})
 
 
+class ShardNames(FilenameProvider):
+    """Ray Data filename provider: `part-<write task index>.parquet`, the same on every run.
+
+    Ray's default names start with random UUIDs; with the order preserved (see `write_split`) the task
+    index is the shard's place in the split, so equal builds give equal file names and bytes.
+    """
+
+    def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
+        return f"part-{task_index:06d}.parquet"
+
+
 def write_split(ds, data_dir: str, split: str, rows_per_file: int, parquet_options: dict | None = None) -> None:
     """Stream a Ray Dataset of example rows into `data_dir/<split>/` as zstd Parquet shards.
 
-    `parquet_options`: extra pyarrow writer options (e.g. `use_dictionary`) for a task's data.
+    Rows keep the dataset's order (its blocks in index order, not in the order Ray's tasks finish), so a
+    split's files are a function of config and seed alone, whatever the load or the number of CPUs: the
+    same command trains on the same stream. `parquet_options`: extra pyarrow writer options (e.g.
+    `use_dictionary`) for a task's data.
     """
-    ds.write_parquet(storage.join(data_dir, split), compression="zstd",
+    ds.context.execution_options.preserve_order = True
+    ds.write_parquet(storage.join(data_dir, split), compression="zstd", filename_provider=ShardNames(),
                      min_rows_per_file=rows_per_file, mode="overwrite", **(parquet_options or {}))
 
 
