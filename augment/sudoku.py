@@ -211,6 +211,14 @@ def inverse_transform(t: Transform) -> Transform:
                      digit_map=np.argsort(t.digit_map, axis=1))
 
 
+def token_transform(t: Transform) -> Transform:
+    """`t` acting on model token grids (digit d is token d+1; tokens 0 PAD and 1 blank stay fixed), so that
+    `apply_transform` moves any predicted token grid, and `inverse_transform` of it maps one back exactly."""
+    digit_tokens = t.digit_map[:, 1:] + 1
+    fixed = np.tile(np.arange(2, dtype=t.digit_map.dtype), (len(t), 1))
+    return dataclasses.replace(t, digit_map=np.concatenate([fixed, digit_tokens], axis=1))
+
+
 # ---------------------------------------------------------------------------------------------------
 # Canonical forms (split hygiene)
 

@@ -185,3 +185,21 @@ def test_canonical_form_matches_brute_force_equivalence_on_4x4():
     for i, j in itertools.combinations(range(len(questions)), 2):
         assert np.array_equal(canon[i], canon[j]) == (questions[j].tobytes() in orbits[i])
     assert len({c.tobytes() for c in canon}) < len(questions)   # 4x4 puzzles do repeat up to symmetry
+
+
+@pytest.mark.parametrize("n", [4, 6, 9])
+def test_token_transform_moves_tokens_as_the_digit_transform_and_inverts_any_tokens(n):
+    rng = np.random.default_rng(5)
+    _, solutions, _ = sudoku.generate(rng, 10, n)
+    t = sudoku.random_transforms(rng, len(solutions), n)
+    tokens_t = sudoku.token_transform(t)
+    tokens = sudoku.to_tokens(solutions).reshape(-1, n, n)
+    assert np.array_equal(sudoku.apply_transform(tokens, tokens_t), sudoku.to_tokens(sudoku.apply_transform(solutions, t))
+                          .reshape(-1, n, n))
+    predicted = rng.integers(0, n + 2, tokens.shape, dtype=np.uint8)      # PAD 0 and blank 1 included
+    moved = sudoku.apply_transform(predicted, tokens_t)
+    cells_only = sudoku.apply_transform(predicted, sudoku.token_transform(
+        sudoku.Transform(t.transpose, t.row_perm, t.col_perm, sudoku.identity_transforms(len(t), n).digit_map)))
+    fixed = cells_only < 2
+    assert fixed.any() and np.array_equal(moved[fixed], cells_only[fixed])   # PAD and blank only move with cells
+    assert np.array_equal(sudoku.apply_transform(moved, sudoku.inverse_transform(tokens_t)), predicted)

@@ -118,6 +118,36 @@ def test_fresh_slot_starts_from_the_initial_states():
     torch.testing.assert_close(out_a.logits, out_b.logits)
 
 
+def test_latent_noise_off_is_the_plain_step_bit_for_bit():
+    config = tiny()
+    model = TRM(config, verbose=False).eval()
+    carry = refill(model.empty_carry(4), examples(config, 4))
+    plain_carry, plain = model(carry)
+    for noise_std in (None, 0.0):
+        noisy_carry, out = model(carry, noise_std, torch.Generator().manual_seed(0))
+        assert torch.equal(out.logits, plain.logits) and torch.equal(out.q_halt, plain.q_halt)
+        assert torch.equal(noisy_carry.z, plain_carry.z) and torch.equal(noisy_carry.y, plain_carry.y)
+
+
+def test_latent_noise_is_reproducible_for_a_seed_and_independent_across_copies():
+    config = tiny(H_cycles=1, L_cycles=1, hidden_size=64)   # one z-update: z = net(z, y + x) + noise
+    model = TRM(config, verbose=False).eval()
+    one = examples(config, 1)
+    carry = refill(model.empty_carry(2), {k: torch.cat([v, v]) for k, v in one.items()})   # one puzzle, twice
+    clean, _ = model(carry)
+    first, out_a = model(carry, 0.5, torch.Generator().manual_seed(3))
+    again, out_b = model(carry, 0.5, torch.Generator().manual_seed(3))
+    other, _ = model(carry, 0.5, torch.Generator().manual_seed(4))
+    assert torch.equal(first.z, again.z) and torch.equal(out_a.logits, out_b.logits)
+    assert not torch.equal(first.z, other.z)
+    drawn = (first.z - clean.z).float()
+    expected = 0.5 * torch.randn(drawn.shape, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(drawn, expected, atol=1e-5, rtol=1e-4)   # the noise is exactly what the seed draws
+    a, b = drawn[0].flatten(), drawn[1].flatten()
+    assert abs(torch.corrcoef(torch.stack([a, b]))[0, 1]) < 0.1          # the two copies' noise is independent
+    assert not torch.equal(out_a.logits[0], out_a.logits[1])
+
+
 def test_eval_runs_every_step_and_training_halts_on_q():
     config = tiny(halt_max_steps=4, halt_exploration_prob=0.0)
     model = TRM(config, verbose=False)

@@ -14,8 +14,9 @@ class EvalResult:
     preds [B, seq_len] int64 and q_halt [B] float32: at the answer step (the last step, or with
     halt_on_q the first step whose q_halt > 0); answer_step [B] int64, 1-based.
     exact [B] bool, token_accuracy [B] float32: of `preds` against the labels (False / 0 without labels).
-    per_step: {"accuracy", "exact_accuracy", "q_halt_accuracy"} each [N_sup] float32, sums over the
-    examples with labels (divide by `count`); "q_halt" [N_sup, B] the halt logits of every step.
+    per_step: {"accuracy", "exact_accuracy", "q_halt_accuracy"} each [S] float32, sums over the
+    examples with labels (divide by `count`); "q_halt" [S, B] the halt logits and "preds" [S, B, seq_len]
+    the predictions of every step (S = the steps run: N_sup unless `max_steps`).
     count: number of examples with at least one label.
     """
 
@@ -29,13 +30,15 @@ class EvalResult:
 
 
 @torch.inference_mode()
-def evaluate_batch(model: TRM, batch: dict, halt_on_q: bool = False) -> EvalResult:
+def evaluate_batch(model: TRM, batch: dict, halt_on_q: bool = False, max_steps: int | None = None,
+                   noise_std: float | None = None, generator: torch.Generator | None = None) -> EvalResult:
     """Run `batch` (inputs, labels, puzzle_identifiers) from fresh carries through all N_sup steps.
 
     The model is put in eval mode for the call and restored after. As in the reference every step
     runs; by default the answer is the last step's. `halt_on_q=True` takes each example's answer at
     its first step with q_halt > 0 instead (the paper's early stop at test time), while the per-step
-    metrics still cover all steps.
+    metrics still cover all steps. `max_steps` runs that many supervision steps instead of N_sup (more
+    than trained: the carry keeps recursing); `noise_std` / `generator` add latent noise (`TRM.recurse`).
     """
     was_training = model.training
     model.eval()
@@ -47,15 +50,15 @@ def evaluate_batch(model: TRM, batch: dict, halt_on_q: bool = False) -> EvalResu
         mask = labels != IGNORE_LABEL
         has_labels = mask.any(-1)
         divisor = mask.sum(-1).clamp_min(1)
-        n_sup = model.config.halt_max_steps
-        per_step = {key: torch.zeros(n_sup, device=device) for key in ("accuracy", "exact_accuracy", "q_halt_accuracy")}
-        q_halts = []
+        n_steps = model.config.halt_max_steps if max_steps is None else max_steps
+        per_step = {key: torch.zeros(n_steps, device=device) for key in ("accuracy", "exact_accuracy", "q_halt_accuracy")}
+        q_halts, step_preds_all = [], []
         preds = torch.zeros_like(labels)
         q_answer = torch.zeros(labels.shape[0], device=device)
         answer_step = torch.zeros_like(preds[:, 0])
         answered = torch.zeros_like(has_labels)
-        for step in range(n_sup):
-            carry, out = model(carry)
+        for step in range(n_steps):
+            carry, out = model(carry, noise_std, generator)
             step_preds = out.logits.argmax(-1)
             correct = mask & (step_preds == labels)
             exact = (correct.sum(-1) == mask.sum(-1)) & has_labels
@@ -63,6 +66,7 @@ def evaluate_batch(model: TRM, batch: dict, halt_on_q: bool = False) -> EvalResu
             per_step["exact_accuracy"][step] = exact.sum()
             per_step["q_halt_accuracy"][step] = (has_labels & ((out.q_halt >= 0) == exact)).sum()
             q_halts.append(out.q_halt)
+            step_preds_all.append(step_preds)
             open_ = ~answered  # examples whose answer is still the latest step's
             preds[open_], q_answer[open_], answer_step[open_] = step_preds[open_], out.q_halt[open_], step + 1
             if halt_on_q:
@@ -72,6 +76,7 @@ def evaluate_batch(model: TRM, batch: dict, halt_on_q: bool = False) -> EvalResu
             preds=preds, q_halt=q_answer, answer_step=answer_step,
             exact=(correct.sum(-1) == mask.sum(-1)) & has_labels,
             token_accuracy=torch.where(has_labels, correct.sum(-1) / divisor, 0.0).float(),
-            per_step={**per_step, "q_halt": torch.stack(q_halts)}, count=int(has_labels.sum()))
+            per_step={**per_step, "q_halt": torch.stack(q_halts), "preds": torch.stack(step_preds_all)},
+            count=int(has_labels.sum()))
     finally:
         model.train(was_training)

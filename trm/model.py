@@ -115,24 +115,38 @@ class TRM(nn.Module):
             x = (x + self.embed_pos.weight.to(dtype)) / math.sqrt(2.0)
         return self.embed_scale * x
 
-    def recurse(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """T rounds of (n z-updates, 1 y-update); only the last round builds a graph."""
+    def recurse(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, noise_std: float | None = None,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """T rounds of (n z-updates, 1 y-update); only the last round builds a graph.
+
+        With `noise_std` > 0, Gaussian noise of that std (drawn from `generator`, on z's device) is added
+        to z after every z-update: test-time exploration of the latent (independent per example and
+        position). None or 0 is the plain recursion, bit for bit.
+        """
         n, T = self.config.L_cycles, self.config.H_cycles
+
+        def update_z(z, y):
+            z = self.net(z, y + x)
+            if noise_std:
+                z = z + noise_std * torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+            return z
+
         with torch.no_grad():
             for _ in range(T - 1):
                 for _ in range(n):
-                    z = self.net(z, y + x)
+                    z = update_z(z, y)
                 y = self.net(y, z)
         for _ in range(n):
-            z = self.net(z, y + x)
+            z = update_z(z, y)
         y = self.net(y, z)
         return y, z
 
-    def forward(self, carry: Carry) -> tuple[Carry, TRMOutput]:
+    def forward(self, carry: Carry, noise_std: float | None = None,
+                generator: torch.Generator | None = None) -> tuple[Carry, TRMOutput]:
         """One supervision step on every slot; returns the new carry (y, z detached) and the outputs.
 
         Slots with steps 0 start from H_init / L_init. The returned carry has steps + 1 and `halted` by
-        the rules in the class docstring.
+        the rules in the class docstring. `noise_std` / `generator`: latent noise, see `recurse`.
         """
         c = self.config
         dtype = self.forward_dtype
@@ -140,7 +154,7 @@ class TRM(nn.Module):
         y = torch.where(fresh, self.H_init.to(dtype), carry.y.to(dtype))
         z = torch.where(fresh, self.L_init.to(dtype), carry.z.to(dtype))
         x = self.embed(carry.inputs, carry.puzzle_identifiers)
-        y, z = self.recurse(x, y, z)
+        y, z = self.recurse(x, y, z, noise_std, generator)
         logits = self.lm_head(y[:, c.prefix_len:])
         q_halt = self.q_head(y[:, 0]).float()[:, 0]
         steps = carry.steps + 1
