@@ -1,13 +1,26 @@
 """Config resolution shared by every stage: absolute paths, and configs that are safe to save."""
 import os
 import re
+import sys
 
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.storage import to_absolute
 
 # Config keys whose values must never be written to a manifest, checkpoint or log.
-_SECRET_KEY = re.compile(r"(secret|password|token|api_key|access_key|credential)", re.IGNORECASE)
+_SECRET_KEY = re.compile(r"(secret|password|passwd|token|api_key|apikey|access_key|credential)", re.IGNORECASE)
+# Secrets recognised by their value, wherever they were passed (a command line, a URL, any option):
+# `key=value` with a secret-looking key, credentials in a URL, and the token formats of AWS, Hugging Face,
+# GitHub and wandb.
+_SECRET_VALUES = (
+    (re.compile(r"([\w.+-]*(?:secret|password|passwd|token|api_key|apikey|access_key|credential)[\w.-]*=)\S+",
+                re.IGNORECASE), r"\1<redacted>"),
+    (re.compile(r"(\w[\w+.-]*://)[^/\s:@]+:[^/\s@]+@"), r"\1<redacted>@"),
+    (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), "<redacted>"),
+    (re.compile(r"\b(?:hf|ghp|gho|ghs|github_pat)_[A-Za-z0-9_]{20,}\b"), "<redacted>"),
+    (re.compile(r"\blocal-[0-9a-f]{40}\b"), "<redacted>"),
+)
+MIN_ENV_SECRET_LEN = 8    # shorter values of secret-named variables are too common to search for
 
 
 def resolve_config(cfg: DictConfig) -> DictConfig:
@@ -26,13 +39,37 @@ def resolve_config(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
+def _environment_secrets() -> list[str]:
+    """Values of this process's secret-named environment variables (AWS_SECRET_ACCESS_KEY, WANDB_API_KEY...)."""
+    return sorted((v for k, v in os.environ.items() if _SECRET_KEY.search(k) and len(v) >= MIN_ENV_SECRET_LEN),
+                  key=len, reverse=True)
+
+
+def redact_text(text: str) -> str:
+    """`text` with every secret-looking value replaced by `<redacted>` (see `_SECRET_VALUES`), including
+    the value of any secret-named environment variable."""
+    for pattern, replacement in _SECRET_VALUES:
+        text = pattern.sub(replacement, text)
+    for secret in _environment_secrets():
+        text = text.replace(secret, "<redacted>")
+    return text
+
+
 def redact(value):
-    """Drop secret-looking keys from nested dicts/lists (credentials come from the environment only)."""
+    """Nested dicts/lists with secret-named keys dropped and secret-looking string values redacted
+    (credentials come from the environment only)."""
     if isinstance(value, dict):
         return {k: ("<redacted>" if _SECRET_KEY.search(str(k)) else redact(v)) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v) for v in value]
+    if isinstance(value, str):
+        return redact_text(value)
     return value
+
+
+def command_line() -> str:
+    """The command that started this process, redacted, for manifests and checkpoints."""
+    return redact_text(" ".join(["python -m pipeline.run", *sys.argv[1:]]))
 
 
 def saved_config(cfg: DictConfig) -> dict:

@@ -12,7 +12,6 @@ Layout under `data_dir` (local or `s3://`):
 """
 import datetime
 import logging
-import sys
 
 import numpy as np
 import pyarrow as pa
@@ -20,7 +19,7 @@ import pyarrow.dataset as pads
 from ray.data.datasource import FilenameProvider
 
 from pipeline import storage
-from pipeline.config import saved_config
+from pipeline.config import command_line, saved_config
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -126,7 +125,7 @@ def publish_manifest(cfg, data_dir: str, fields: dict) -> dict:
         "splits": {split: split_stats(storage.join(data_dir, split)) for split in SPLITS},
         "config": saved_config(cfg),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python -m pipeline.run", *sys.argv[1:]]),
+        "command": command_line(),
         **fields,
     }
     for key in ("seq_len", "vocab_size", "num_puzzle_identifiers"):

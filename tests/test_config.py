@@ -4,7 +4,7 @@ import os
 import pytest
 from omegaconf import OmegaConf
 
-from pipeline.config import redact, resolve_config, saved_config
+from pipeline.config import command_line, redact, redact_text, resolve_config, saved_config
 from tests.conftest import compose
 
 
@@ -39,3 +39,26 @@ def test_saved_config_has_no_secrets():
     assert redact(OmegaConf.to_container(cfg)) == {"a": {"aws_secret_access_key": "<redacted>",
                                                          "wandb_api_key": "<redacted>", "ok": 1}}
     assert "secret" not in str(saved_config(compose())).lower()
+
+
+@pytest.mark.parametrize("text, secret", [
+    ("python -m pipeline.run +aws.secret_access_key=wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY", "wJalrXUtnFEMI"),
+    ("task.source=s3://AKIAIOSFODNN7EXAMPLE@bucket/x", "AKIAIOSFODNN7EXAMPLE"),
+    ("task.source=https://alice:hunter2pass@example.org/tasks.json", "hunter2pass"),
+    ("+hf.auth=hf_abcdefghijklmnopqrstuvwxyz0123", "hf_abcdefghij"),
+    ("logger=wandb +w.k=local-0123456789abcdef0123456789abcdef01234567", "local-0123"),
+])
+def test_secret_values_are_redacted_wherever_they_appear(text, secret):
+    assert secret not in redact_text(text) and "<redacted>" in redact_text(text)
+    assert secret not in str(redact({"command": text, "nested": [text]}))
+
+
+def test_values_of_secret_environment_variables_are_redacted(monkeypatch):
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "s3cr3t-value-from-env")
+    assert redact_text("data_dir=s3://b/s3cr3t-value-from-env/x") == "data_dir=s3://b/<redacted>/x"
+    assert redact_text("data_dir=s3://bucket/plain checkpoint=best") == "data_dir=s3://bucket/plain checkpoint=best"
+
+
+def test_command_line_is_redacted(monkeypatch):
+    monkeypatch.setattr("sys.argv", ["run.py", "stage=augment", "+x.password=opensesame123"])
+    assert command_line() == "python -m pipeline.run stage=augment +x.password=<redacted>"
