@@ -3,20 +3,37 @@
 `ray.address` unset and no `RAY_ADDRESS`: start a local Ray in this process with the CPUs available.
 `ray.address=auto` or an address, or `RAY_ADDRESS` set (as inside `ray job submit`): connect, passing no
 local-only arguments (Ray refuses `num_cpus` and friends when connecting).
+
+A local Ray is pinned to its own address: Ray's internal actors (Ray Train's placement-group cleaner,
+state API calls) otherwise look the cluster up by scanning the machine, and stop with "Found multiple
+active Ray instances" when any other Ray runs beside it (another user's, a test suite's).
 """
 import logging
 import os
+import socket
 
 import ray
 
 log = logging.getLogger(__name__)
 
+_started_address: str | None = None   # the RAY_ADDRESS this process set for the local Ray it started
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
 
 def init_ray(ray_cfg) -> None:
     """Start or join Ray unless this process is already connected (tests share one local cluster)."""
+    global _started_address
     if ray.is_initialized():
         return
-    address = ray_cfg.get("address") or os.environ.get("RAY_ADDRESS")
+    from_environment = os.environ.get("RAY_ADDRESS")
+    if from_environment == _started_address:    # ours, from a local Ray this process started and shut down
+        from_environment = None
+    address = ray_cfg.get("address") or from_environment
     if address:
         log.info("joining the Ray cluster at %s", address)
         ray.init(address=address, logging_level=logging.WARNING)
@@ -29,5 +46,10 @@ def init_ray(ray_cfg) -> None:
                   logging_level=logging.WARNING)
     if ray_cfg.get("object_store_memory"):
         kwargs["object_store_memory"] = int(ray_cfg.object_store_memory)
+    # The GCS port is chosen here so that RAY_ADDRESS can name it before any Ray process starts: every
+    # process of this cluster inherits it and never looks for another one.
+    port = _free_port()
+    os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+    os.environ["RAY_ADDRESS"] = _started_address = f"127.0.0.1:{port}"
     log.info("starting a local Ray with %s CPUs", num_cpus)
     ray.init(**kwargs)

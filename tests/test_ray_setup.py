@@ -1,0 +1,28 @@
+"""init_ray: a local Ray started by the pipeline is found by its own processes even beside another Ray."""
+import subprocess
+import sys
+
+# Run in a fresh process while this test session's Ray (ray_local) is alive: two instances on one machine.
+# The remote task resolves the cluster address the way Ray's internal actors do (no address given).
+PROBE = """
+import ray
+from omegaconf import OmegaConf
+from pipeline.ray_setup import init_ray
+init_ray(OmegaConf.create({"address": None, "num_cpus": 1, "dashboard": False}))
+
+@ray.remote
+def lookup():
+    from ray._private.services import canonicalize_bootstrap_address_or_die
+    return canonicalize_bootstrap_address_or_die(None)
+
+found = ray.get(lookup.remote())
+assert found == ray.get_runtime_context().gcs_address, (found, ray.get_runtime_context().gcs_address)
+print("ok", found)
+"""
+
+
+def test_local_ray_is_found_by_its_own_workers_beside_another_ray(ray_local):
+    env_free = {k: v for k, v in __import__("os").environ.items() if k not in ("RAY_ADDRESS", "RAY_GCS_SERVER_PORT")}
+    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=180, env=env_free)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("ok")
