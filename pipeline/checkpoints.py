@@ -13,14 +13,18 @@ evaluate, not to resume). Everything loads with `torch.load(weights_only=True)`.
 """
 import io
 import json
+import logging
 import os
 import re
+import zipfile
 
 import fsspec
 import torch
 
 from pipeline import storage
 from pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
 
 STATE = "state.pt"
 META = "meta.json"
@@ -76,12 +80,56 @@ def is_complete(path: str, need_ranks: bool = True) -> bool:
     return all(storage.exists(storage.join(path, rank_file(r))) for r in range(int(meta["world_size"])))
 
 
-def latest_checkpoint(run_dir: str) -> str | None:
-    """Path of the complete checkpoint with the highest step, or None."""
-    for _, path in reversed(folders(run_dir, "checkpoint")):
-        if is_complete(path):
-            return path
+def _torch_file_problem(path: str) -> str | None:
+    """Why a torch.save file cannot be loaded, from its zip directory alone (a truncated or overwritten
+    file loses it), without reading the tensors; None when it looks whole."""
+    fs, p = storage.filesystem(path)
+    try:
+        size = fs.size(p)
+        with fs.open(p, "rb") as f, zipfile.ZipFile(f) as archive:
+            for entry in archive.infolist():
+                if entry.header_offset + entry.compress_size > size:
+                    return f"{entry.filename} runs past the end of the file"
+    except (OSError, zipfile.BadZipFile, ValueError) as err:
+        return f"{type(err).__name__}: {err}"
     return None
+
+
+def unreadable_reason(path: str) -> str | None:
+    """Why the complete checkpoint folder at `path` cannot be resumed from (naming the file), or None."""
+    for name in (META, CONFIG, MANIFEST):
+        try:
+            storage.read_json(storage.join(path, name))
+        except (OSError, ValueError) as err:
+            return f"{name}: {type(err).__name__}: {err}"
+    world = int(storage.read_json(storage.join(path, META))["world_size"])
+    for name in (STATE, *(rank_file(r) for r in range(world))):
+        problem = _torch_file_problem(storage.join(path, name))
+        if problem:
+            return f"{name} is unreadable ({problem})"
+    return None
+
+
+def resumable_checkpoint(run_dir: str) -> tuple[str | None, list[tuple[str, str]]]:
+    """(the newest complete and readable checkpoint or None, [(path, reason) of newer ones skipped])."""
+    skipped = []
+    for _, path in reversed(folders(run_dir, "checkpoint")):
+        if not is_complete(path):
+            continue
+        reason = unreadable_reason(path)
+        if reason is None:
+            return path, skipped
+        skipped.append((path, reason))
+    return None, skipped
+
+
+def latest_checkpoint(run_dir: str) -> str | None:
+    """Path of the complete, readable checkpoint with the highest step, or None (newer unreadable ones are
+    skipped with a warning that names the file and the reason)."""
+    path, skipped = resumable_checkpoint(run_dir)
+    for bad, reason in skipped:
+        log.warning("skipping checkpoint %s: %s", bad, reason)
+    return path
 
 
 def best_checkpoint(run_dir: str) -> str | None:
@@ -93,8 +141,9 @@ def best_checkpoint(run_dir: str) -> str | None:
 
 
 def training_complete(run_dir: str, steps: int) -> bool:
-    """True when the final checkpoint (at `steps`) exists and is complete."""
-    return is_complete(storage.join(run_dir, checkpoint_name(int(steps))))
+    """True when the final checkpoint (at `steps`) exists, is complete and readable."""
+    path = storage.join(run_dir, checkpoint_name(int(steps)))
+    return is_complete(path) and unreadable_reason(path) is None
 
 
 def _torch_load(path: str):

@@ -21,6 +21,7 @@ of the rank's stream; the others keep their example and (y, z).
 """
 import logging
 import os
+import posixpath
 import queue
 import tempfile
 import threading
@@ -247,6 +248,24 @@ def _keep_best(local: str, run_dir: str, step: int) -> None:
             storage.remove(path)
 
 
+def _resume_source(config: dict):
+    """What this attempt resumes from: the checkpoint Ray Train hands over (after a worker failure, the
+    newest this run reported) unless the driver found it unreadable; else the driver's choice, the newest
+    readable checkpoint of run_dir (a path), or None for a fresh start."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None and posixpath.basename(checkpoint.path.rstrip("/")) not in config["skipped_checkpoints"]:
+        return checkpoint
+    return config["resume_from"]
+
+
+def _load_resume(source, rank: int) -> tuple[dict, dict, str]:
+    """(training state, this rank's state, where from) of a Ray Checkpoint or a checkpoint folder path."""
+    if isinstance(source, str):
+        return ckpt.load_checkpoint(source)[0], ckpt.load_rank_state(source, rank), source
+    with source.as_directory() as local:
+        return ckpt.load_checkpoint(local)[0], ckpt.load_rank_state(local, rank), source.path
+
+
 def _maybe_fail(config: dict, step: int, rank: int, world: int) -> None:
     """Chaos option `train.fail_once_at_step`: the last rank raises once at that step (marker in run_dir)."""
     at = config["train"].get("fail_once_at_step")
@@ -271,6 +290,10 @@ def train_loop(config: dict) -> None:
     torch.manual_seed(seed)   # identical initial weights on every rank
     model_config = TRMConfig.from_dict(config["model"])
     model = TRM(model_config, verbose=rank == 0).to(device)
+    resume = _resume_source(config)
+    if config.get("init_from") and resume is None:   # fine-tuning: the weights (EMA where saved), no optimiser state
+        state, _, _ = ckpt.load_checkpoint(config["init_from"])
+        model.load_state_dict({**state["model"], **((state.get("ema") or {}).get("shadow") or {})})
     optimizers = build_optimizers(model, lr=t["lr"], weight_decay=t["weight_decay"],
                                   betas=(t["beta1"], t["beta2"]), puzzle_emb_lr=t["puzzle_emb_lr"],
                                   puzzle_emb_weight_decay=t["puzzle_emb_weight_decay"])
@@ -279,18 +302,16 @@ def train_loop(config: dict) -> None:
     carry = model.empty_carry(global_batch // world, device)
     step, epoch, consumed, best_metric = 0, 0, 0, None
 
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as local:
-            state, _, _ = ckpt.load_checkpoint(local)
-            step, _ = load_training_state(state, model, optimizers, ema=ema)
-            best_metric = state.get("best_metric")
-            mine = ckpt.load_rank_state(local, rank)
+    if resume is not None:
+        state, mine, where = _load_resume(resume, rank)
+        step, _ = load_training_state(state, model, optimizers, ema=ema)
+        best_metric = state.get("best_metric")
+        del state
         carry = Carry.from_state_dict(mine["carry"]).to(device)
         torch.set_rng_state(mine["rng"])
         epoch, consumed = mine["epoch"], mine["consumed"]
         if rank == 0:
-            log.info("resumed from %s at step %d", checkpoint.path, step)
+            log.info("resumed from %s at step %d", where, step)
     start_step = step
 
     stream = ExampleStream(ray.train.get_dataset_shard("train"), seed, rank, world,

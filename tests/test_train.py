@@ -187,13 +187,35 @@ def test_bad_model_config(tiny_data, tmp_path):
         train(tiny_data, tmp_path / "run", "model.num_heads=3")
 
 
-def test_unreadable_checkpoint(baseline, tiny_data, tmp_path):
+def truncate(path: str) -> None:
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+
+
+def test_unreadable_checkpoint_falls_back_to_the_newest_readable(baseline, tiny_data, tmp_path, caplog):
+    """A truncated rank file in the newest checkpoint: resume from the one before, named in the log, and
+    end exactly where the uninterrupted run ended (the final checkpoint is written again)."""
     run_dir = str(tmp_path / "run")
     shutil.copytree(baseline[0], run_dir)
-    with open(os.path.join(ckpt.latest_checkpoint(run_dir), ckpt.STATE), "wb") as f:
-        f.write(b"not a checkpoint")
-    with pytest.raises(PipelineError, match="unreadable"):
-        train(tiny_data, run_dir, f"train.steps={STEPS + 4}")
+    newest = ckpt.latest_checkpoint(run_dir)
+    truncate(os.path.join(newest, ckpt.rank_file(1)))
+    assert "rank_1.pt is unreadable" in ckpt.unreadable_reason(newest)
+    assert not ckpt.training_complete(run_dir, STEPS)
+    with caplog.at_level(logging.WARNING, logger="pipeline.stages.train"):
+        train(tiny_data, run_dir)
+    assert f"skipping checkpoint {newest}: rank_1.pt is unreadable" in caplog.text
+    assert ckpt.unreadable_reason(newest) is None and ckpt.training_complete(run_dir, STEPS)
+    assert_same_state(final_state(run_dir), final_state(baseline[0]))
+    assert logged_steps(run_dir) == list(range(1, STEPS + 1))
+
+
+def test_no_readable_checkpoint_with_resume_true(baseline, tiny_data, tmp_path):
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(baseline[0], run_dir)
+    for _, path in ckpt.folders(run_dir, "checkpoint"):
+        truncate(os.path.join(path, ckpt.STATE))
+    with pytest.raises(PipelineError, match="holds no complete checkpoint"):
+        train(tiny_data, run_dir, "train.resume=true")
 
 
 def test_checkpoint_of_other_model_is_refused(baseline, tiny_data, tmp_path):

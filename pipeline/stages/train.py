@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from pipeline import checkpoints as ckpt
 from pipeline import dataset_format as fmt
-from pipeline import storage
+from pipeline import reference_checkpoint, storage
 from pipeline.errors import PipelineError
 from pipeline.metrics_log import read_metrics, write_curves
 from pipeline.ray_setup import init_ray
@@ -47,9 +47,10 @@ def _check_options(t) -> None:
 
 
 def _check_resumable(path: str, cfg, model_config, manifest: dict) -> int:
-    """Load the latest checkpoint once (a clear error if it is unreadable) and check it fits this run."""
-    state, saved, saved_manifest = ckpt.load_checkpoint(path)
-    meta = storage.read_json(storage.join(path, ckpt.META))
+    """Check that the checkpoint fits this run, from its small JSON files (the weights are the workers' to
+    read: at ARC scale state.pt holds 1.8 GB); return its step."""
+    saved, saved_manifest, meta = (storage.read_json(storage.join(path, name))
+                                   for name in (ckpt.CONFIG, ckpt.MANIFEST, ckpt.META))
     for key in ckpt.MANIFEST_FIELDS:
         if saved_manifest.get(key) != manifest.get(key):
             raise PipelineError(f"checkpoint {path} was trained on data with {key}={saved_manifest.get(key)}, "
@@ -69,7 +70,27 @@ def _check_resumable(path: str, cfg, model_config, manifest: dict) -> int:
         raise PipelineError(f"checkpoint {path} was written by {meta['world_size']} workers; set "
                             f"train.num_workers={meta['world_size']} to resume it (each worker's carry and data "
                             f"position are saved)")
-    return int(state["step"])
+    return int(meta["step"])
+
+
+def _init_from(cfg, model_config, manifest: dict) -> str:
+    """The checkpoint folder `train.init_from=` names (a reference run is imported into run_dir first; an ARC one
+    gets its table rows fitted to this dataset by name), checked to hold the configured model."""
+    source = storage.to_absolute(str(cfg.train.init_from))
+    path = reference_checkpoint.prepare(source, cfg.run_dir, cfg.data_dir, cfg.task.get("identifiers"),
+                                        require_test=False)
+    if not ckpt.is_complete(path, need_ranks=False):
+        raise PipelineError(f"train.init_from={cfg.train.init_from}: neither a checkpoint folder ({ckpt.META} and "
+                            f"{ckpt.STATE}) nor a reference run")
+    saved = storage.read_json(storage.join(path, ckpt.CONFIG))
+    saved_manifest = storage.read_json(storage.join(path, ckpt.MANIFEST))
+    saved_model = ckpt.model_config(saved["model"], saved_manifest, source=f"train.init_from {path}: model")
+    if saved_model != model_config:
+        diff = {k: (v, getattr(model_config, k)) for k, v in asdict(saved_model).items() if getattr(model_config, k) != v}
+        overrides = " ".join(f"model.{k}={v}" for k, (v, _) in diff.items() if k not in ckpt.MANIFEST_FIELDS)
+        raise PipelineError(f"train.init_from={cfg.train.init_from} holds another model (its value, configured): "
+                            f"{diff}; pass {overrides or 'data of the same shape (data_dir=)'}")
+    return path
 
 
 def _storage(run_dir: str) -> tuple[str, str]:
@@ -142,12 +163,15 @@ def run(cfg) -> dict:
     model_config = ckpt.model_config(OmegaConf.to_container(cfg.model, resolve=True), manifest)
     mode = _resume_mode(t.resume)
     run_dir = cfg.run_dir
-    latest = ckpt.latest_checkpoint(run_dir)
+    latest, skipped = ckpt.resumable_checkpoint(run_dir)
+    for path, reason in skipped:
+        log.warning("skipping checkpoint %s: %s", path, reason)
     if latest and mode == "false":
         raise PipelineError(f"run_dir={run_dir} already holds checkpoints (latest {latest}) and train.resume=false; "
                             f"choose another run_dir or delete it")
     if not latest and mode == "true":
-        raise PipelineError(f"train.resume=true but run_dir={run_dir} holds no complete checkpoint")
+        unreadable = f" ({len(skipped)} unreadable: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise PipelineError(f"train.resume=true but run_dir={run_dir} holds no complete checkpoint{unreadable}")
     if latest:
         step = _check_resumable(latest, cfg, model_config, manifest)
         if step >= int(t.steps):
@@ -155,7 +179,9 @@ def run(cfg) -> dict:
             summary = summarize(run_dir)
             _print_summary(summary)
             return summary
-        log.info("resuming from %s (step %d of %d)", latest, step, int(t.steps))
+        log.info("resuming from %s (step %d of %d)%s", latest, step, int(t.steps),
+                 f", the newest readable of {len(skipped) + 1}" if skipped else "")
+    init_from = _init_from(cfg, model_config, manifest) if t.init_from and not latest else None
 
     init_ray(cfg.ray)
     use_gpu, cpus = _resources(t)
@@ -164,7 +190,8 @@ def run(cfg) -> dict:
     loop_config = {
         "train": OmegaConf.to_container(t, resolve=True), "model": asdict(model_config), "run_dir": run_dir,
         "seed": int(cfg.seed), "saved_config": saved_config(cfg), "manifest": manifest, "has_eval": "eval" in datasets,
-        "logger": cfg.logger, "wandb_project": t.wandb_project,
+        "logger": cfg.logger, "wandb_project": t.wandb_project, "init_from": init_from,
+        "resume_from": latest, "skipped_checkpoints": [posixpath.basename(p.rstrip("/")) for p, _ in skipped],
     }
     trainer = TorchTrainer(
         train_loop, train_loop_config=loop_config, datasets=datasets,
