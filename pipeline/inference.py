@@ -12,6 +12,7 @@ import ray
 import torch
 
 from pipeline import checkpoints as ckpt
+from pipeline import reference_checkpoint
 from pipeline import storage
 from pipeline.errors import PipelineError
 from pipeline.train_loop import to_examples
@@ -24,9 +25,12 @@ log = logging.getLogger(__name__)
 STEP_SUMS = ("step_exact_sum", "step_token_accuracy_sum", "step_q_halt_accuracy_sum")
 
 
-def resolve_checkpoint(choice, run_dir: str) -> str:
+def resolve_checkpoint(choice, run_dir: str, data_dir: str | None = None, identifiers: str | None = None,
+                       num_aug: int | None = None) -> str:
     """The checkpoint folder for `checkpoint=`: null or `latest` (the latest complete one in run_dir), `best`
-    (the best by the periodic evaluation), or a folder path / URL."""
+    (the best by the periodic evaluation), or a folder path / URL. A reference run folder or `step_<N>` file
+    is imported into run_dir first (`pipeline.reference_checkpoint.prepare`); with `data_dir`, an ARC one
+    gets its puzzle-embedding rows fitted to that dataset's versions."""
     if choice in (None, "latest", "best"):
         path = ckpt.best_checkpoint(run_dir) if choice == "best" else ckpt.latest_checkpoint(run_dir)
         if path is None:
@@ -34,7 +38,7 @@ def resolve_checkpoint(choice, run_dir: str) -> str:
             raise PipelineError(f"no {kind} checkpoint in run_dir={run_dir}: train first (stage=train) or pass "
                                 f"checkpoint=<checkpoint folder>")
         return path
-    path = storage.to_absolute(str(choice))
+    path = reference_checkpoint.prepare(storage.to_absolute(str(choice)), run_dir, data_dir, identifiers, num_aug)
     if not ckpt.is_complete(path, need_ranks=False):
         raise PipelineError(f"checkpoint={choice}: not a complete checkpoint folder ({ckpt.META} or {ckpt.STATE} "
                             f"missing under {path})")

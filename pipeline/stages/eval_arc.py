@@ -21,6 +21,7 @@ import ray
 from augment import arc
 from pipeline import arc_voting, inference, storage
 from pipeline import dataset_format as fmt
+from pipeline.arc_identifiers import IDENTIFIER_FIELDS
 from pipeline.errors import PipelineError
 from pipeline.ray_setup import init_ray
 
@@ -32,8 +33,6 @@ PREDICTION_COLUMNS = ["task_id", "example_index", "aug_index", "puzzle_identifie
                       "answer", "q_halt", "answer_step", "halt_step"]
 ROWS_PER_VOTE_PARTITION = 50_000   # predictions per groupby partition (Ray's default of 200 partitions
                                    # costs minutes of task overhead on a small run)
-# The data stage's fields that fix what each puzzle identifier means: a checkpoint must match them.
-IDENTIFIER_FIELDS = ("seed", "versions", "test_subset", "subsets")
 
 
 def run(cfg) -> dict:
@@ -60,7 +59,9 @@ def run(cfg) -> dict:
             storage.remove(storage.join(out_dir, name))
         init_ray(cfg.ray)
     else:
-        path = inference.resolve_checkpoint(cfg.checkpoint, cfg.run_dir)
+        # a reference run or imported ARC checkpoint gets its table rows by name (task.identifiers=)
+        path = inference.resolve_checkpoint(cfg.checkpoint, cfg.run_dir, data_dir=cfg.data_dir,
+                                            identifiers=cfg.task.get("identifiers"), num_aug=ea.num_aug)
         _, saved_manifest, meta = inference.checkpoint_info(path)
         inference.check_fits(path, saved_manifest, manifest, f"data_dir={cfg.data_dir}", also=IDENTIFIER_FIELDS)
         storage.remove(out_dir)   # stateless: nothing from an earlier evaluation is pooled in

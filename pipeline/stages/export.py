@@ -1,0 +1,69 @@
+"""`stage=export`: a checkpoint of this project in the original TRM code's layout.
+
+`python -m pipeline.run stage=export [checkpoint=best|latest|<folder>] export.dir=<folder>`
+
+Writes `export.dir/step_<N>` (a plain state_dict under the reference's key names, `_orig_mod.model.inner.`
+prefix; the EMA weights unless `export.ema=false`) and `all_config.yaml` (its `arch:` fields, trainer
+fields and a `data_manifest:` block the reference ignores), plus for ARC `identifiers.json` naming each
+table row as the reference's builder does. The original `pretrain.py` loads `step_<N>` with
+`load_checkpoint=`; `stage=import` reads the folder back to the same model.
+"""
+import logging
+
+import torch
+
+from pipeline import arc_identifiers, inference, storage
+from pipeline import checkpoints as ckpt
+from pipeline import dataset_format as fmt
+from pipeline import reference_checkpoint as ref
+from pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg) -> dict:
+    if not cfg.export.dir:
+        raise PipelineError("stage=export needs export.dir=<folder> (local or s3://) to write the reference layout to")
+    dest = storage.to_absolute(str(cfg.export.dir))
+    if storage.exists(storage.join(dest, ref.CONFIG_FILE)) and not cfg.overwrite:
+        raise PipelineError(f"export.dir={cfg.export.dir} already holds a run ({ref.CONFIG_FILE}); choose another "
+                            f"folder or pass overwrite=true")
+    path = inference.resolve_checkpoint(cfg.checkpoint, cfg.run_dir)
+    state, saved, manifest = ckpt.load_checkpoint(path)
+    meta = storage.read_json(storage.join(path, ckpt.META))
+    config = ckpt.model_config(saved["model"], manifest, source=f"checkpoint {path}: model")
+    weights = dict(state["model"])
+    if cfg.export.ema:
+        if state.get("ema") is None:
+            raise PipelineError(f"checkpoint {path} has no EMA weights (trained with train.ema=false); set "
+                                f"export.ema=false")
+        weights.update(state["ema"]["shadow"])
+    names = _identifier_names(path, saved, manifest, cfg) if manifest.get("task") == "arc" else None
+    files = ref.write_reference({k: v.to(torch.float32) for k, v in weights.items()}, config, saved, manifest,
+                                int(meta["step"]), dest, names)
+    summary = {"checkpoint": path, "step": int(meta["step"]), "files": files, "ema": bool(cfg.export.ema)}
+    print("\n".join(f"{k:>10}: {v}" for k, v in summary.items()), flush=True)
+    return summary
+
+
+def _identifier_names(path: str, saved: dict, manifest: dict, cfg) -> list:
+    """identifiers.json for an ARC checkpoint: its own (rows in the reference's order) or, for one trained or
+    fitted here, each row's version named from the dataset's identifiers file."""
+    own = storage.join(path, ref.IDENTIFIERS_FILE)
+    if manifest.get("identifier_order") == "reference":
+        if not storage.exists(own):
+            raise PipelineError(f"checkpoint {path} has a reference-ordered ARC table but no {ref.IDENTIFIERS_FILE}")
+        return storage.read_json(own)
+    data_dir = manifest.get("data_dir") or saved.get("data_dir") or cfg.data_dir
+    if not fmt.dataset_complete(data_dir):
+        raise PipelineError(f"exporting an ARC checkpoint needs its dataset's identifiers file to name the table "
+                            f"rows, and data_dir={data_dir} has none; pass data_dir=<the ARC data it was trained on>")
+    versions = arc_identifiers.dataset_versions(data_dir, fmt.read_manifest(data_dir))
+    rows = int(manifest["num_puzzle_identifiers"])
+    names = [arc_identifiers.BLANK] * rows
+    for row, name in zip(versions["puzzle_identifier"], versions["name"]):
+        if row >= rows:
+            raise PipelineError(f"data_dir={data_dir} has puzzle_identifier {row}, beyond checkpoint {path}'s "
+                                f"{rows} table rows: pass the data_dir it was trained on")
+        names[int(row)] = name
+    return names
