@@ -5,6 +5,8 @@ import sys
 
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline import storage
+from pipeline.errors import PipelineError
 from pipeline.storage import to_absolute
 
 # Config keys whose values must never be written to a manifest, checkpoint or log.
@@ -23,12 +25,35 @@ _SECRET_VALUES = (
 MIN_ENV_SECRET_LEN = 8    # shorter values of secret-named variables are too common to search for
 
 
+# Ray unpacks a job's `--working-dir` upload here and starts the entrypoint inside it; the next upload of
+# a changed checkout gets a new folder, so nothing written below it is found again.
+RAY_JOB_PACKAGE = os.sep + os.path.join("runtime_resources", "working_dir_files", "_ray_pkg_")
+# The folders each stage writes (the others: both).
+STAGE_OUTPUTS = {"augment": ("data_dir",), "import": ("run_dir",), "export": ()}
+
+
+def _check_outputs_outlive_ray_job(cfg: DictConfig) -> None:
+    """Inside a Ray job, refuse relative output folders: they would land in Ray's copy of the upload."""
+    cwd = os.getcwd()
+    if RAY_JOB_PACKAGE not in cwd:
+        return
+    for key in STAGE_OUTPUTS.get(cfg.stage, ("data_dir", "run_dir")):
+        value = cfg.get(key)
+        if value is None or not (storage.is_remote(str(value)) or os.path.isabs(os.path.expanduser(str(value)))):
+            shown = "not set (default outputs/...)" if value is None else f"the relative path {value!r}"
+            raise PipelineError(
+                f"{key} is {shown}, but this runs as a Ray job inside Ray's copy of the uploaded working "
+                f"directory ({cwd}), which the next upload replaces: pass {key}= as an s3:// URL (or an "
+                f"absolute path on storage every node shares)")
+
+
 def resolve_config(cfg: DictConfig) -> DictConfig:
     """Return a copy with `data_dir`/`run_dir` absolute (default `outputs/<task>/{data,run}`).
 
     Paths are made absolute here, in the driver, before any Ray worker sees them: workers may start
     in another working directory (a Ray Job's package folder, another node).
     """
+    _check_outputs_outlive_ray_job(cfg)
     cfg = cfg.copy()
     OmegaConf.set_readonly(cfg, False)
     OmegaConf.set_struct(cfg, False)

@@ -5,6 +5,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from pipeline.config import command_line, redact, redact_text, resolve_config, saved_config
+from pipeline.errors import PipelineError
 from tests.conftest import compose
 
 
@@ -62,3 +63,21 @@ def test_values_of_secret_environment_variables_are_redacted(monkeypatch):
 def test_command_line_is_redacted(monkeypatch):
     monkeypatch.setattr("sys.argv", ["run.py", "stage=augment", "+x.password=opensesame123"])
     assert command_line() == "python -m pipeline.run stage=augment +x.password=<redacted>"
+
+
+def test_relative_outputs_are_refused_inside_a_ray_job(tmp_path, monkeypatch):
+    package = tmp_path / "session_latest" / "runtime_resources" / "working_dir_files" / "_ray_pkg_0123abcd"
+    package.mkdir(parents=True)
+    monkeypatch.chdir(package)
+    with pytest.raises(PipelineError, match=r"data_dir is not set .*Ray job.*pass data_dir= as an s3:// URL"):
+        resolve_config(compose("stage=augment"))
+    assert resolve_config(compose("stage=augment", "data_dir=s3://bucket/data")).data_dir == "s3://bucket/data"
+    with pytest.raises(PipelineError, match="run_dir is the relative path 'run'"):
+        resolve_config(compose("stage=train", f"data_dir={tmp_path}/data", "run_dir=run"))
+    cfg = resolve_config(compose("stage=train", f"data_dir={tmp_path}/data", "run_dir=s3://bucket/run"))
+    assert cfg.data_dir == f"{tmp_path}/data"
+
+
+def test_relative_outputs_are_fine_outside_a_ray_job(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_config(compose("stage=augment")).data_dir.startswith(str(tmp_path))
