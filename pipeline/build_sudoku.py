@@ -31,10 +31,11 @@ def build(cfg, data_dir: str) -> dict:
     task = cfg.task
     n = _check_options(task)
     br, bc = sudoku.box_shape(n)
-    if task.source == "generate":
+    if task.source == "generate":       # generated puzzles are unique by construction
         originals, rating_scale = _generated(cfg, n), "guesses of augment.sudoku.solve"
+        non_unique = {"train": 0, "test": 0}
     else:
-        originals, rating_scale = _loaded(cfg, n), "the source's rating column (solver guesses where empty)"
+        (originals, non_unique), rating_scale = _loaded(cfg, n), "the source's rating column (solver guesses where empty)"
     originals = {split: ds.map_batches(_with_canonical, batch_format="numpy", fn_kwargs=dict(n=n)).materialize()
                  for split, ds in originals.items()}
     train_keys = {row.tobytes() for row in _collect(originals["train"], ["canonical"])["canonical"]}
@@ -52,7 +53,7 @@ def build(cfg, data_dir: str) -> dict:
     return {"seq_len": n * n, "vocab_size": sudoku.vocab_size(n), "num_puzzle_identifiers": 1,
             "size": n, "box": [br, bc], "source": str(task.source), "num_aug": int(task.num_aug),
             "min_rating": task.min_rating, "max_blanks": task.max_blanks, "rating_histogram": histogram, "rating_scale": rating_scale,
-            "dropped_equivalent_test": int(dropped.sum())}
+            "dropped_equivalent_test": int(dropped.sum()), "non_unique": non_unique}
 
 
 def _check_options(task) -> int:
@@ -149,6 +150,7 @@ def _loaded(cfg, n: int) -> dict:
     if task.min_rating:
         loaded = {k: part.take(np.flatnonzero(part.rating >= float(task.min_rating))) for k, part in loaded.items()}
     chosen = sources.split_rows(loaded, int(task.num_train), int(task.num_test), np.random.default_rng(int(cfg.seed)))
+    non_unique = {split: _count_non_unique(part, n, bool(task.allow_non_unique)) for split, part in chosen.items()}
     out = {}
     for split, part in chosen.items():
         questions, _ = sudoku.parse(part.question, n, True)
@@ -158,7 +160,19 @@ def _loaded(cfg, n: int) -> dict:
             fmt.arrow_table(_rows(questions[i:i + chunk], solutions[i:i + chunk], part.rating[i:i + chunk],
                               np.arange(i, min(i + chunk, len(part)))))
             for i in range(0, max(len(part), 1), chunk)])        # one empty table for an empty split
-    return out
+    return out, non_unique
+
+
+def _count_non_unique(part: sources.PuzzleRows, n: int, allowed: bool) -> int:
+    """Rows whose question has more than one solution (a fully blank grid has many): refused unless
+    `task.allow_non_unique`, since the answer given is then one of several right ones."""
+    questions, _ = sudoku.parse(part.question, n, True)
+    several = np.flatnonzero(sudoku.solve(questions, limit=2).count > 1)
+    if several.size and not allowed:
+        more = f" (and {several.size - 1} more such rows)" if several.size > 1 else ""
+        raise PipelineError(f"{part.origin}, line {part.line[several[0]]}: the question has more than one "
+                            f"solution{more}; set task.allow_non_unique=true to keep such puzzles")
+    return int(several.size)
 
 
 def _validate(part: sources.PuzzleRows, n: int) -> None:

@@ -149,6 +149,21 @@ def test_bad_csv_row_names_file_line_and_reason_and_writes_nothing(ray_local, ma
     assert not storage.list_files(str(out / "train"), ".parquet") and not storage.list_files(str(out / "test"))
 
 
+def test_csv_puzzles_with_several_solutions_are_refused_or_counted(ray_local, make_cfg, tmp_path, shared_data):
+    rows = hard_rows(shared_data, 12)
+    rows[3]["question"] = "." * 81                                # line 5: a blank grid (any solution fits)
+    rows[9]["question"] = rows[9]["answer"][:10] + "." * 71      # line 11: ten givens, many solutions
+    write_csv(tmp_path / "loose.csv", rows)
+    args = (*SMALL, f"task.source={tmp_path / 'loose.csv'}", "task.num_train=8", "task.num_test=4", "task.num_aug=0")
+    with pytest.raises(PipelineError, match=r"loose\.csv, line (5|11): the question has more than one solution "
+                                            r"\(and 1 more such rows\)|loose\.csv, line (5|11): the question has more"):
+        run_stage(make_cfg(*args, f"data_dir={tmp_path / 'refused'}"))
+    assert not fmt.dataset_complete(str(tmp_path / "refused"))
+    manifest = run_stage(make_cfg(*args, "task.allow_non_unique=true", f"data_dir={tmp_path / 'kept'}"))
+    assert sum(manifest["non_unique"].values()) == 2
+    assert manifest["splits"]["train"]["examples"] + manifest["splits"]["test"]["examples"] == 12
+
+
 def test_config_errors_name_the_option(ray_local, make_cfg, tmp_path):
     with pytest.raises(PipelineError, match=r"task.size=5"):
         run_stage(make_cfg(*SMALL, "task.size=5", f"data_dir={tmp_path}"))
