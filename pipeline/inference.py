@@ -3,9 +3,11 @@
 `predict(ds, path, cfg.eval, passthrough)` maps a dataset of example rows (`inputs`, `labels`,
 `puzzle_identifier`) through a pool of actors. Each actor loads the checkpoint once (EMA weights unless
 `eval.ema=false`), on a GPU when the cluster has GPUs, and runs every row through all N_sup supervision
-steps with `trm.evaluate_batch` (optionally answering at the first step whose halt logit is positive).
+steps with `trm.evaluate_batch` (optionally answering at the first step whose halt logit is positive), or,
+for `stage=eval`'s test-time compute, as several copies (`pipeline.test_time`) from which one answer is picked.
 """
 import logging
+import time
 
 import numpy as np
 import ray
@@ -13,7 +15,7 @@ import torch
 
 from pipeline import checkpoints as ckpt
 from pipeline import reference_checkpoint
-from pipeline import storage
+from pipeline import storage, test_time
 from pipeline.errors import PipelineError
 from pipeline.train_loop import to_examples
 from trm import EMA, TRM, Carry, evaluate_batch, refill
@@ -23,6 +25,7 @@ log = logging.getLogger(__name__)
 # Columns holding a batch's per-step sums on its first row (zeros on the others), so that summing them
 # over all rows gives the dataset's totals; dropped before predictions are written.
 STEP_SUMS = ("step_exact_sum", "step_token_accuracy_sum", "step_q_halt_accuracy_sum")
+SECONDS = "seconds"   # the batch's inference time on its actor, on its first row (zeros on the others)
 
 
 def resolve_checkpoint(choice, run_dir: str, data_dir: str | None = None, identifiers: str | None = None,
@@ -77,38 +80,62 @@ def load_model(path: str, use_ema: bool, device) -> TRM:
 
 
 class Predictor:
-    """Ray Data callable class: the model is loaded once per actor, then every batch runs all N_sup steps.
+    """Ray Data callable class: the model is loaded once per actor, then every batch runs all its steps.
 
-    Output columns: the `passthrough` input columns, `preds` (uint8 tokens at the answer step), `q_halt`
-    (its halt logit), `answer_step`, `halt_step` (first step with q_halt > 0, else N_sup), `exact`,
-    `token_accuracy`, `has_labels`, and the STEP_SUMS columns.
+    Each batch of B puzzles runs as the `settings.copies` copies of `pipeline.test_time` (the defaults: one
+    copy, N_sup steps, no noise: the plain pass), and the first of `settings.select` picks each answer.
+    Output columns: the `passthrough` input columns, `preds` (uint8 tokens of the answer), `q_halt` (its
+    halt logit), `answer_step`, `answer_copy`, `halt_step` (the answer copy's first step with q_halt > 0,
+    else the last), `exact`, `token_accuracy`, `has_labels`, `oracle` (some copy was exact at some step),
+    `exact_<selector>` for each selector, and the STEP_SUMS (over all copies) and SECONDS columns.
+    `task` and `size` (the grid side) say how to transform puzzles when `settings.tta` > 1.
     """
 
-    def __init__(self, path: str, use_ema: bool, halt_on_q: bool, device: str, threads: int, passthrough: list):
+    def __init__(self, path: str, use_ema: bool, halt_on_q: bool, device: str, threads: int, passthrough: list,
+                 settings: test_time.Settings | None = None, task: str | None = None, size: int | None = None):
         if device == "cpu":
             torch.set_num_threads(max(1, threads))   # the actor's CPU share, not the whole machine
         self.device = torch.device(device)
         self.model = load_model(path, use_ema, self.device)
         self.halt_on_q, self.passthrough = halt_on_q, passthrough
+        self.settings, self.task, self.size = settings or test_time.Settings(), task, size
 
     def __call__(self, batch: dict) -> dict:
-        examples = {k: v.to(self.device) for k, v in to_examples(batch).items()}
-        result = evaluate_batch(self.model, examples, halt_on_q=self.halt_on_q)
-        n, n_sup = len(result.preds), self.model.config.halt_max_steps
-        q_steps = result.per_step["q_halt"].T.float().cpu().numpy()                  # [B, N_sup]
-        positive = q_steps > 0
+        start = time.perf_counter()
+        s, n = self.settings, len(batch["inputs"])
+        labels = np.asarray(batch["labels"])
+        seed = test_time.batch_seed(s.seed, np.asarray(batch["inputs"]))
+        versions = test_time.make_versions(self.task, self.size, s.tta, n, np.random.default_rng(seed))
+        copies = {k: test_time.copies_of(versions, s.tta, s.trajectories, np.asarray(batch[k])) for k in ("inputs", "labels")}
+        copies["puzzle_identifier"] = np.tile(np.asarray(batch["puzzle_identifier"]), s.copies)
+        examples = {k: v.to(self.device) for k, v in to_examples(copies).items()}
+        generator = torch.Generator(self.device).manual_seed(seed) if s.noise else None
+        result = evaluate_batch(self.model, examples, halt_on_q=self.halt_on_q, max_steps=s.max_steps,
+                                noise_std=s.noise or None, generator=generator)
+        step_preds = test_time.map_back(versions, s.tta, result.per_step["preds"].cpu().numpy().astype(np.uint8))
+        n_steps = len(step_preds)
+        step_q = result.per_step["q_halt"].float().cpu().numpy().reshape(n_steps, s.copies, n)
+        answer_step = result.answer_step.cpu().numpy().reshape(s.copies, n)
+        choices = {name: test_time.select(name, step_preds, step_q, answer_step) for name in s.select}
+        choice = choices[s.select[0]]
+        exact, token_accuracy = test_time.score(choice.preds, labels)
+        positive = step_q[:, choice.copy, np.arange(n)].T > 0                    # [B, steps] of the answer copy
         out = {k: batch[k] for k in self.passthrough}
         out.update(
-            preds=result.preds.cpu().numpy().astype(np.uint8), q_halt=result.q_halt.float().cpu().numpy(),
-            answer_step=result.answer_step.cpu().numpy().astype(np.int16),
-            halt_step=np.where(positive.any(1), positive.argmax(1) + 1, n_sup).astype(np.int16),
-            exact=result.exact.cpu().numpy(), token_accuracy=result.token_accuracy.cpu().numpy(),
-            has_labels=(examples["labels"] != -100).any(-1).cpu().numpy())
+            preds=choice.preds, q_halt=choice.q_halt, answer_step=choice.step.astype(np.int16),
+            answer_copy=choice.copy.astype(np.int16),
+            halt_step=np.where(positive.any(1), positive.argmax(1) + 1, n_steps).astype(np.int16),
+            exact=exact, token_accuracy=token_accuracy, has_labels=(labels != 0).any(-1),
+            oracle=test_time.score(step_preds, labels)[0].any((0, 1)) if n else np.zeros(0, bool),
+            **{f"exact_{name}": test_time.score(c.preds, labels)[0] for name, c in choices.items()})
         for column, key in zip(STEP_SUMS, ("exact_accuracy", "accuracy", "q_halt_accuracy")):
-            sums = np.zeros((n, n_sup), dtype=np.float64)
+            sums = np.zeros((n, n_steps), dtype=np.float64)
             if n:
                 sums[0] = result.per_step[key].double().cpu().numpy()
             out[column] = sums
+        out[SECONDS] = np.zeros(n, dtype=np.float64)
+        if n:
+            out[SECONDS][0] = time.perf_counter() - start
         return out
 
 
@@ -122,8 +149,9 @@ def actor_resources(eval_cfg) -> dict:
     return {"actors": actors, "num_gpus": 0, "num_cpus": cpus, "device": "cpu", "threads": cpus}
 
 
-def predict(ds, path: str, eval_cfg, passthrough: list):
-    """`ds` with the Predictor's columns (lazy Ray Dataset)."""
+def predict(ds, path: str, eval_cfg, passthrough: list, settings: "test_time.Settings | None" = None,
+            task: str | None = None, size: int | None = None):
+    """`ds` with the Predictor's columns (lazy Ray Dataset); `settings`, `task`, `size`: see Predictor."""
     res = actor_resources(eval_cfg)
     log.info("inference with %s on %d %s actor(s), batch %d", path, res["actors"], res["device"].upper(),
              int(eval_cfg.batch_size))
@@ -132,7 +160,8 @@ def predict(ds, path: str, eval_cfg, passthrough: list):
         compute=ray.data.ActorPoolStrategy(size=res["actors"]),
         num_cpus=res["num_cpus"], num_gpus=res["num_gpus"],
         fn_constructor_kwargs=dict(path=path, use_ema=bool(eval_cfg.ema), halt_on_q=bool(eval_cfg.halt_on_q),
-                                   device=res["device"], threads=res["threads"], passthrough=list(passthrough)))
+                                   device=res["device"], threads=res["threads"], passthrough=list(passthrough),
+                                   settings=settings, task=task, size=size))
 
 
 @torch.inference_mode()

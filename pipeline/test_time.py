@@ -166,7 +166,7 @@ def select(name: str, step_preds: np.ndarray, step_q: np.ndarray, answer_step: n
         same = (answers == answers[c]).all(-1)                        # [C, B]: copies agreeing with copy c
         votes[c] = same.sum(0)
         q_sum[c] = np.where(same, q, 0).sum(0, dtype=np.float32)
-    mean_q = q_sum / votes
+    mean_q = (q_sum / votes).astype(np.float32)
     top = votes == votes.max(0)
     copy = np.where(top, mean_q, -np.inf).argmax(0)
     return Choice(answers[copy, b], mean_q[copy, b], answer_step[copy, b], copy)

@@ -8,11 +8,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from augment import maze, sudoku
-from pipeline import storage
+from pipeline import inference, storage, test_time
 from pipeline.errors import PipelineError
 from pipeline.run import run_stage
 from pipeline.stages.eval import _valid_paths
+from pipeline.train_loop import to_examples
 from tests.conftest import compose
+from trm import evaluate_batch
 
 N_SUP = 3
 TINY_MODEL = ["model.hidden_size=32", "model.num_heads=2", "model.L_layers=1", "model.H_cycles=2", "model.L_cycles=1",
@@ -107,6 +109,54 @@ def test_csv_source_is_encoded_like_the_data_stage(sudoku_run, evaluated, tmp_pa
         run_stage(compose("stage=eval", *paths, f"eval.source={csv}"))
 
 
+@pytest.mark.parametrize("halt_on_q", [False, True])
+def test_plain_test_time_settings_reproduce_the_single_pass_bit_for_bit(sudoku_run, halt_on_q):
+    root, _ = sudoku_run
+    path = inference.resolve_checkpoint(None, str(root / "run"))
+    rows = _table(root / "data" / "test")
+    batch = {k: np.array(rows[k]) for k in ("inputs", "labels", "puzzle_identifier")}
+    plain = evaluate_batch(inference.load_model(path, True, "cpu"), to_examples(batch), halt_on_q=halt_on_q)
+    q_steps = plain.per_step["q_halt"].T.numpy()
+    expected = dict(preds=plain.preds.numpy().astype(np.uint8), q_halt=plain.q_halt.numpy(),
+                    answer_step=plain.answer_step.numpy().astype(np.int16), exact=plain.exact.numpy(),
+                    token_accuracy=plain.token_accuracy.numpy(),
+                    halt_step=np.where((q_steps > 0).any(1), (q_steps > 0).argmax(1) + 1, N_SUP).astype(np.int16))
+    explicit = test_time.Settings(max_steps=N_SUP, trajectories=1, noise=0.0, tta=1, select=("vote", "q_halt"))
+    cases = [(None, halt_on_q), (explicit, halt_on_q)]
+    if halt_on_q:   # one copy: first_halt is the plain pass's halt_on_q answer
+        cases.append((test_time.Settings(select=("first_halt",)), False))
+    for settings, predictor_halt_on_q in cases:
+        predictor = inference.Predictor(path, True, predictor_halt_on_q, "cpu", 1, passthrough=[], settings=settings,
+                                        task="sudoku", size=6)
+        out = predictor(batch)
+        for key, value in expected.items():
+            assert out[key].dtype == value.dtype and np.array_equal(out[key], value), (settings, key)
+        if predictor_halt_on_q == halt_on_q:
+            assert np.array_equal(out["step_exact_sum"][0], plain.per_step["exact_accuracy"].double().numpy())
+
+
+def test_test_time_settings_score_every_selector_from_one_run(sudoku_run, capsys):
+    root, paths = sudoku_run
+    options = ["eval.max_steps=5", "eval.trajectories=3", "eval.noise=0.3", "eval.tta=2", "eval.batch_size=7",
+               "eval.select=[q_halt,vote,first_halt]"]
+    metrics = run_stage(compose("stage=eval", *paths, *options))
+    settings = metrics["settings"]
+    assert [s["select"] for s in settings] == ["q_halt", "vote", "first_halt"]
+    assert all((s["max_steps"], s["trajectories"], s["noise"], s["tta"], s["seed"]) == (5, 3, 0.3, 2, 0) for s in settings)
+    assert len(metrics["exact_accuracy_per_step"]) == 5 and settings[0]["exact_accuracy"] == metrics["exact_accuracy"]
+    assert all(s["exact_accuracy"] <= s["oracle_rate"] == metrics["oracle_rate"] for s in settings)
+    assert metrics["seconds_per_puzzle"] > 0 and metrics["wall_seconds"] > 0
+    rows = _table(root / "run" / "eval" / "predictions")
+    preds, labels = np.array(rows["preds"]), np.array(rows["labels"])
+    assert metrics["exact_accuracy"] == pytest.approx((preds == labels).all(1).mean())
+    assert metrics["oracle_rate"] == pytest.approx(np.mean(rows["oracle"]))
+    assert set(rows["answer_copy"]) <= set(range(6)) and 1 <= min(rows["answer_step"]) <= max(rows["answer_step"]) <= 5
+    assert "oracle" in capsys.readouterr().out
+    again = run_stage(compose("stage=eval", *paths, *options))   # the same seed: the same noise and transforms
+    assert np.array_equal(np.array(_table(root / "run" / "eval" / "predictions")["preds"]), preds)
+    assert again["settings"][1]["exact_accuracy"] == settings[1]["exact_accuracy"]
+
+
 def test_missing_checkpoint_is_a_clear_error(sudoku_run, tmp_path):
     _, paths = sudoku_run
     with pytest.raises(PipelineError, match="no complete checkpoint in run_dir=.*stage=train"):
@@ -130,3 +180,12 @@ def test_maze_predictions_are_checked_as_shortest_paths():
     batch = {"inputs": questions.reshape(n, -1), "preds": np.concatenate([answers[: n // 2], questions[n // 2:]]).reshape(n, -1)}
     valid = _valid_paths(batch, size=10)["valid_path"]
     assert n > 4 and valid[: n // 2].all() and not valid[n // 2:].any()
+
+
+def test_png_title_says_when_the_puzzle_was_solved():
+    from pipeline.stages.eval import solved_title
+    labels = np.array([0, 3, 4])
+    right, wrong = [9, 3, 4], [9, 3, 3]
+    assert solved_title(np.array([wrong, right, right]), labels) == "solved at step 2 of 3"
+    assert solved_title(np.array([right, right, wrong]), labels) == "right at step 1, wrong again at step 3"
+    assert solved_title(np.array([wrong, wrong]), labels) == "not solved in 2 steps"

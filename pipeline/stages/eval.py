@@ -7,15 +7,22 @@ per puzzle: tokens, prediction, halt logit, steps, correctness), `render/*.png` 
 `metrics.json`, written last. The puzzles are `data_dir/test`, or with `eval.source=` any
 Sudoku-Extreme / Maze-Hard style CSV (a file, a folder's `test.csv`, `s3://`, `hf:`), encoded as the
 data stage does for the checkpoint's grid size.
+
+Test-time compute (`pipeline.test_time`): `eval.max_steps` supervision steps instead of N_sup,
+`eval.trajectories` copies with latent noise `eval.noise`, `eval.tta` transformed versions, and the
+selectors `eval.select` (a name or a list, all scored from the same copies, the first writing `preds`).
+metrics.json has one entry per selector under `settings` (exact accuracy, oracle rate: some copy was right
+at some step, and inference seconds per puzzle); per-step metrics are means over all copies.
 """
 import logging
+import time
 
 import numpy as np
 import ray
 
 from augment import maze, sudoku
 from pipeline import dataset_format as fmt
-from pipeline import inference, render, sources, storage
+from pipeline import inference, render, sources, storage, test_time
 from pipeline.errors import PipelineError
 from pipeline.ray_setup import init_ray
 
@@ -36,6 +43,7 @@ def run(cfg) -> dict:
     if task not in TASKS:
         raise PipelineError(f"checkpoint {path} is a {task!r} model; stage=eval scores {' and '.join(TASKS)} "
                             f"(use stage=eval_arc for ARC)")
+    settings = test_time.settings_from_config(e, cfg.seed, task)
     init_ray(cfg.ray)
     if e.source:
         source = str(e.source)
@@ -51,15 +59,18 @@ def run(cfg) -> dict:
 
     out_dir = storage.join(cfg.run_dir, "eval")
     storage.remove(out_dir)   # stateless: nothing from an earlier evaluation survives
-    predicted = inference.predict(ds, path, e, passthrough=INPUT_COLUMNS)
+    start = time.perf_counter()
+    predicted = inference.predict(ds, path, e, passthrough=INPUT_COLUMNS, settings=settings, task=task,
+                                  size=int(saved_manifest["size"]))
     if task == "maze":
         predicted = predicted.map_batches(_valid_paths, batch_format="numpy", fn_kwargs=dict(size=saved_manifest["size"]))
     predicted = predicted.materialize()
-    predicted.drop_columns(list(inference.STEP_SUMS)).write_parquet(storage.join(out_dir, "predictions"),
-                                                                    compression="zstd")
-    metrics = summarize(_totals(predicted), task)
+    wall_seconds = time.perf_counter() - start
+    predicted.drop_columns([*inference.STEP_SUMS, inference.SECONDS]).write_parquet(
+        storage.join(out_dir, "predictions"), compression="zstd")
+    metrics = summarize(_totals(predicted, settings.select), task, settings)
     metrics.update(task=task, checkpoint=path, checkpoint_step=meta.get("step"), source=source,
-                   ema=bool(e.ema), halt_on_q=bool(e.halt_on_q))
+                   ema=bool(e.ema), halt_on_q=bool(e.halt_on_q), wall_seconds=wall_seconds)
     if int(e.render):
         metrics["rendered"] = render_puzzles(ds, path, e, task, out_dir)
     storage.write_json_atomic(storage.join(out_dir, "metrics.json"), metrics)
@@ -117,13 +128,15 @@ def _valid_paths(batch, *, size: int) -> dict:
     return batch
 
 
-def _batch_totals(batch) -> dict:
+def _batch_totals(batch, *, select: tuple) -> dict:
     """One row of sums per batch; the driver adds up these few rows."""
     labelled = np.asarray(batch["has_labels"], dtype=bool)
     out = {"rows": [len(labelled)], "count": [labelled.sum()],
            "exact": [np.asarray(batch["exact"]).sum()], "token_accuracy": [np.asarray(batch["token_accuracy"]).sum()],
            "halt_step": [np.asarray(batch["halt_step"], dtype=np.float64).sum()],
-           "answer_step": [np.asarray(batch["answer_step"], dtype=np.float64).sum()]}
+           "answer_step": [np.asarray(batch["answer_step"], dtype=np.float64).sum()],
+           "oracle": [np.asarray(batch["oracle"]).sum()], "seconds": [np.asarray(batch[inference.SECONDS]).sum()],
+           **{f"exact_{name}": [np.asarray(batch[f"exact_{name}"]).sum()] for name in select}}
     if "valid_path" in batch:
         out["valid_path"] = [np.asarray(batch["valid_path"]).sum()]
     for column in inference.STEP_SUMS:
@@ -131,19 +144,20 @@ def _batch_totals(batch) -> dict:
     return out
 
 
-def _totals(predicted) -> dict:
-    parts = list(predicted.map_batches(_batch_totals, batch_format="numpy", batch_size=None)
+def _totals(predicted, select: tuple) -> dict:
+    parts = list(predicted.map_batches(_batch_totals, batch_format="numpy", batch_size=None,
+                                       fn_kwargs=dict(select=tuple(select)))
                  .iter_batches(batch_format="numpy", batch_size=None))
     if not parts:
         raise PipelineError("no puzzles to evaluate")
     return {k: np.concatenate([p[k] for p in parts]).sum(axis=0) for k in parts[0]}
 
 
-def summarize(totals: dict, task: str) -> dict:
+def summarize(totals: dict, task: str, settings: test_time.Settings) -> dict:
     rows, count = int(totals["rows"]), int(totals["count"])
     if count == 0:
         raise PipelineError("none of the evaluated puzzles has a label to score against")
-    per_step = {name: (totals[column] / count).tolist() for name, column in
+    per_step = {name: (totals[column] / (count * settings.copies)).tolist() for name, column in
                 (("exact_accuracy_per_step", "step_exact_sum"), ("token_accuracy_per_step", "step_token_accuracy_sum"),
                  ("q_halt_accuracy_per_step", "step_q_halt_accuracy_sum"))}
     metrics = {"count": count, "puzzles": rows, "exact_accuracy": float(totals["exact"]) / count,
@@ -152,6 +166,11 @@ def summarize(totals: dict, task: str) -> dict:
                "mean_answer_step": float(totals["answer_step"]) / rows, **per_step}
     if task == "maze":
         metrics["valid_shortest_path_rate"] = float(totals["valid_path"]) / rows
+    seconds = float(totals["seconds"]) / rows
+    metrics.update(oracle_rate=float(totals["oracle"]) / count, seconds_per_puzzle=seconds, settings=[
+        {**settings.describe(name, len(per_step["exact_accuracy_per_step"])),
+         "exact_accuracy": float(totals[f"exact_{name}"]) / count, "oracle_rate": float(totals["oracle"]) / count,
+         "seconds_per_puzzle": seconds} for name in settings.select])
     return metrics
 
 
@@ -166,11 +185,27 @@ def print_table(metrics: dict) -> None:
                  f"mean halting step {metrics['mean_halting_step']:.2f}")
     if "valid_shortest_path_rate" in metrics:
         lines.append(f"valid shortest paths {metrics['valid_shortest_path_rate']:.4f}")
+    lines.append(f"{'steps':>5} {'K':>4} {'noise':>6} {'tta':>4} {'select':>10} {'exact':>8} {'oracle':>8} {'s/puzzle':>9}")
+    for s in metrics["settings"]:
+        lines.append(f"{s['max_steps']:>5} {s['trajectories']:>4} {s['noise']:>6g} {s['tta']:>4} {s['select']:>10} "
+                     f"{s['exact_accuracy']:>8.4f} {s['oracle_rate']:>8.4f} {s['seconds_per_puzzle']:>9.5f}")
     print("\n".join(lines), flush=True)
 
 
 # ---------------------------------------------------------------------------------------------------
 # Pictures
+
+def solved_title(steps: np.ndarray, labels: np.ndarray) -> str:
+    """When one puzzle's answer ([N_sup, seq] predictions after each step) was first right, and whether it
+    stayed right."""
+    known = labels != 0
+    exact = (steps[:, known] == labels[known]).all(axis=1)
+    if not exact.any():
+        return f"not solved in {len(steps)} steps"
+    first = int(np.argmax(exact)) + 1
+    return f"solved at step {first} of {len(steps)}" if exact[-1] else \
+        f"right at step {first}, wrong again at step {len(steps)}"
+
 
 def render_puzzles(ds, path: str, eval_cfg, task: str, out_dir: str) -> list:
     """PNGs of the first `eval.render` puzzles, drawn in the driver (a few puzzles)."""
@@ -180,8 +215,7 @@ def render_puzzles(ds, path: str, eval_cfg, task: str, out_dir: str) -> list:
     files = []
     for i in range(len(batch["inputs"])):
         name = storage.join(out_dir, "render", f"puzzle_{i:03d}.png")
-        exact = bool((steps[-1, i] == batch["labels"][i])[batch["labels"][i] != 0].all())
-        title = f"{task} group {int(batch['group_id'][i])}: {'solved' if exact else 'not solved'} at step {len(steps)}"
+        title = f"{task} group {int(batch['group_id'][i])}: {solved_title(steps[:, i], batch['labels'][i])}"
         render.write_png(name, render.puzzle_png(task, batch["inputs"][i], steps[:, i], batch["labels"][i], title))
         files.append(name)
     return files
