@@ -106,13 +106,15 @@ class Predictor:
         labels = np.asarray(batch["labels"])
         seed = test_time.batch_seed(s.seed, np.asarray(batch["inputs"]))
         versions = test_time.make_versions(self.task, self.size, s.tta, n, np.random.default_rng(seed))
-        copies = {k: test_time.copies_of(versions, s.tta, s.trajectories, np.asarray(batch[k])) for k in ("inputs", "labels")}
+        copies = {k: test_time.copies_of(versions, s.tta, s.trajectories, np.asarray(batch[k]))
+                  for k in ("inputs", "labels")}
         copies["puzzle_identifier"] = np.tile(np.asarray(batch["puzzle_identifier"]), s.copies)
         examples = {k: v.to(self.device) for k, v in to_examples(copies).items()}
         generator = torch.Generator(self.device).manual_seed(seed) if s.noise else None
         result = evaluate_batch(self.model, examples, halt_on_q=self.halt_on_q, max_steps=s.max_steps,
                                 noise_std=s.noise or None, generator=generator)
-        step_preds = test_time.map_back(versions, s.tta, result.per_step["preds"].cpu().numpy().astype(np.uint8))
+        step_preds = test_time.map_back(versions, s.tta, s.trajectories,
+                                        result.per_step["preds"].cpu().numpy().astype(np.uint8))
         n_steps = len(step_preds)
         step_q = result.per_step["q_halt"].float().cpu().numpy().reshape(n_steps, s.copies, n)
         answer_step = result.answer_step.cpu().numpy().reshape(s.copies, n)

@@ -82,7 +82,7 @@ class Versions:
     task: str
     size: int
     count: int            # B
-    sudoku_tokens: list   # Sudoku: per version >= 1, the `sudoku.token_transform` applied to each puzzle
+    sudoku_transforms: list   # Sudoku: per version >= 1, the `sudoku.token_transform` applied to each puzzle
 
 
 def make_versions(task: str, size: int, tta: int, B: int, rng: np.random.Generator) -> Versions:
@@ -98,13 +98,13 @@ def _tiled(t: sudoku.Transform, reps: int) -> sudoku.Transform:
 
 def transform(versions: Versions, v: int, tokens: np.ndarray, inverse: bool = False) -> np.ndarray:
     """Token grids `[R * B, size * size]` (rows repeating the B puzzles) moved by version v, or back."""
-    if v == 0:
+    if v == 0 or not len(tokens):
         return tokens
     grids = tokens.reshape(len(tokens), versions.size, versions.size)
     if versions.task == "maze":
         moved = dihedral.inverse_dihedral_transform(grids, v) if inverse else dihedral.dihedral_transform(grids, v)
     else:
-        t = versions.sudoku_tokens[v - 1]
+        t = versions.sudoku_transforms[v - 1]
         t = _tiled(t, len(tokens) // len(t))
         moved = sudoku.apply_transform(grids, sudoku.inverse_transform(t) if inverse else t)
     return np.ascontiguousarray(moved).reshape(len(tokens), -1)
@@ -115,7 +115,7 @@ def copies_of(versions: Versions, tta: int, trajectories: int, tokens: np.ndarra
     return np.concatenate([np.tile(transform(versions, v, tokens), (trajectories, 1)) for v in range(tta)])
 
 
-def map_back(versions: Versions, tta: int, step_preds: np.ndarray) -> np.ndarray:
+def map_back(versions: Versions, tta: int, trajectories: int, step_preds: np.ndarray) -> np.ndarray:
     """[S, C * B, L] per-step predictions of the copies -> [S, C, B, L] in the original puzzles' frame."""
     S, rows, L = step_preds.shape
     per_version = step_preds.reshape(S, tta, rows // tta, L)
@@ -123,7 +123,7 @@ def map_back(versions: Versions, tta: int, step_preds: np.ndarray) -> np.ndarray
     for v in range(tta):
         # version v's rows over all steps, flattened (s, k, b) with b fastest: what `transform` expects
         out[:, v] = transform(versions, v, per_version[:, v].reshape(-1, L), inverse=True).reshape(S, -1, L)
-    return out.reshape(S, -1, versions.count, L)
+    return out.reshape(S, tta * trajectories, versions.count, L)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ def _round_trip(task: str, size: int, tta: int, trajectories: int, tokens: np.nd
     versions = test_time.make_versions(task, size, tta, len(tokens), np.random.default_rng(1))
     copies = test_time.copies_of(versions, tta, trajectories, tokens)
     assert copies.shape == (tta * trajectories * len(tokens), tokens.shape[1])
-    back = test_time.map_back(versions, tta, np.stack([copies] * steps))
+    back = test_time.map_back(versions, tta, trajectories, np.stack([copies] * steps))
     return copies, back
 
 
@@ -34,7 +34,7 @@ def test_every_sudoku_version_is_a_valid_puzzle_and_maps_back_exactly(n):
     noise = np.random.default_rng(2).integers(0, n + 2, (B, n * n), dtype=np.uint8)
     versions = test_time.make_versions("sudoku", n, tta, B, np.random.default_rng(1))
     moved = test_time.copies_of(versions, tta, 1, noise)
-    assert (test_time.map_back(versions, tta, moved[None]) == noise).all()
+    assert (test_time.map_back(versions, tta, 1, moved[None]) == noise).all()
 
 
 def test_every_maze_version_is_a_valid_maze_and_maps_back_exactly():
@@ -121,3 +121,12 @@ def test_batch_seed_depends_on_the_seed_and_the_puzzles_only():
     assert test_time.batch_seed(0, inputs) == test_time.batch_seed(0, inputs.copy())
     assert test_time.batch_seed(0, inputs) != test_time.batch_seed(1, inputs)
     assert test_time.batch_seed(0, inputs) != test_time.batch_seed(0, inputs[::-1])
+
+
+@pytest.mark.parametrize("name", test_time.SELECTORS)
+def test_an_empty_batch_gives_no_answers(name):
+    versions = test_time.make_versions("sudoku", 4, 2, 0, np.random.default_rng(0))
+    copies = test_time.copies_of(versions, 2, 3, np.zeros((0, 16), np.uint8))
+    step_preds = test_time.map_back(versions, 2, 3, np.stack([copies] * 2))
+    choice = test_time.select(name, step_preds, np.zeros((2, 6, 0), np.float32), np.full((6, 0), 2))
+    assert copies.shape == (0, 16) and step_preds.shape == (2, 6, 0, 16) and choice.preds.shape == (0, 16)

@@ -185,7 +185,8 @@ def print_table(metrics: dict) -> None:
                  f"mean halting step {metrics['mean_halting_step']:.2f}")
     if "valid_shortest_path_rate" in metrics:
         lines.append(f"valid shortest paths {metrics['valid_shortest_path_rate']:.4f}")
-    lines.append(f"{'steps':>5} {'K':>4} {'noise':>6} {'tta':>4} {'select':>10} {'exact':>8} {'oracle':>8} {'s/puzzle':>9}")
+    lines.append(f"{'steps':>5} {'K':>4} {'noise':>6} {'tta':>4} {'select':>10} {'exact':>8} {'oracle':>8} "
+                 f"{'s/puzzle':>9}")
     for s in metrics["settings"]:
         lines.append(f"{s['max_steps']:>5} {s['trajectories']:>4} {s['noise']:>6g} {s['tta']:>4} {s['select']:>10} "
                      f"{s['exact_accuracy']:>8.4f} {s['oracle_rate']:>8.4f} {s['seconds_per_puzzle']:>9.5f}")
