@@ -310,16 +310,12 @@ def _check_keys(found: dict, expected: dict, source: str, reference_names: bool)
             raise PipelineError(f"{source}: {show(key)} holds {value.dtype}, not floating-point weights")
 
 
-def to_reference_weights(weights: dict, config: TRMConfig) -> dict:
-    """A `trm.TRM` state_dict under the reference's key names (prefix of a compiled run). H_init / L_init in the
-    reference's buffer dtype: bfloat16 unless the model runs in float32/float16 (the reference's
-    `load_state_dict(assign=True)` would otherwise turn its whole forward pass into float32)."""
-    init_dtype = {"float32": torch.float32, "float16": torch.float16}.get(config.forward_dtype, torch.bfloat16)
-    out = {}
-    for key, value in weights.items():
-        value = value.detach().cpu()
-        out[EXPORT_PREFIX + _rename(key, _BACK)] = value.to(init_dtype) if key in ("H_init", "L_init") else value
-    return out
+def to_reference_weights(weights: dict) -> dict:
+    """A `trm.TRM` state_dict under the reference's key names (prefix of a compiled run), every tensor as stored
+    here (float32), so that importing it gives back exactly these weights. The reference keeps H_init / L_init
+    in bfloat16: its `load_checkpoint` (`load_state_dict(assign=True)`) keeps them float32 instead, which
+    promotes its carries, and so its whole forward pass, to float32 (same answers, slower)."""
+    return {EXPORT_PREFIX + _rename(k, _BACK): v.detach().cpu() for k, v in weights.items()}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -458,7 +454,7 @@ def write_reference(weights: dict, config: TRMConfig, saved: dict, manifest: dic
                     names: list | None = None) -> list[str]:
     """`dest/step_<step>`, `dest/all_config.yaml` (+ `identifiers.json`), each written to a temporary
     name and published; returns the files written."""
-    files = {f"step_{step}": lambda f: torch.save(to_reference_weights(weights, config), f),
+    files = {f"step_{step}": lambda f: torch.save(to_reference_weights(weights), f),
              CONFIG_FILE: lambda f: f.write(yaml.safe_dump(reference_config(config, saved, manifest)).encode())}
     if names is not None:
         files[IDENTIFIERS_FILE] = lambda f: f.write(json.dumps(names).encode())
