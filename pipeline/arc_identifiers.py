@@ -28,6 +28,42 @@ def version_names(task_ids, aug_index, dihedral, colour_maps) -> list[str]:
             for t, a, d, m in zip(task_ids, aug_index, dihedral, digits)]
 
 
+def read_names(path: str) -> list:
+    """An identifiers.json: a JSON list of names, row 0 `<blank>`."""
+    try:
+        names = storage.read_json(path)
+    except (OSError, ValueError) as err:
+        raise PipelineError(f"{path} is unreadable: {type(err).__name__}: {err}") from err
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise PipelineError(f"{path} is not an identifiers list (a JSON list of names, row 0 '{BLANK}')")
+    return names
+
+
+def named_versions(names: list, task_ids: list, source: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per task of `task_ids`: (dihedral ids [V], colour maps [V, 10]) of the identity, then every augmented
+    version `names` lists for it, in the names' order (what the data stage builds with task.identifiers=)."""
+    identity = np.arange(10)
+    listed = {}
+    for name in names:
+        parts = name.split(SEPARATOR)
+        if len(parts) == 1:
+            continue      # an original version (always built) or the blank row
+        ok = len(parts) == 3 and parts[1][:1] == "t" and parts[1][1:].isdigit() and parts[2].isdigit()
+        colours = np.array([int(c) for c in parts[2]]) if ok else None
+        if not ok or not 0 <= int(parts[1][1:]) < 8 or len(colours) != 10 or colours[0] != 0 \
+                or sorted(colours) != list(identity):
+            raise PipelineError(f"{source}: {name!r} is not a version name (<task>{SEPARATOR}t<0-7>{SEPARATOR}"
+                                f"<10 digits, a permutation keeping 0>)")
+        if int(parts[1][1:]) or (colours != identity).any():
+            listed.setdefault(parts[0], []).append((int(parts[1][1:]), colours))
+    plans = []
+    for tid in task_ids:
+        versions = [(0, identity)] + listed.get(tid, [])
+        plans.append((np.array([d for d, _ in versions], dtype=np.int8),
+                      np.stack([m for _, m in versions]).astype(np.uint8)))
+    return plans
+
+
 def dataset_versions(data_dir: str, manifest: dict) -> dict:
     """Columns of the data stage's identifiers file (puzzle_identifier, subset, task_id, aug_index, ...) plus
     each version's reference `name`."""

@@ -2,7 +2,9 @@
 
 The driver reads and validates every task, checks for leakage, and chooses each task's versions (the
 identity plus up to `task.num_aug` distinct (dihedral, colour map) pairs; cheap: no grid is built). That
-fixes the puzzle identifiers: one per (task, version), consecutive per task. Ray Data then encodes: each
+fixes the puzzle identifiers: one per (task, version), consecutive per task. With `task.identifiers=<a reference
+identifiers.json>` the versions are instead exactly those it names (the identity first), so a reference
+checkpoint's trained rows serve every version (`pipeline.arc_identifiers`). Ray Data then encodes: each
 work unit is a run of whole tasks of about `task.rows_per_file` rows, encoded into preallocated arrays and
 written as one Parquet file (row groups of about `task.rows_per_group` rows) by the same worker, so no
 process ever holds more than a unit.
@@ -25,7 +27,7 @@ import ray
 from ray.data.extensions import ArrowTensorArray
 
 from augment import arc
-from pipeline import arc_sources, storage
+from pipeline import arc_identifiers, arc_sources, storage
 from pipeline import dataset_format as fmt
 from pipeline.errors import PipelineError
 
@@ -64,7 +66,12 @@ def build(cfg, data_dir: str) -> dict:
         log.warning("%s; building anyway (task.allow_overlap=true)", message)
 
     num_aug, seed = int(task.num_aug), int(cfg.seed)
-    plans = [arc.plan_versions(t, num_aug, _task_rng(seed, PLAN_STREAM, tid)) for _, tid, t in groups]
+    if task.get("identifiers"):   # exactly the versions a reference checkpoint was trained on, by name
+        names_file = storage.to_absolute(str(task.identifiers))
+        plans = arc_identifiers.named_versions(arc_identifiers.read_names(names_file), [tid for _, tid, _ in groups],
+                                               f"task.identifiers={task.identifiers}")
+    else:
+        plans = [arc.plan_versions(t, num_aug, _task_rng(seed, PLAN_STREAM, tid)) for _, tid, t in groups]
     sizes = np.array([len(d) for d, _ in plans])
     first_ids = 1 + np.concatenate([[0], np.cumsum(sizes)[:-1]])       # 0 is the blank identifier
     short = int((sizes < num_aug + 1).sum())
@@ -105,7 +112,7 @@ def build(cfg, data_dir: str) -> dict:
     return {
         "seq_len": arc.SEQ_LEN, "vocab_size": arc.VOCAB_SIZE, "num_puzzle_identifiers": int(1 + sizes.sum()),
         "source": source, "subsets": {s: sum(1 for g in groups if g[0] == s) for s in subsets},
-        "test_subset": test_subset, "num_aug": num_aug,
+        "test_subset": test_subset, "num_aug": num_aug, "version_names": task.get("identifiers"),
         "versions": int(sizes.sum()), "augmentation_shortfall": short,
         "test_tasks": {tid: len(t.test) for tid, t in test_tasks.items()},
         "test_outputs_known": all(t.has_test_outputs for t in test_tasks.values()),

@@ -193,13 +193,7 @@ def _read_identifiers(identifiers: str | None, folder: str) -> list | None:
         if identifiers:
             raise PipelineError(f"task.identifiers={identifiers}: no such file")
         return None
-    try:
-        names = storage.read_json(path)
-    except (OSError, ValueError) as err:
-        raise PipelineError(f"{path} is unreadable: {type(err).__name__}: {err}") from err
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise PipelineError(f"{path} is not an identifiers list (a JSON list of names, row 0 '<blank>')")
-    return names
+    return arc_identifiers.read_names(path)
 
 
 # ---------------------------------------------------------------------------------------------------

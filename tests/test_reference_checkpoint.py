@@ -334,3 +334,13 @@ def test_arc_checkpoint_is_fitted_to_the_dataset_or_refused(tmp_path):
     # exported back, the rows carry our versions' names
     run_stage(compose("task=arc", "stage=export", f"checkpoint={path}", f"export.dir={tmp_path / 'exported'}"))
     assert json.loads((tmp_path / "exported" / "identifiers.json").read_text()) == ["<blank>", "aaaa", "bbbb"]
+
+
+def test_named_versions_are_built_identity_first_and_bad_names_refused():
+    names = ["<blank>", "aaaa|||t2|||0123456798", "bbbb", "aaaa", "aaaa|||t0|||0213456789"]
+    plans = arc_identifiers.named_versions(names, ["aaaa", "bbbb", "cccc"], "test")
+    assert [d.tolist() for d, _ in plans] == [[0, 2, 0], [0], [0]]
+    assert plans[0][1][1].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 9, 8] and plans[0][1][2].tolist()[:3] == [0, 2, 1]
+    for bad in ("aaaa|||t8|||0123456789", "aaaa|||t1|||1023456789", "aaaa|||t1|||0113456789", "aaaa|||x|||0123456789"):
+        with pytest.raises(PipelineError, match="is not a version name"):
+            arc_identifiers.named_versions(["<blank>", bad], ["aaaa"], "task.identifiers=x")

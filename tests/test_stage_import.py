@@ -1,16 +1,19 @@
 """A reference-format run used directly by the stages: stage=eval scores it exactly as the checkpoint it was
-exported from, and train.init_from= starts fine-tuning from its weights with fresh optimisers."""
+exported from, train.init_from= starts fine-tuning from its weights with fresh optimisers, and an ARC run
+is scored on data built from its identifiers.json with each version's trained row."""
 import os
 
 import pytest
 import torch
 
+from pipeline import arc_identifiers
 from pipeline import checkpoints as ckpt
+from pipeline import dataset_format as fmt
 from pipeline.errors import PipelineError
 from pipeline.run import run_stage
 from tests.conftest import compose
 from tests.test_eval import TINY_MODEL, write_sudoku_dataset
-from tests.test_reference_checkpoint import _our_checkpoint
+from tests.test_reference_checkpoint import _our_checkpoint, documented_config, documented_state, write_reference
 from trm import TRMConfig
 
 # TINY_MODEL as a TRMConfig for the 6x6 Sudoku of write_sudoku_dataset
@@ -52,3 +55,24 @@ def test_fine_tuning_starts_from_the_reference_weights(exported):
     assert all(torch.equal(state["model"][k], v) for k, v in start["model"].items())
     adam = state["optimizers"][0]["state"]
     assert adam and all(int(s["step"]) == 2 for s in adam.values())    # fresh optimiser: two steps taken
+
+
+def test_arc_reference_run_gets_its_rows_on_data_built_from_its_names(ray_local, shared_data, tmp_path):
+    colours = "0213456789"
+    names = ["<blank>", f"6ea4a07e|||t5|||{colours}", "0d3d703e", "6ea4a07e", f"0d3d703e|||t3|||{colours}",
+             "not-in-this-data"]
+    state = documented_state(vocab=12, seq_len=900, rows=len(names))
+    source = write_reference(tmp_path / "ref", state, documented_config(), step=11, names=names)
+    paths = [f"data_dir={tmp_path / 'data'}", f"run_dir={tmp_path / 'run'}", "task=arc", "preset=none",
+             f"task.source={shared_data / 'arc' / 'arc-agi'}", "task.subsets=[training,evaluation]",
+             "task.task_ids=[0d3d703e,6ea4a07e]", f"task.identifiers={source}/identifiers.json"]
+    run_stage(compose("stage=augment", *paths))
+    manifest = fmt.read_manifest(str(tmp_path / "data"))
+    versions = arc_identifiers.dataset_versions(str(tmp_path / "data"), manifest)
+    assert sorted(versions["name"]) == sorted(names[1:-1])     # exactly the named versions of these tasks
+    metrics = run_stage(compose("stage=eval_arc", *paths, f"checkpoint={source}", "eval.batch_size=8"))
+    assert metrics["checkpoint"] == str(tmp_path / "run" / "reference_import") and metrics["predictions"] > 0
+    fitted, _, _ = ckpt.load_checkpoint(metrics["checkpoint"])
+    table = state["_orig_mod.model.inner.puzzle_emb.weights"]
+    for row, name in zip(versions["puzzle_identifier"], versions["name"]):
+        assert torch.equal(fitted["model"]["puzzle_emb.weights"][row], table[names.index(name)]), name
