@@ -4,10 +4,12 @@ python bench/bench_demo.py [--seeds 0 1 2] [--task sudoku] [--no-ablation] [--se
 
 Each run is `python -m pipeline.run task=T seed=S` plus the `--set` overrides (and the ablation's: T=1,
 n=1, N_sup=1) in its own temporary folder; the table gives wall time and held-out exact accuracy read
-from eval/metrics.json. Recorded outputs: bench/results/demo.txt.
+from eval/metrics.json. Record with `python bench/bench_demo.py ... | tee -a bench/results/demo.txt`: the
+first line names the command and the commit, and the README's tables must match the latest record.
 """
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -37,6 +39,12 @@ def main():
     cases = [("TRM", seed, args.set) for seed in args.seeds]
     if not args.no_ablation:
         cases += [("no recursion", seed, args.set + ABLATION) for seed in args.seeds[:1]]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                           text=True).stdout.strip()
+    # The header names the command as typed: tests/test_readme_results.py finds a README table's record by it.
+    print(f"# python bench/bench_demo.py {' '.join(sys.argv[1:])}".rstrip()
+          + f" (commit {commit}{'+changes' if dirty else ''}, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs)")
     print(f"{'model':<13} {'seed':>4} {'wall s':>7} {'exact':>7}  exact after each supervision step")
     for name, seed, extra in cases:
         r = run_demo(args.task, seed, extra)

@@ -20,6 +20,7 @@ from pipeline import dataset_format as fmt
 from pipeline import sources, storage
 from pipeline.errors import PipelineError
 from pipeline.generation import collect_kept
+from pipeline.progress import Tally, TallyBar
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +74,16 @@ def _generate_splits(cfg, data_dir: str, size: int, min_path_len: int) -> None:
     for split in ("test", "train"):        # test first: training mazes must avoid its hashes
         total = int(task[f"num_{split}"])
         chunks = math.ceil(total / gen["chunk_size"])
+        tally = Tally.remote()
         ds = ray.data.range(chunks, override_num_blocks=max(chunks, 1)).map_batches(
             _generate_chunk, batch_size=1, batch_format="numpy",
-            fn_kwargs=dict(gen, split=split, total=total, exclude=exclude))
+            fn_kwargs=dict(gen, split=split, total=total, exclude=exclude, tally=tally))
         if split == "train":
             ds = _augmented(ds, cfg)
         log.info("generating %d %s mazes (%dx%d, %s) in %d chunks", total, split, size, size, task.style,
                  chunks)
-        fmt.write_split(ds, data_dir, split, int(task.rows_per_file))
+        with TallyBar(tally, total, f"generate {split}", "maze"):
+            fmt.write_split(ds, data_dir, split, int(task.rows_per_file))
         if split == "test":
             exclude = np.unique(maze.canonical_hash(_read_inputs(storage.join(data_dir, "test"), size)))
 
@@ -103,7 +106,7 @@ def _candidates_per_try(gen: dict) -> int:
 
 
 def _generate_chunk(batch, *, seed, split, size, style, wall_density, min_path_len, chunk_size, candidates,
-                    total, exclude) -> dict:
+                    total, exclude, tally) -> dict:
     """Rows of one chunk of mazes: a pure function of (seed, split, chunk index) and the config."""
     chunk = int(batch["id"][0])
     need = min(chunk_size, total - chunk * chunk_size)
@@ -120,6 +123,7 @@ def _generate_chunk(batch, *, seed, split, size, style, wall_density, min_path_l
 
     questions, answers, lengths = collect_kept(
         need, attempt, f"maze chunk {chunk} of {split}: new mazes ({candidates} candidates per try)")
+    tally.add.remote(need)
     return _rows(questions, answers, lengths, group_ids=chunk * chunk_size + np.arange(need))
 
 

@@ -8,6 +8,7 @@ symmetries are dropped (and counted), then training puzzles get `task.num_aug` t
 streamed to Parquet (the test split never). All puzzle identifiers are 0, as in the reference. The
 `rating` column holds the original puzzle's rating on every copy.
 """
+import contextlib
 import logging
 import math
 
@@ -19,6 +20,7 @@ from pipeline import dataset_format as fmt
 from pipeline import sources
 from pipeline.errors import PipelineError
 from pipeline.generation import collect_kept
+from pipeline.progress import Tally, TallyBar
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +33,17 @@ def build(cfg, data_dir: str) -> dict:
     task = cfg.task
     n = _check_options(task)
     br, bc = sudoku.box_shape(n)
+    shown = contextlib.nullcontext()
     if task.source == "generate":       # generated puzzles are unique by construction
-        originals, rating_scale = _generated(cfg, n), "guesses of augment.sudoku.solve"
+        tally = Tally.remote()
+        originals, rating_scale = _generated(cfg, n, tally), "guesses of augment.sudoku.solve"
         non_unique = {"train": 0, "test": 0}
+        shown = TallyBar(tally, int(task.num_train) + int(task.num_test), "generate", "puzzle")
     else:
         (originals, non_unique), rating_scale = _loaded(cfg, n), "the source's rating column (solver guesses where empty)"
-    originals = {split: ds.map_batches(_with_canonical, batch_format="numpy", fn_kwargs=dict(n=n)).materialize()
-                 for split, ds in originals.items()}
+    with shown:
+        originals = {split: ds.map_batches(_with_canonical, batch_format="numpy", fn_kwargs=dict(n=n)).materialize()
+                     for split, ds in originals.items()}
     train_keys = {row.tobytes() for row in _collect(originals["train"], ["canonical"])["canonical"]}
     test = _collect(originals["test"], ["canonical", "group_id"])
     dropped = np.array([row.tobytes() in train_keys for row in test["canonical"]], dtype=bool)
@@ -88,10 +94,10 @@ def _collect(ds, columns: list) -> dict:
 # ---------------------------------------------------------------------------------------------------
 # Generated puzzles
 
-def _generated(cfg, n: int) -> dict:
+def _generated(cfg, n: int, tally) -> dict:
     task = cfg.task
     gen = dict(seed=int(cfg.seed), n=n, chunk_size=int(task.chunk_size), min_rating=int(task.min_rating or 0),
-               max_blanks=task.max_blanks)
+               max_blanks=task.max_blanks, tally=tally)
     gen["per_try"] = _puzzles_per_try(gen)
     out = {}
     for split in ("train", "test"):
@@ -119,7 +125,7 @@ def _puzzles_per_try(gen: dict) -> int:
     return int(min(4096, max(16, 1.25 * gen["chunk_size"] / share)))
 
 
-def _generate_chunk(batch, *, seed, split, n, chunk_size, min_rating, max_blanks, per_try, total) -> dict:
+def _generate_chunk(batch, *, seed, split, n, chunk_size, min_rating, max_blanks, per_try, total, tally) -> dict:
     """Rows of one chunk of puzzles: a pure function of (seed, split, chunk index) and the config."""
     chunk = int(batch["id"][0])
     need = min(chunk_size, total - chunk * chunk_size)
@@ -132,6 +138,7 @@ def _generate_chunk(batch, *, seed, split, n, chunk_size, min_rating, max_blanks
 
     questions, solutions, ratings = collect_kept(
         need, attempt, f"sudoku chunk {chunk} of {split}: puzzles rated >= {min_rating} ({per_try} per try)")
+    tally.add.remote(need)
     return _rows(questions, solutions, ratings, group_ids=chunk * chunk_size + np.arange(need))
 
 

@@ -1,4 +1,5 @@
-"""Training metrics: `run_dir/metrics.jsonl`, optional wandb, a progress bar, and a PNG of the curves.
+"""Training metrics: `run_dir/metrics.jsonl`, optional wandb, and a PNG of the curves (the progress line is
+`pipeline.progress`).
 
 One JSON object per line, each with `step`. Lines are kept in memory and written out at `flush()`; the
 trainer flushes right before each checkpoint, and a resumed run first truncates the file to the
@@ -41,28 +42,19 @@ def _write_text(path: str, text: str) -> None:
 class MetricsLog:
     """Rank 0's log. `upto_step`: keep only the lines of steps <= it (the checkpoint resumed from)."""
 
-    def __init__(self, run_dir: str, upto_step: int, total_steps: int, logger: str = "none",
-                 wandb_project: str = "trm", config: dict | None = None, progress: bool = True):
+    def __init__(self, run_dir: str, upto_step: int, logger: str = "none", wandb_project: str = "trm",
+                 config: dict | None = None):
         self.path = metrics_path(run_dir)
         kept = [r for r in read_metrics(run_dir) if r["step"] <= upto_step]
         # Rewritten once at start (dropping the steps after the checkpoint); appended to afterwards.
         _write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self.pending: list[dict] = []
         self.wandb_run = start_wandb(run_dir, wandb_project, config or {}) if logger == "wandb" else None
-        self.bar = None
-        if progress:
-            from tqdm import tqdm
-            self.bar = tqdm(total=total_steps, initial=upto_step, desc="train", unit="step", mininterval=2.0,
-                            dynamic_ncols=True)
 
     def log(self, record: dict) -> None:
         self.pending.append(record)
         if self.wandb_run is not None:
             self.wandb_run.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
-        if self.bar is not None:
-            self.bar.update(record["step"] - self.bar.n)
-            shown = {"loss": "train/lm_loss", "acc": "train/accuracy", "samples/s": "train/samples_per_s"}
-            self.bar.set_postfix({k: f"{record[v]:.3g}" for k, v in shown.items() if v in record}, refresh=False)
 
     def flush(self) -> None:
         """Append the pending lines (object stores cannot append: the whole file is rewritten there)."""
@@ -81,8 +73,6 @@ class MetricsLog:
 
     def close(self) -> None:
         self.flush()
-        if self.bar is not None:
-            self.bar.close()
         if self.wandb_run is not None:
             self.wandb_run.finish()
 

@@ -19,6 +19,26 @@ log = logging.getLogger(__name__)
 _started_address: str | None = None   # the RAY_ADDRESS this process set for the local Ray it started
 
 
+# Ray's warnings that are expected here and alarm users for nothing: training workers hold CPUs while
+# their own Ray Data reads run (not a hang), and the stages turn Ray Data's per-read bars off on purpose.
+_EXPECTED_WARNINGS = ("does not have any available CPUs", "Progress bars disabled")
+
+
+class _DropExpected(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(text in message for text in _EXPECTED_WARNINGS)
+
+
+def quiet_expected_ray_warnings() -> None:
+    """Drop `_EXPECTED_WARNINGS` in this process (the driver, and each training worker for its reads)."""
+    for name in ("ray.data.dataset", "ray.data._internal.progress"):    # where Ray logs them (filters do
+                                                                        # not apply to child loggers)
+        target = logging.getLogger(name)
+        if not any(isinstance(f, _DropExpected) for f in target.filters):
+            target.addFilter(_DropExpected())
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -28,6 +48,7 @@ def _free_port() -> int:
 def init_ray(ray_cfg) -> None:
     """Start or join Ray unless this process is already connected (tests share one local cluster)."""
     global _started_address
+    quiet_expected_ray_warnings()
     if ray.is_initialized():
         return
     from_environment = os.environ.get("RAY_ADDRESS")
@@ -38,8 +59,10 @@ def init_ray(ray_cfg) -> None:
         log.info("joining the Ray cluster at %s", address)
         ray.init(address=address, logging_level=logging.WARNING)
         return
-    # A throw-away local cluster needs no token auth; a user's explicit choice is kept.
+    # A throw-away local cluster needs no token auth, and no watcher for cloud preemption notices (whose
+    # start logs an error-level line); a user's explicit choice is kept.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     num_cpus = ray_cfg.get("num_cpus") or os.cpu_count()
     # address="local": always a new cluster, never one a `ray start` left running on this machine.
     kwargs = dict(address="local", num_cpus=num_cpus, include_dashboard=bool(ray_cfg.get("dashboard", True)),

@@ -35,6 +35,8 @@ import torch.distributed as dist
 from pipeline import checkpoints as ckpt
 from pipeline import storage
 from pipeline.metrics_log import MetricsLog
+from pipeline.progress import Poster
+from pipeline.ray_setup import quiet_expected_ray_warnings
 from trm import EMA, TRM, Carry, TRMConfig, act_loss, average_gradients, build_optimizers, evaluate_batch
 from trm import load_training_state, refill, set_lr, training_state
 
@@ -281,6 +283,7 @@ def _maybe_fail(config: dict, step: int, rank: int, world: int) -> None:
 def train_loop(config: dict) -> None:
     """Ray Train entry point. `config`: train (the train group), model (TRMConfig fields), run_dir, seed,
     saved_config, manifest, logger, wandb_project."""
+    quiet_expected_ray_warnings()
     t = config["train"]
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -289,7 +292,7 @@ def train_loop(config: dict) -> None:
 
     torch.manual_seed(seed)   # identical initial weights on every rank
     model_config = TRMConfig.from_dict(config["model"])
-    model = TRM(model_config, verbose=rank == 0).to(device)
+    model = TRM(model_config, verbose=False).to(device)    # the driver reports its size
     resume = _resume_source(config)
     if config.get("init_from") and resume is None:   # fine-tuning: the weights (EMA where saved), no optimiser state
         state, _, _ = ckpt.load_checkpoint(config["init_from"])
@@ -319,11 +322,10 @@ def train_loop(config: dict) -> None:
                            epoch=epoch, consumed=consumed, in_memory=split_fits_in_memory(t, config["manifest"]))
     eval_shard = ray.train.get_dataset_shard("eval") if config["has_eval"] else None
     eval_examples = load_eval_examples(eval_shard, rank, world) if eval_shard is not None else None
-    metrics_log = None
+    metrics_log, progress = None, Poster(config.get("progress_board"))
     if rank == 0:
-        metrics_log = MetricsLog(config["run_dir"], upto_step=start_step, total_steps=total_steps,
-                                 logger=config["logger"], wandb_project=config["wandb_project"],
-                                 config=config["saved_config"], progress=True)
+        metrics_log = MetricsLog(config["run_dir"], upto_step=start_step, logger=config["logger"],
+                                 wandb_project=config["wandb_project"], config=config["saved_config"])
 
     eval_every, checkpoint_every = int(t["eval_every"] or 0), int(t["checkpoint_every"] or 0)
     while step < total_steps:
@@ -358,6 +360,7 @@ def train_loop(config: dict) -> None:
             record.update(eval_metrics)
         if rank == 0:
             metrics_log.log(record)
+            progress.post(record)
         due = (checkpoint_every and step % checkpoint_every == 0) or step == total_steps or bool(eval_metrics)
         if due:
             _save(step, model, optimizers, ema, carry, stream, best_metric, improved, eval_metrics, config, rank,

@@ -19,6 +19,7 @@ def test_all_runs_every_stage_then_skips_them(ray_local, tmp_path, capsys):
     assert (tmp_path / "run" / "curves.png").exists() and list((tmp_path / "run" / "eval").rglob("*.png"))
     summary = capsys.readouterr().out
     assert "after each supervision step: 1:" in summary and "4 steps" in summary
+    assert f"puzzle PNGs (answer after each step): {tmp_path / 'run' / 'eval' / 'render'}" in summary
 
     # Credentials live in the environment only: no manifest, config, checkpoint or log holds them.
     secrets = [os.environ["AWS_ACCESS_KEY_ID"].encode(), os.environ["AWS_SECRET_ACCESS_KEY"].encode()]

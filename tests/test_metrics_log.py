@@ -13,12 +13,12 @@ def record(step: int) -> dict:
 @pytest.mark.parametrize("remote", [False, True])
 def test_resume_truncates_to_checkpoint_step(tmp_path, s3_bucket, remote):
     run_dir = f"{s3_bucket}/run" if remote else str(tmp_path)
-    first = MetricsLog(run_dir, upto_step=0, total_steps=6, progress=False)
+    first = MetricsLog(run_dir, upto_step=0)
     for step in range(1, 5):
         first.log(record(step))
     first.flush()
     first.log(record(5))   # never flushed: the run died before its next checkpoint
-    resumed = MetricsLog(run_dir, upto_step=2, total_steps=6, progress=False)
+    resumed = MetricsLog(run_dir, upto_step=2)
     assert [r["step"] for r in read_metrics(run_dir)] == [1, 2]
     for step in range(3, 7):
         resumed.log(record(step))
@@ -31,7 +31,7 @@ def test_wandb_offline_without_key(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     assert wandb_mode() == "offline"
     monkeypatch.setenv("WANDB_MODE", "offline")
-    log = MetricsLog(str(tmp_path), upto_step=0, total_steps=2, logger="wandb", config={"seed": 0}, progress=False)
+    log = MetricsLog(str(tmp_path), upto_step=0, logger="wandb", config={"seed": 0})
     assert log.wandb_run is not None
     log.log(record(1))
     log.close()
@@ -40,7 +40,7 @@ def test_wandb_offline_without_key(tmp_path, monkeypatch):
 
 
 def test_curves_png(tmp_path):
-    log = MetricsLog(str(tmp_path), upto_step=0, total_steps=3, progress=False)
+    log = MetricsLog(str(tmp_path), upto_step=0)
     for step in range(1, 4):
         log.log({**record(step), **({"eval/exact_accuracy": 0.5} if step == 3 else {})})
     log.close()

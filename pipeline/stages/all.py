@@ -6,6 +6,7 @@ ends with a summary read back from what the stages wrote, so it also describes s
 """
 import importlib
 import logging
+import posixpath
 import time
 
 from pipeline import dataset_format, storage
@@ -47,9 +48,12 @@ def summary_lines(cfg, timings: dict) -> list:
     else:
         passes = "  ".join(f"{k}: {v:.1%}" for k, v in metrics.items() if k.startswith("pass@"))
         lines.append(f"ARC       {passes}   [{took('eval_arc')}]")
-    lines += [f"files     checkpoints, metrics.jsonl, curves.png: {cfg.run_dir}",
-              f"          evaluation, predictions, puzzle PNGs: {storage.join(cfg.run_dir, stage)}",
-              f"wall time {sum(t for t in timings.values() if t):.0f} s", "=" * 72]
+    lines += [f"files     checkpoints, metrics.jsonl: {cfg.run_dir}",
+              f"          training curves: {storage.join(cfg.run_dir, 'curves.png')}",
+              f"          evaluation metrics and predictions: {storage.join(cfg.run_dir, stage)}"]
+    if metrics.get("rendered"):
+        lines.append(f"          puzzle PNGs (answer after each step): {posixpath.dirname(metrics['rendered'][0])}")
+    lines += [f"wall time {sum(t for t in timings.values() if t):.0f} s", "=" * 72]
     return lines
 
 

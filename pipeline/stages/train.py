@@ -24,6 +24,7 @@ from pipeline import dataset_format as fmt
 from pipeline import reference_checkpoint, storage
 from pipeline.errors import PipelineError
 from pipeline.metrics_log import read_metrics, write_curves
+from pipeline.progress import Board, DriverProgress
 from pipeline.ray_setup import init_ray
 from pipeline.train_loop import COLUMNS, train_loop
 
@@ -132,6 +133,15 @@ def _datasets(cfg, manifest: dict) -> dict:
     return datasets
 
 
+def model_size(model_config) -> tuple[int, int]:
+    """(network parameters, puzzle-embedding entries), counted on a model built without memory."""
+    import torch
+
+    from trm import TRM
+    with torch.device("meta"):
+        return TRM(model_config, verbose=False).num_params()
+
+
 def summarize(run_dir: str) -> dict:
     records = read_metrics(run_dir)
     last = records[-1] if records else {}
@@ -172,6 +182,7 @@ def run(cfg) -> dict:
     if not latest and mode == "true":
         unreadable = f" ({len(skipped)} unreadable: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise PipelineError(f"train.resume=true but run_dir={run_dir} holds no complete checkpoint{unreadable}")
+    step = 0
     if latest:
         step = _check_resumable(latest, cfg, model_config, manifest)
         if step >= int(t.steps):
@@ -187,11 +198,13 @@ def run(cfg) -> dict:
     use_gpu, cpus = _resources(t)
     storage_path, name = _storage(run_dir)
     datasets = _datasets(cfg, manifest)
+    board = Board.remote()
     loop_config = {
         "train": OmegaConf.to_container(t, resolve=True), "model": asdict(model_config), "run_dir": run_dir,
         "seed": int(cfg.seed), "saved_config": saved_config(cfg), "manifest": manifest, "has_eval": "eval" in datasets,
         "logger": cfg.logger, "wandb_project": t.wandb_project, "init_from": init_from,
         "resume_from": latest, "skipped_checkpoints": [posixpath.basename(p.rstrip("/")) for p, _ in skipped],
+        "progress_board": board,
     }
     trainer = TorchTrainer(
         train_loop, train_loop_config=loop_config, datasets=datasets,
@@ -204,10 +217,13 @@ def run(cfg) -> dict:
                              failure_config=FailureConfig(max_failures=int(t.max_failures)),
                              checkpoint_config=CheckpointConfig(num_to_keep=t.keep_last)),
     )
-    log.info("training %d steps on %d worker(s) (%s, %.2g CPU each), batch %d, into %s", int(t.steps),
+    network, table = model_size(model_config)
+    log.info("training a TRM of %s network parameters (+ %s puzzle-embedding entries) for %d steps on %d "
+             "worker(s) (%s, %.2g CPU each), batch %d, into %s", f"{network:,}", f"{table:,}", int(t.steps),
              int(t.num_workers), "GPU" if use_gpu else "CPU", cpus, int(t.global_batch_size), run_dir)
     try:
-        trainer.fit()
+        with DriverProgress(board, int(t.steps), step):
+            trainer.fit()
     except ray.train.TrainingFailedError:
         log.error("training failed; rerun the same command to continue from the latest checkpoint in %s", run_dir)
         raise
