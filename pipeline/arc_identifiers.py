@@ -94,7 +94,8 @@ def remap_table(table: torch.Tensor, names: list, versions: dict, rows: int) -> 
     index = {name: row for row, name in enumerate(names)}
     source = np.array([index.get(n, -1) for n in versions["name"]], dtype=np.int64)
     matched = np.zeros(rows, dtype=bool)
-    new = table[1:].mean(dim=0, keepdim=True).expand(rows, -1).clone() if len(table) > 1 else table.new_zeros(rows, table.shape[1])
+    trained = table[1:] if len(table) > 1 else table.new_zeros(1, table.shape[1])
+    new = trained.mean(dim=0, keepdim=True).expand(rows, -1).clone()
     new[0] = table[0]
     matched[0] = True
     ours = versions["puzzle_identifier"].astype(np.int64)

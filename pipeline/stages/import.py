@@ -1,6 +1,7 @@
 """`stage=import`: a checkpoint of the original TRM code as a checkpoint folder of this project.
 
-`python -m pipeline.run stage=import checkpoint=<reference run folder | step_<N> file> run_dir=<new> [task.identifiers=<identifiers.json>]`
+`python -m pipeline.run stage=import checkpoint=<reference run folder | step_<N> file> run_dir=<new>`
+(ARC: `task.identifiers=<identifiers.json>` unless it lies beside the checkpoint)
 
 Reads `step_<N>` and `all_config.yaml` (local or `s3://`; `pipeline.reference_checkpoint` says how) and
 writes `run_dir/imported_<N>/`: `state.pt` with the step file's weights as both the raw and the EMA
