@@ -117,6 +117,7 @@ def check_test_versions(matched: np.ndarray, versions: dict, manifest: dict, num
         raise PipelineError(
             f"{int(missing.sum()):,} of the {int(need.sum()):,} task versions the test split uses have no trained "
             f"row in the checkpoint's puzzle-embedding table (e.g. {shown}; {originals} of them original versions): "
-            f"the reference trained other augmentations (its builder's own random draws). Score only the original "
-            f"versions with eval_arc.num_aug=0 (when the checkpoint knows the test tasks), or train rows for these "
-            f"versions with test-time training (stage=adapt: not yet available)")
+            f"the reference trained other augmentations (its builder's own random draws). Build the data with "
+            f"stage=augment task.identifiers=<its identifiers.json> (exactly the versions it names), score only the "
+            f"original versions with eval_arc.num_aug=0 (when the checkpoint knows the test tasks), or train rows for "
+            f"tasks it never saw with test-time training (stage=adapt: not yet available)")
