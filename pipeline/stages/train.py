@@ -162,7 +162,7 @@ def _print_summary(summary: dict) -> None:
 
 def run(cfg) -> dict:
     from ray.data import ExecutionOptions
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from pipeline.config import saved_config
@@ -215,7 +215,8 @@ def run(cfg) -> dict:
                                      placement_strategy=t.placement_strategy),
         run_config=RunConfig(name=name, storage_path=storage_path,
                              failure_config=FailureConfig(max_failures=int(t.max_failures)),
-                             checkpoint_config=CheckpointConfig(num_to_keep=t.keep_last)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=t.keep_last),
+                             logging_config=LoggingConfig(log_level=str(t.ray_log_level).upper())),
     )
     network, table = model_size(model_config)
     log.info("training a TRM of %s network parameters (+ %s puzzle-embedding entries) for %d steps on %d "
