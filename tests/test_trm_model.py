@@ -186,3 +186,14 @@ def test_bfloat16_forward_and_backward():
     assert model.lm_head.weight.dtype == torch.float32  # float32 masters for the optimiser
     (out.logits.float().sum() + out.q_halt.sum()).backward()
     assert torch.isfinite(model.lm_head.weight.grad).all()
+
+
+def test_learned_positions_use_the_reference_scale_bit_for_bit():
+    """The reference scales (tokens + learned positions) by the literal 0.707106781, not 1/sqrt(2)."""
+    config = tiny(pos_encodings="learned", puzzle_emb_ndim=0)
+    model = TRM(config, verbose=False)
+    model.embed_pos.weight.data.normal_()
+    inputs = examples(config, 3)["inputs"]
+    expected = math.sqrt(config.hidden_size) * (
+        0.707106781 * (model.embed_tokens(inputs, torch.float32) + model.embed_pos.weight))
+    assert torch.equal(model.embed(inputs, torch.zeros(3, dtype=torch.long)), expected)

@@ -23,6 +23,9 @@ from trm.device import forward_dtype_for
 from trm.layers import CastedEmbedding, CastedLinear, ReasoningNet, RotaryEmbedding, trunc_normal_
 from trm.puzzle_embedding import PuzzleEmbedding
 
+# 1/sqrt(2) keeps the variance of (token + learned position); the reference's rounded constant, not
+# 1 / math.sqrt(2.0), so that float32 outputs match it bit for bit.
+LEARNED_POS_SCALE = 0.707106781
 Q_HALT_INIT_BIAS = -5.0  # sigmoid(-5) ~ 0.0067: nothing halts early at the start of training
 
 
@@ -112,7 +115,7 @@ class TRM(nn.Module):
             prefix = nn.functional.pad(row, (0, pad)).view(-1, c.prefix_len, c.hidden_size)
             x = torch.cat((prefix, x), dim=1)
         if self.embed_pos is not None:
-            x = (x + self.embed_pos.weight.to(dtype)) / math.sqrt(2.0)
+            x = LEARNED_POS_SCALE * (x + self.embed_pos.weight.to(dtype))
         return self.embed_scale * x
 
     def recurse(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, noise_std: float | None = None,
