@@ -26,8 +26,11 @@ from pathlib import Path
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
+import ray
+
 from pipeline import checkpoints as ckpt
 from pipeline import storage
+from pipeline.ray_setup import init_ray
 from pipeline.run import run_stage
 
 TASKS = {"sudoku": ["task=sudoku"], "maze": ["task=maze", "task.style=random"]}
@@ -74,6 +77,18 @@ def trained_with_current_preset(task: str, path: str) -> bool:
     now = OmegaConf.to_container(config(*TASKS[task]), resolve=True)
     return all(saved[group].get(k) == v for group in ("model", "train") for k, v in now[group].items()
                if k in saved[group])
+
+
+def start_ray(ray_cfg, tries: int = 3) -> None:
+    """One local Ray for every stage=eval run; on a loaded machine its start can time out, so retry."""
+    for attempt in range(1, tries + 1):
+        try:
+            return init_ray(ray_cfg)
+        except Exception as err:   # Ray raises a bare Exception when its node does not come up in time
+            ray.shutdown()
+            if attempt == tries:
+                raise
+            print(f"# Ray did not start ({err}); retrying", file=sys.stderr, flush=True)
 
 
 def grid(noise: list) -> list:
@@ -156,6 +171,7 @@ def main():
              f"# commit {git('rev-parse', '--short', 'HEAD')}, {datetime.date.today()}, {os.cpu_count()} CPUs, "
              f"load average {os.getloadavg()[0]:.1f} at the start (a shared machine: times are indicative)"]
     limits = {task: int(n) for task, n in (item.split("=") for item in args.limit)}
+    start_ray(config("ray.dashboard=false").ray)
     for i, task in enumerate(args.tasks):
         bench_task(task, args.out, args, limits.get(task), lines)
         done = i == len(args.tasks) - 1
