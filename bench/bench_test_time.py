@@ -165,12 +165,14 @@ def main():
     parser.add_argument("--limit", nargs="+", default=[], metavar="TASK=N", help="eval.limit per task")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--record", type=Path, default=None)
+    parser.add_argument("--append", action="store_true", help="add to the --record file instead of replacing it")
     args = parser.parse_args()
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     lines = [f"# python bench/bench_test_time.py {' '.join(sys.argv[1:])}".rstrip(),
              f"# commit {git('rev-parse', '--short', 'HEAD')}, {datetime.date.today()}, {os.cpu_count()} CPUs, "
              f"load average {os.getloadavg()[0]:.1f} at the start (a shared machine: times are indicative)"]
     limits = {task: int(n) for task, n in (item.split("=") for item in args.limit)}
+    earlier = args.record.read_text() + "\n" if args.append and args.record and args.record.exists() else ""
     start_ray(config("ray.dashboard=false").ray)
     for i, task in enumerate(args.tasks):
         bench_task(task, args.out, args, limits.get(task), lines)
@@ -178,7 +180,7 @@ def main():
         tail = [f"# load average {os.getloadavg()[0]:.1f} at the end"] if done else ["# (more tasks running)"]
         if args.record:   # after every task, so a long run leaves what it measured
             tmp = args.record.with_suffix(".tmp")
-            tmp.write_text("\n".join(lines + tail) + "\n")
+            tmp.write_text(earlier + "\n".join(lines + tail) + "\n")
             tmp.replace(args.record)
     print("\n".join(lines + tail))
 
