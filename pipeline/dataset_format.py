@@ -103,12 +103,21 @@ def write_split(ds, data_dir: str, split: str, rows_per_file: int, parquet_optio
 
     Rows keep the dataset's order (its blocks in index order, not in the order Ray's tasks finish), so a
     split's files are a function of config and seed alone, whatever the load or the number of CPUs: the
-    same command trains on the same stream. `parquet_options`: extra pyarrow writer options (e.g.
+    same command trains on the same stream. Shard boundaries are fixed too: the rows are cut into batches
+    of exactly `rows_per_file` (the last shorter), one file each; Ray's own `min_rows_per_file` bundles
+    whatever blocks are ready, so its boundaries move with the load. `rows_per_file=1` keeps one file
+    per input block (ARC: one per unit). `parquet_options`: extra pyarrow writer options (e.g.
     `use_dictionary`) for a task's data.
     """
     ds.context.execution_options.preserve_order = True
+    if rows_per_file > 1:
+        ds = ds.map_batches(_same_rows, batch_size=rows_per_file, batch_format="pyarrow")
     ds.write_parquet(storage.join(data_dir, split), compression="zstd", filename_provider=ShardNames(),
-                     min_rows_per_file=rows_per_file, mode="overwrite", **(parquet_options or {}))
+                     mode="overwrite", **(parquet_options or {}))
+
+
+def _same_rows(batch):
+    return batch
 
 
 def publish_manifest(cfg, data_dir: str, fields: dict) -> dict:
