@@ -75,4 +75,7 @@ def init_ray(ray_cfg) -> None:
     os.environ["RAY_GCS_SERVER_PORT"] = str(port)
     os.environ["RAY_ADDRESS"] = _started_address = f"127.0.0.1:{port}"
     log.info("starting a local Ray with %s CPUs", num_cpus)
-    ray.init(**kwargs)
+    try:
+        ray.init(**kwargs)
+    finally:   # read by the GCS it started; a later cluster (or `ray start`) of this process must not reuse it
+        os.environ.pop("RAY_GCS_SERVER_PORT", None)
