@@ -56,21 +56,24 @@ SAME_NAME = ("hidden_size", "num_heads", "expansion", "L_layers", "H_cycles", "L
 REFERENCE_DATA = {11: ("sudoku", 81, {"size": 9, "box": [3, 3]}), 6: ("maze", 900, {"size": 30}),
                   12: ("arc", 900, {})}
 
-# Reference (inner) name -> this project's name, per tensor; `{i}` is the layer index.
-_RENAMES = [
-    (r"embed_tokens\.embedding_weight", "embed_tokens.weight"),
-    (r"embed_pos\.embedding_weight", "embed_pos.weight"),
-    (r"L_level\.layers\.(\d+)\.self_attn\.", r"net.layers.\1.attn."),
-    (r"L_level\.layers\.(\d+)\.mlp_t\.", r"net.layers.\1.token_mlp."),
-    (r"L_level\.layers\.(\d+)\.mlp\.", r"net.layers.\1.mlp."),
+# (reference inner name, this project's name) prefixes, per tensor; `{i}` is the layer index. Read in
+# order both ways (mlp_t before mlp).
+_NAMES = [
+    ("embed_tokens.embedding_weight", "embed_tokens.weight"),
+    ("embed_pos.embedding_weight", "embed_pos.weight"),
+    ("L_level.layers.{i}.self_attn.", "net.layers.{i}.attn."),
+    ("L_level.layers.{i}.mlp_t.", "net.layers.{i}.token_mlp."),
+    ("L_level.layers.{i}.mlp.", "net.layers.{i}.mlp."),
 ]
-_BACK = [
-    (r"embed_tokens\.weight", "embed_tokens.embedding_weight"),
-    (r"embed_pos\.weight", "embed_pos.embedding_weight"),
-    (r"net\.layers\.(\d+)\.attn\.", r"L_level.layers.\1.self_attn."),
-    (r"net\.layers\.(\d+)\.token_mlp\.", r"L_level.layers.\1.mlp_t."),
-    (r"net\.layers\.(\d+)\.mlp\.", r"L_level.layers.\1.mlp."),
-]
+
+
+def _rules(pairs) -> list[tuple[str, str]]:
+    """(regex, replacement) rules mapping each pair's first name onto its second."""
+    return [(re.escape(src).replace(re.escape("{i}"), r"(\d+)"), dst.replace("{i}", r"\1")) for src, dst in pairs]
+
+
+_RENAMES = _rules(_NAMES)
+_BACK = _rules((ours, reference) for reference, ours in _NAMES)
 
 
 @dataclass
