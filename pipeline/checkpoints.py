@@ -97,12 +97,13 @@ def _torch_file_problem(path: str) -> str | None:
 
 def unreadable_reason(path: str) -> str | None:
     """Why the complete checkpoint folder at `path` cannot be resumed from (naming the file), or None."""
+    parsed = {}
     for name in (META, CONFIG, MANIFEST):
         try:
-            storage.read_json(storage.join(path, name))
+            parsed[name] = storage.read_json(storage.join(path, name))
         except (OSError, ValueError) as err:
             return f"{name}: {type(err).__name__}: {err}"
-    world = int(storage.read_json(storage.join(path, META))["world_size"])
+    world = int(parsed[META]["world_size"])
     for name in (STATE, *(rank_file(r) for r in range(world))):
         problem = _torch_file_problem(storage.join(path, name))
         if problem:

@@ -15,6 +15,10 @@ SEND_EVERY_S = 0.5      # rank 0 posts at most this often (and always when a rec
 POLL_EVERY_S = 1.0      # the driver reads the board this often
 
 
+def _has_evaluation(record: dict) -> bool:
+    return any(k.startswith("eval/") for k in record)
+
+
 @ray.remote(num_cpus=0)
 class Board:
     """The latest training record and the evaluation records not yet shown."""
@@ -24,7 +28,7 @@ class Board:
 
     def post(self, record: dict) -> None:
         self.latest = record
-        if any(k.startswith("eval/") for k in record):
+        if _has_evaluation(record):
             self.evaluations.append(record)
 
     def take(self) -> tuple:
@@ -40,7 +44,7 @@ class Poster:
 
     def post(self, record: dict) -> None:
         now = time.monotonic()
-        if self.board is not None and (now - self.last >= SEND_EVERY_S or any(k.startswith("eval/") for k in record)):
+        if self.board is not None and (now - self.last >= SEND_EVERY_S or _has_evaluation(record)):
             self.board.post.remote(record)
             self.last = now
 
