@@ -5,9 +5,9 @@ identity plus up to `task.num_aug` distinct (dihedral, colour map) pairs; cheap:
 fixes the puzzle identifiers: one per (task, version), consecutive per task. With `task.identifiers=<a reference
 identifiers.json>` the versions are instead exactly those it names (the identity first), so a reference
 checkpoint's trained rows serve every version (`pipeline.arc_identifiers`). Ray Data then encodes: each
-work unit is a run of whole tasks of about `task.rows_per_file` rows, encoded into preallocated arrays and
-written as one Parquet file (row groups of about `task.rows_per_group` rows) by the same worker, so no
-process ever holds more than a unit.
+work unit is a run of whole tasks of about `task.rows_per_file` rows, encoded into preallocated arrays, and
+becomes one Parquet file (row groups of `task.rows_per_group` rows), so no process ever holds more than a
+unit.
 
 Routing as the reference: demo pairs of every task -> train; test pairs of `task.test_subset` -> test;
 test pairs of the other subsets -> train. Train rows are translated on the canvas; test rows sit at
@@ -102,12 +102,12 @@ def build(cfg, data_dir: str) -> dict:
         units = _units(records[split], rows_per_file)
         log.info("encoding the %s split: %d rows in %d files", split,
                  sum(len(r["pairs"]) * len(r["dihedral"]) for r in records[split]), len(units))
-        items = [{"unit": pickle.dumps(u, protocol=pickle.HIGHEST_PROTOCOL)} for u in units]
+        items = [{"index": i, "unit": pickle.dumps(u, protocol=pickle.HIGHEST_PROTOCOL)} for i, u in enumerate(units)]
         ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
             _encode_unit, batch_size=1, batch_format="numpy",
             fn_kwargs=dict(seed=seed, translate=split == "train", rows_per_group=int(task.rows_per_group)))
-        # Map and write fuse into one task per unit; a bundle of one input row is one unit, one file.
-        fmt.write_split(ds, data_dir, split, rows_per_file=1, parquet_options=PARQUET_OPTIONS)
+        fmt.write_split(ds, data_dir, split, groups_per_file=None,            # one file per unit
+                        parquet_options={**PARQUET_OPTIONS, "row_group_size": int(task.rows_per_group)})
 
     return {
         "seq_len": arc.SEQ_LEN, "vocab_size": arc.VOCAB_SIZE, "num_puzzle_identifiers": int(1 + sizes.sum()),
@@ -223,10 +223,11 @@ def _units(records: list, min_rows: int) -> list:
 
 
 def _encode_unit(batch, *, seed: int, translate: bool, rows_per_group: int):
-    """The rows of one unit, in batches of whole tasks of about `rows_per_group` rows: each becomes one
-    Parquet row group, which keeps the writer's buffers small."""
+    """The rows of one unit, in batches of whole tasks of about `rows_per_group` rows (small buffers), each
+    row tagged with the unit's file index."""
     for records in _units(pickle.loads(batch["unit"][0]), rows_per_group):
-        yield _encode_tasks(records, seed, translate)
+        rows = _encode_tasks(records, seed, translate)
+        yield {**rows, fmt.SHARD: np.full(len(rows["group_id"]), batch["index"][0], dtype=np.int64)}
 
 
 def _encode_tasks(records: list, seed: int, translate: bool) -> dict:

@@ -82,8 +82,9 @@ def _generate_splits(cfg, data_dir: str, size: int, min_path_len: int) -> None:
             ds = _augmented(ds, cfg)
         log.info("generating %d %s mazes (%dx%d, %s) in %d chunks", total, split, size, size, task.style,
                  chunks)
+        copies = 1 + int(task.num_aug) if split == "train" else 1
         with TallyBar(tally, total, f"generate {split}", "maze"):
-            fmt.write_split(ds, data_dir, split, int(task.rows_per_file))
+            fmt.write_split(ds, data_dir, split, fmt.groups_per_file(task.rows_per_file, copies))
         if split == "test":
             exclude = np.unique(maze.canonical_hash(_read_inputs(storage.join(data_dir, "test"), size)))
 
@@ -204,9 +205,10 @@ def _write_csv_splits(cfg, data_dir: str, size: int) -> dict:
         if not tables:
             continue
         ds = ray.data.from_arrow(tables)
+        copies = 1
         if split == "train":
-            ds = _augmented(ds, cfg)
-        fmt.write_split(ds, data_dir, split, int(task.rows_per_file))
+            ds, copies = _augmented(ds, cfg), 1 + int(task.num_aug)
+        fmt.write_split(ds, data_dir, split, fmt.groups_per_file(task.rows_per_file, copies))
     return info
 
 

@@ -53,9 +53,10 @@ def build(cfg, data_dir: str) -> dict:
         _drop_groups, batch_format="numpy", fn_kwargs=dict(groups=test["group_id"][dropped]))
     originals = {split: ds.drop_columns(["canonical"]) for split, ds in originals.items()}
     histogram = {split: _rating_histogram(_collect(ds, ["rating"])["rating"]) for split, ds in originals.items()}
-    for split, ds in (("test", originals["test"]), ("train", _augmented(originals["train"], cfg, n))):
+    for split, ds, copies in (("test", originals["test"], 1), ("train", _augmented(originals["train"], cfg, n),
+                                                                1 + int(task.num_aug))):
         log.info("writing the %s split", split)
-        fmt.write_split(ds, data_dir, split, int(task.rows_per_file))
+        fmt.write_split(ds, data_dir, split, fmt.groups_per_file(task.rows_per_file, copies))
     return {"seq_len": n * n, "vocab_size": sudoku.vocab_size(n), "num_puzzle_identifiers": 1,
             "size": n, "box": [br, bc], "source": str(task.source), "num_aug": int(task.num_aug),
             "min_rating": task.min_rating, "max_blanks": task.max_blanks, "rating_histogram": histogram, "rating_scale": rating_scale,

@@ -16,7 +16,7 @@ import logging
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
-from ray.data.datasource import FilenameProvider
+import pyarrow.parquet as pq
 
 from pipeline import storage
 from pipeline.config import command_line, saved_config
@@ -87,37 +87,54 @@ def arrow_table(columns: dict) -> pa.Table:
                      for k, v in columns.items()})
 
 
-class ShardNames(FilenameProvider):
-    """Ray Data filename provider: `part-<write task index>.parquet`, the same on every run.
+SHARD = "shard"                  # the helper column naming each row's file; never written
+ORDER_COLUMNS = ("group_id", "aug_index", "is_test_pair", "example_index")   # a row's place in its file
 
-    Ray's default names start with random UUIDs; with the order preserved (see `write_split`) the task
-    index is the shard's place in the split, so equal builds give equal file names and bytes.
+
+def shard_name(index: int) -> str:
+    return f"part-{index:06d}.parquet"
+
+
+def groups_per_file(rows_per_file: int, copies: int) -> int:
+    """Groups per file for about `rows_per_file` rows when each group has `copies` rows."""
+    return max(1, int(rows_per_file) // int(copies))
+
+
+def write_split(ds, data_dir: str, split: str, groups_per_file: int | None,
+                parquet_options: dict | None = None) -> None:
+    """Write a Ray Dataset of example rows into `data_dir/<split>/` as zstd Parquet shards.
+
+    Which rows a file holds and in what order are functions of the rows alone, never of Ray's scheduling
+    (which task finished first, how blocks were bundled), so equal builds give equal files whatever the
+    load or the number of CPUs: the same command trains on the same stream. File k holds the groups
+    `k * groups_per_file ...` (all of their copies), its rows sorted by ORDER_COLUMNS; a hash shuffle on
+    the file index brings each file's rows to one task. `groups_per_file=None`: the rows carry their file
+    index in a SHARD column (ARC: a run of whole tasks). `parquet_options`: extra `pyarrow.parquet.write_table`
+    options for a task's data.
     """
-
-    def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
-        return f"part-{task_index:06d}.parquet"
-
-
-def write_split(ds, data_dir: str, split: str, rows_per_file: int, parquet_options: dict | None = None) -> None:
-    """Stream a Ray Dataset of example rows into `data_dir/<split>/` as zstd Parquet shards.
-
-    Rows keep the dataset's order (its blocks in index order, not in the order Ray's tasks finish), so a
-    split's files are a function of config and seed alone, whatever the load or the number of CPUs: the
-    same command trains on the same stream. Shard boundaries are fixed too: the rows are cut into batches
-    of exactly `rows_per_file` (the last shorter), one file each; Ray's own `min_rows_per_file` bundles
-    whatever blocks are ready, so its boundaries move with the load. `rows_per_file=1` keeps one file
-    per input block (ARC: one per unit). `parquet_options`: extra pyarrow writer options (e.g.
-    `use_dictionary`) for a task's data.
-    """
-    ds.context.execution_options.preserve_order = True
-    if rows_per_file > 1:
-        ds = ds.map_batches(_same_rows, batch_size=rows_per_file, batch_format="pyarrow")
-    ds.write_parquet(storage.join(data_dir, split), compression="zstd", filename_provider=ShardNames(),
-                     mode="overwrite", **(parquet_options or {}))
+    if groups_per_file is not None:
+        if groups_per_file < 1:
+            raise ValueError(f"groups_per_file={groups_per_file} must be positive")
+        ds = ds.map_batches(_with_shard, batch_format="pyarrow", fn_kwargs=dict(groups_per_file=groups_per_file))
+    directory = storage.join(data_dir, split)
+    ds.groupby(SHARD).map_groups(_write_shard, batch_format="pyarrow",
+                                 fn_kwargs=dict(directory=directory, options=parquet_options or {})).materialize()
 
 
-def _same_rows(batch):
-    return batch
+def _with_shard(batch: pa.Table, *, groups_per_file: int) -> pa.Table:
+    groups = batch.column("group_id").to_numpy()
+    return batch.append_column(SHARD, pa.array(groups // groups_per_file, type=pa.int64()))
+
+
+def _write_shard(rows: pa.Table, *, directory: str, options: dict) -> pa.Table:
+    """One file's rows (in any order) -> `part-<shard>.parquet`, sorted; returns its row count."""
+    shard = rows.column(SHARD)[0].as_py()
+    rows = rows.sort_by([(c, "ascending") for c in ORDER_COLUMNS if c in rows.column_names]).drop_columns([SHARD])
+    fs, path = storage.filesystem(storage.join(directory, shard_name(shard)))
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    with fs.open(path, "wb") as f:
+        pq.write_table(rows, f, compression="zstd", **options)
+    return pa.table({"rows": [rows.num_rows]})
 
 
 def publish_manifest(cfg, data_dir: str, fields: dict) -> dict:

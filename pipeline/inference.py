@@ -19,6 +19,7 @@ from pipeline import storage, test_time
 from pipeline.errors import PipelineError
 from pipeline.train_loop import to_examples
 from trm import EMA, TRM, Carry, evaluate_batch, refill
+from trm.noise import RowKeyedNormal
 
 log = logging.getLogger(__name__)
 
@@ -104,15 +105,16 @@ class Predictor:
         start = time.perf_counter()
         s, n = self.settings, len(batch["inputs"])
         labels = np.asarray(batch["labels"])
-        seed = test_time.batch_seed(s.seed, np.asarray(batch["inputs"]))
-        versions = test_time.make_versions(self.task, self.size, s.tta, n, np.random.default_rng(seed))
+        hashes = test_time.puzzle_hashes(np.asarray(batch["inputs"]))
+        versions = test_time.make_versions(self.task, self.size, s.tta, s.seed, hashes)
         copies = {k: test_time.copies_of(versions, s.tta, s.trajectories, np.asarray(batch[k]))
                   for k in ("inputs", "labels")}
         copies["puzzle_identifier"] = np.tile(np.asarray(batch["puzzle_identifier"]), s.copies)
         examples = {k: v.to(self.device) for k, v in to_examples(copies).items()}
-        generator = torch.Generator(self.device).manual_seed(seed) if s.noise else None
+        noise = RowKeyedNormal(torch.from_numpy(test_time.noise_keys(s.seed, hashes, s.copies).astype(np.int64))) \
+            if s.noise else None
         result = evaluate_batch(self.model, examples, halt_on_q=self.halt_on_q, max_steps=s.max_steps,
-                                noise_std=s.noise or None, generator=generator)
+                                noise_std=s.noise or None, noise=noise)
         step_preds = test_time.map_back(versions, s.tta, s.trajectories,
                                         result.per_step["preds"].cpu().numpy().astype(np.uint8))
         n_steps = len(step_preds)

@@ -39,6 +39,13 @@ def quiet_expected_ray_warnings() -> None:
             target.addFilter(_DropExpected())
 
 
+def in_input_order(ds):
+    """`ds`, executed with its blocks kept in index order (and every dataset derived from it, which copies
+    its context) rather than in the order Ray's tasks finish: its output is then the same on every run."""
+    ds.context.execution_options.preserve_order = True
+    return ds
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

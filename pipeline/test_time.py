@@ -66,11 +66,20 @@ def settings_from_config(eval_cfg, seed: int, task: str) -> Settings:
                     select=select, seed=int(seed if eval_cfg.seed is None else eval_cfg.seed))
 
 
-def batch_seed(seed: int, inputs: np.ndarray) -> int:
-    """A seed for one batch from `seed` and the batch's puzzles, so noise and transforms do not depend on which
-    actor runs the batch or when."""
-    return int(np.random.SeedSequence([seed, zlib.crc32(np.ascontiguousarray(inputs).tobytes())])
-               .generate_state(1, dtype=np.uint64)[0] >> 1)
+STREAM = {"versions": 0, "noise": 1}      # independent random streams per puzzle
+
+
+def puzzle_hashes(inputs: np.ndarray) -> list:
+    """crc32 of each puzzle's tokens: with the seed, all of a puzzle's randomness (its versions, its
+    copies' noise keys) comes from it, so a puzzle's answer does not depend on which other puzzles share
+    its batch, on the batch size, or on the actor that runs it."""
+    return [zlib.crc32(np.ascontiguousarray(row).tobytes()) for row in inputs]
+
+
+def noise_keys(seed: int, hashes: list, copies: int) -> np.ndarray:
+    """[copies * B] uint32 keys for `trm.noise.RowKeyedNormal`, in the copies' row order (copy-major)."""
+    keys = [np.random.SeedSequence([seed, STREAM["noise"], h]).generate_state(copies) for h in hashes]
+    return np.stack(keys, axis=1).reshape(-1) if keys else np.zeros(0, np.uint32)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -85,10 +94,17 @@ class Versions:
     sudoku_transforms: list   # Sudoku: per version >= 1, the `sudoku.token_transform` applied to each puzzle
 
 
-def make_versions(task: str, size: int, tta: int, B: int, rng: np.random.Generator) -> Versions:
-    transforms = [sudoku.token_transform(sudoku.random_transforms(rng, B, size)) for _ in range(tta - 1)] \
-        if task == "sudoku" else []
-    return Versions(task, size, B, transforms)
+def make_versions(task: str, size: int, tta: int, seed: int, hashes: list) -> Versions:
+    """The versions of the B puzzles whose `puzzle_hashes` are `hashes`: Sudoku draws each puzzle's
+    tta - 1 transforms from (seed, its hash) alone; maze versions are fixed symmetries."""
+    transforms = []
+    if task == "sudoku" and tta > 1:
+        per_puzzle = [sudoku.random_transforms(np.random.default_rng([seed, STREAM["versions"], h]), tta - 1, size)
+                      for h in hashes] or [sudoku.identity_transforms(tta - 1, size)]
+        fields = [np.stack([getattr(t, f.name) for t in per_puzzle], axis=1)[:, :len(hashes)]   # [tta - 1, B, ...]
+                  for f in dataclasses.fields(sudoku.Transform)]
+        transforms = [sudoku.token_transform(sudoku.Transform(*(f[v] for f in fields))) for v in range(tta - 1)]
+    return Versions(task, size, len(hashes), transforms)
 
 
 def _tiled(t: sudoku.Transform, reps: int) -> sudoku.Transform:

@@ -4,11 +4,14 @@ Each build runs once with Ray Data limited to one CPU (tasks finish in order) an
 test cluster's CPUs (they finish as they like); the shards must have equal names and equal rows in the
 same order, and training on either gives the same weights.
 """
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import ray
 import torch
 from ray.data import DataContext, ExecutionResources
 
+from pipeline import dataset_format as fmt
 from pipeline import storage
 from pipeline.run import run_stage
 from tests.test_train import final_state, tiny_overrides
@@ -42,6 +45,27 @@ def build(make_cfg, data_dir, task: str, cpu_limit):
                            "task.rows_per_file=40", "ray.dashboard=false", f"data_dir={data_dir}"))
     finally:
         context.execution_options.resource_limits = saved
+
+
+def test_files_are_a_function_of_the_rows_not_of_their_blocks(ray_local, tmp_path):
+    """The same rows in any order, cut into any blocks, give the same files: group g's rows in file
+    g // groups_per_file, sorted by (group_id, aug_index)."""
+    groups, copies = 30, 3
+    rows = fmt.arrow_table({"inputs": np.arange(groups * copies * 4, dtype=np.uint8).reshape(-1, 4),
+                            "group_id": np.repeat(np.arange(groups, dtype=np.int64), copies),
+                            "aug_index": np.tile(np.arange(copies, dtype=np.int32), groups)})
+    rng = np.random.default_rng(0)
+    for attempt in range(3):
+        shuffled = rows.take(rng.permutation(rows.num_rows))
+        cuts = [0, *sorted(rng.choice(np.arange(1, rows.num_rows), 6, replace=False)), rows.num_rows]
+        blocks = [shuffled.slice(a, b - a) for a, b in zip(cuts, cuts[1:])]
+        fmt.write_split(ray.data.from_arrow(blocks), str(tmp_path / str(attempt)), "train", groups_per_file=7)
+    written = [shards(tmp_path / str(attempt)) for attempt in range(3)]
+    assert sorted(written[0]) == [f"train/part-{k:06d}.parquet" for k in range(5)]
+    for name, table in written[0].items():
+        k = int(name[-14:-8])
+        assert table.select(rows.column_names).equals(rows.slice(k * 7 * copies, 7 * copies)), name
+        assert all(table.equals(other[name]) for other in written[1:]), name
 
 
 @pytest.mark.parametrize("task", sorted(BUILDS))

@@ -35,7 +35,7 @@ def write_sudoku_dataset(data_dir: str, num_train: int = 64, num_test: int = 24)
                           "labels": ArrowTensorArray.from_numpy(sudoku.to_tokens(solutions[part])),
                           "puzzle_identifier": pa.array(np.zeros(n, np.int32)),
                           "group_id": pa.array(np.arange(n, dtype=np.int64)), "aug_index": pa.array(np.zeros(n, np.int32))})
-        fmt.write_split(ray.data.from_arrow(table), data_dir, split, rows_per_file=n)
+        fmt.write_split(ray.data.from_arrow(table), data_dir, split, groups_per_file=max(n, 1))
     fmt.publish_manifest(compose("task=sudoku"), data_dir, {"seq_len": 36, "vocab_size": 8, "num_puzzle_identifiers": 1,
                                                             "size": 6})
 

@@ -8,9 +8,11 @@ from pipeline import test_time
 from pipeline.errors import PipelineError
 
 
-def _round_trip(task: str, size: int, tta: int, trajectories: int, tokens: np.ndarray, steps: int = 2):
-    """The copies of `tokens`, then those copies as if predicted at every step, mapped back."""
-    versions = test_time.make_versions(task, size, tta, len(tokens), np.random.default_rng(1))
+def _round_trip(task: str, size: int, tta: int, trajectories: int, tokens: np.ndarray, keyed_by: np.ndarray,
+                steps: int = 2):
+    """The copies of `tokens` (the versions of the puzzles `keyed_by`), then those copies as if predicted at
+    every step, mapped back."""
+    versions = test_time.make_versions(task, size, tta, 1, test_time.puzzle_hashes(keyed_by))
     copies = test_time.copies_of(versions, tta, trajectories, tokens)
     assert copies.shape == (tta * trajectories * len(tokens), tokens.shape[1])
     back = test_time.map_back(versions, tta, trajectories, np.stack([copies] * steps))
@@ -21,8 +23,9 @@ def _round_trip(task: str, size: int, tta: int, trajectories: int, tokens: np.nd
 def test_every_sudoku_version_is_a_valid_puzzle_and_maps_back_exactly(n):
     questions, solutions, _ = sudoku.generate(np.random.default_rng(0), 12, n)
     B, tta, K = len(questions), 5, 3
-    copies, back = _round_trip("sudoku", n, tta, K, sudoku.to_tokens(questions))
-    solution_copies, solutions_back = _round_trip("sudoku", n, tta, K, sudoku.to_tokens(solutions))
+    copies, back = _round_trip("sudoku", n, tta, K, sudoku.to_tokens(questions), sudoku.to_tokens(questions))
+    solution_copies, solutions_back = _round_trip("sudoku", n, tta, K, sudoku.to_tokens(solutions),
+                                                  sudoku.to_tokens(questions))
     q, s = sudoku.from_tokens(copies, n), sudoku.from_tokens(solution_copies, n)
     assert sudoku.is_valid_solution(s).all() and sudoku.givens_consistent(q, s).all()
     assert np.array_equal(q[:B * K], np.tile(questions, (K, 1, 1)))              # version 0: the puzzle itself
@@ -32,7 +35,7 @@ def test_every_sudoku_version_is_a_valid_puzzle_and_maps_back_exactly(n):
     assert (back == sudoku.to_tokens(questions)).all() and (solutions_back == sudoku.to_tokens(solutions)).all()
     # Any predicted tokens, PAD (0) and blank (1) included, come back exactly.
     noise = np.random.default_rng(2).integers(0, n + 2, (B, n * n), dtype=np.uint8)
-    versions = test_time.make_versions("sudoku", n, tta, B, np.random.default_rng(1))
+    versions = test_time.make_versions("sudoku", n, tta, 1, test_time.puzzle_hashes(noise))
     moved = test_time.copies_of(versions, tta, 1, noise)
     assert (test_time.map_back(versions, tta, 1, moved[None]) == noise).all()
 
@@ -40,8 +43,8 @@ def test_every_sudoku_version_is_a_valid_puzzle_and_maps_back_exactly(n):
 def test_every_maze_version_is_a_valid_maze_and_maps_back_exactly():
     questions, answers, _ = maze.generate(np.random.default_rng(0), 60, 9)
     B, size = len(questions), 9
-    copies, back = _round_trip("maze", size, 8, 2, questions.reshape(B, -1))
-    answer_copies, answers_back = _round_trip("maze", size, 8, 2, answers.reshape(B, -1))
+    copies, back = _round_trip("maze", size, 8, 2, questions.reshape(B, -1), questions.reshape(B, -1))
+    answer_copies, answers_back = _round_trip("maze", size, 8, 2, answers.reshape(B, -1), questions.reshape(B, -1))
     assert B > 3 and (maze.validate(copies.reshape(-1, size, size), answer_copies.reshape(-1, size, size)) == "").all()
     assert len({copies[v * 2 * B].tobytes() for v in range(8)}) == 8                 # 8 distinct symmetries
     assert (back == questions.reshape(B, -1)).all() and (answers_back == answers.reshape(B, -1)).all()
@@ -116,16 +119,27 @@ def test_settings_from_config_and_errors_naming_the_option():
             test_time.settings_from_config(_eval_cfg(**bad), 0, "maze")
 
 
-def test_batch_seed_depends_on_the_seed_and_the_puzzles_only():
-    inputs = np.arange(20, dtype=np.uint8).reshape(4, 5)
-    assert test_time.batch_seed(0, inputs) == test_time.batch_seed(0, inputs.copy())
-    assert test_time.batch_seed(0, inputs) != test_time.batch_seed(1, inputs)
-    assert test_time.batch_seed(0, inputs) != test_time.batch_seed(0, inputs[::-1])
+def test_a_puzzles_versions_and_noise_keys_depend_on_the_seed_and_the_puzzle_only():
+    questions, _, _ = sudoku.generate(np.random.default_rng(0), 5, 4)
+    tokens, tta, copies = sudoku.to_tokens(questions), 4, 3
+    whole = test_time.copies_of(test_time.make_versions("sudoku", 4, tta, 0, test_time.puzzle_hashes(tokens)),
+                                tta, 1, tokens).reshape(tta, 5, -1)
+    part = test_time.copies_of(test_time.make_versions("sudoku", 4, tta, 0, test_time.puzzle_hashes(tokens[[3, 1]])),
+                               tta, 1, tokens[[3, 1]]).reshape(tta, 2, -1)
+    assert np.array_equal(whole[:, [3, 1]], part)        # the same versions in another batch, at another place
+    other = test_time.copies_of(test_time.make_versions("sudoku", 4, tta, 1, test_time.puzzle_hashes(tokens)),
+                                tta, 1, tokens).reshape(tta, 5, -1)
+    assert not np.array_equal(whole[1:], other[1:])
+    keys = test_time.noise_keys(0, test_time.puzzle_hashes(tokens), copies).reshape(copies, 5)
+    assert np.array_equal(keys[:, [3, 1]], test_time.noise_keys(0, test_time.puzzle_hashes(tokens[[3, 1]]), copies)
+                          .reshape(copies, 2))
+    assert len(np.unique(keys)) == keys.size and not np.array_equal(
+        keys, test_time.noise_keys(1, test_time.puzzle_hashes(tokens), copies).reshape(copies, 5))
 
 
 @pytest.mark.parametrize("name", test_time.SELECTORS)
 def test_an_empty_batch_gives_no_answers(name):
-    versions = test_time.make_versions("sudoku", 4, 2, 0, np.random.default_rng(0))
+    versions = test_time.make_versions("sudoku", 4, 2, 0, [])
     copies = test_time.copies_of(versions, 2, 3, np.zeros((0, 16), np.uint8))
     step_preds = test_time.map_back(versions, 2, 3, np.stack([copies] * 2))
     choice = test_time.select(name, step_preds, np.zeros((2, 6, 0), np.float32), np.full((6, 0), 2))

@@ -39,7 +39,7 @@ def write_tiny_dataset(data_dir: str, num_train: int = 256, num_test: int = 64) 
 
     for split, n, seed in (("train", num_train, 0), ("test", num_test, 10_000)):
         ds = ray.data.range(n, override_num_blocks=2).map_batches(rows, fn_kwargs={"seed": seed})
-        fmt.write_split(ds, data_dir, split, rows_per_file=n)
+        fmt.write_split(ds, data_dir, split, groups_per_file=max(n, 1))
     return fmt.publish_manifest(compose("task=sudoku"), data_dir,
                                 {"seq_len": SEQ_LEN, "vocab_size": VOCAB, "num_puzzle_identifiers": IDS})
 

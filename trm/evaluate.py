@@ -5,6 +5,7 @@ import torch
 
 from trm.carry import IGNORE_LABEL, refill
 from trm.model import TRM
+from trm.noise import NoiseSource
 
 
 @dataclass
@@ -31,14 +32,14 @@ class EvalResult:
 
 @torch.inference_mode()
 def evaluate_batch(model: TRM, batch: dict, halt_on_q: bool = False, max_steps: int | None = None,
-                   noise_std: float | None = None, generator: torch.Generator | None = None) -> EvalResult:
+                   noise_std: float | None = None, noise: NoiseSource | None = None) -> EvalResult:
     """Run `batch` (inputs, labels, puzzle_identifiers) from fresh carries through all N_sup steps.
 
     The model is put in eval mode for the call and restored after. As in the reference every step
     runs; by default the answer is the last step's. `halt_on_q=True` takes each example's answer at
     its first step with q_halt > 0 instead (the paper's early stop at test time), while the per-step
     metrics still cover all steps. `max_steps` runs that many supervision steps instead of N_sup (more
-    than trained: the carry keeps recursing); `noise_std` / `generator` add latent noise (`TRM.recurse`).
+    than trained: the carry keeps recursing); `noise_std` / `noise` add latent noise (`TRM.recurse`).
     """
     was_training = model.training
     model.eval()
@@ -58,7 +59,7 @@ def evaluate_batch(model: TRM, batch: dict, halt_on_q: bool = False, max_steps: 
         answer_step = torch.zeros_like(preds[:, 0])
         answered = torch.zeros_like(has_labels)
         for step in range(n_steps):
-            carry, out = model(carry, noise_std, generator)
+            carry, out = model(carry, noise_std, noise)
             step_preds = out.logits.argmax(-1)
             correct = mask & (step_preds == labels)
             exact = (correct.sum(-1) == mask.sum(-1)) & has_labels

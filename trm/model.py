@@ -21,6 +21,7 @@ from trm.carry import Carry
 from trm.config import TRMConfig
 from trm.device import forward_dtype_for
 from trm.layers import CastedEmbedding, CastedLinear, ReasoningNet, RotaryEmbedding, trunc_normal_
+from trm.noise import NoiseSource, global_normal
 from trm.puzzle_embedding import PuzzleEmbedding
 
 # 1/sqrt(2) keeps the variance of (token + learned position); the reference's rounded constant, not
@@ -119,19 +120,20 @@ class TRM(nn.Module):
         return self.embed_scale * x
 
     def recurse(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, noise_std: float | None = None,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                noise: NoiseSource | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """T rounds of (n z-updates, 1 y-update); only the last round builds a graph.
 
-        With `noise_std` > 0, Gaussian noise of that std (drawn from `generator`, on z's device) is added
-        to z after every z-update: test-time exploration of the latent (independent per example and
-        position). None or 0 is the plain recursion, bit for bit.
+        With `noise_std` > 0, Gaussian noise of that std is added to z after every z-update: test-time
+        exploration of the latent. `noise(shape, device, dtype)` draws the N(0, 1) noise (e.g.
+        `trm.noise.RowKeyedNormal`, the same per example however batches are cut); None draws from
+        torch's global generator. `noise_std` None or 0 is the plain recursion, bit for bit.
         """
         n, T = self.config.L_cycles, self.config.H_cycles
 
         def update_z(z, y):
             z = self.net(z, y + x)
             if noise_std:
-                z = z + noise_std * torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+                z = z + noise_std * (noise or global_normal)(z.shape, z.device, z.dtype)
             return z
 
         with torch.no_grad():
@@ -145,11 +147,11 @@ class TRM(nn.Module):
         return y, z
 
     def forward(self, carry: Carry, noise_std: float | None = None,
-                generator: torch.Generator | None = None) -> tuple[Carry, TRMOutput]:
+                noise: NoiseSource | None = None) -> tuple[Carry, TRMOutput]:
         """One supervision step on every slot; returns the new carry (y, z detached) and the outputs.
 
         Slots with steps 0 start from H_init / L_init. The returned carry has steps + 1 and `halted` by
-        the rules in the class docstring. `noise_std` / `generator`: latent noise, see `recurse`.
+        the rules in the class docstring. `noise_std` / `noise`: latent noise, see `recurse`.
         """
         c = self.config
         dtype = self.forward_dtype
@@ -157,7 +159,7 @@ class TRM(nn.Module):
         y = torch.where(fresh, self.H_init.to(dtype), carry.y.to(dtype))
         z = torch.where(fresh, self.L_init.to(dtype), carry.z.to(dtype))
         x = self.embed(carry.inputs, carry.puzzle_identifiers)
-        y, z = self.recurse(x, y, z, noise_std, generator)
+        y, z = self.recurse(x, y, z, noise_std, noise)
         logits = self.lm_head(y[:, c.prefix_len:])
         q_halt = self.q_head(y[:, 0]).float()[:, 0]
         steps = carry.steps + 1

@@ -6,8 +6,6 @@ writes the splits (through `dataset_format.write_split`) and returns the task's 
 import importlib
 import logging
 
-from ray.data import DataContext
-
 from pipeline import dataset_format as fmt
 from pipeline import storage
 from pipeline.errors import PipelineError
@@ -29,9 +27,6 @@ def run(cfg) -> dict:
         raise PipelineError(f"task={cfg.task.name!r} has no data builder; choose one of {sorted(BUILDERS)}")
     builder = importlib.import_module(BUILDERS[cfg.task.name])
     init_ray(cfg.ray)
-    # Every dataset a builder makes (materialized ones included) keeps its blocks in index order, not the
-    # order Ray's tasks finish in: a split's rows are then a function of config and seed alone.
-    DataContext.get_current().execution_options.preserve_order = True
     # Unpublish first: if this run dies, no manifest claims the half-written shards are complete.
     storage.remove(fmt.manifest_path(data_dir))
     fmt.clear_incomplete(data_dir)

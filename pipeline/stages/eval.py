@@ -2,8 +2,8 @@
 
 `python -m pipeline.run stage=eval task=sudoku [checkpoint=best|latest|<folder>] [eval.source=<csv>] [eval.render=4]`
 
-Stateless: one checkpoint in, `run_dir/eval/` out (replaced on every run): `predictions/*.parquet` (one row
-per puzzle: tokens, prediction, halt logit, steps, correctness), `render/*.png` with `eval.render=N`, and
+Stateless: one checkpoint in, `run_dir/eval/` out (replaced on every run): `predictions/part-<k>.parquet` (one row
+per puzzle, in the test split's (group_id, aug_index) order: tokens, prediction, halt logit, steps, correctness), `render/*.png` with `eval.render=N`, and
 `metrics.json`, written last. The puzzles are `data_dir/test`, or with `eval.source=` any
 Sudoku-Extreme / Maze-Hard style CSV (a file, a folder's `test.csv`, `s3://`, `hf:`), encoded as the
 data stage does for the checkpoint's grid size.
@@ -24,13 +24,14 @@ from augment import maze, sudoku
 from pipeline import dataset_format as fmt
 from pipeline import inference, render, sources, storage, test_time
 from pipeline.errors import PipelineError
-from pipeline.ray_setup import init_ray
+from pipeline.ray_setup import in_input_order, init_ray
 
 log = logging.getLogger(__name__)
 
 TASKS = ("sudoku", "maze")
 INPUT_COLUMNS = ["inputs", "labels", "puzzle_identifier", "group_id", "aug_index"]
 CSV_CHUNK = 4096
+PREDICTIONS_PER_FILE = 100_000   # puzzles per predictions file, in (group_id, aug_index) order
 
 
 def run(cfg) -> dict:
@@ -56,6 +57,7 @@ def run(cfg) -> dict:
         ds = ray.data.read_parquet(source, columns=INPUT_COLUMNS)
     if e.limit:
         ds = ds.limit(int(e.limit))
+    ds = in_input_order(ds)      # the same batches on every run: the same float rounding
 
     out_dir = storage.join(cfg.run_dir, "eval")
     storage.remove(out_dir)   # stateless: nothing from an earlier evaluation survives
@@ -66,8 +68,8 @@ def run(cfg) -> dict:
         predicted = predicted.map_batches(_valid_paths, batch_format="numpy", fn_kwargs=dict(size=saved_manifest["size"]))
     predicted = predicted.materialize()
     wall_seconds = time.perf_counter() - start
-    predicted.drop_columns([*inference.STEP_SUMS, inference.SECONDS]).write_parquet(
-        storage.join(out_dir, "predictions"), compression="zstd")
+    fmt.write_split(predicted.drop_columns([*inference.STEP_SUMS, inference.SECONDS]), out_dir, "predictions",
+                    groups_per_file=PREDICTIONS_PER_FILE)
     metrics = summarize(_totals(predicted, settings.select), task, settings)
     metrics.update(task=task, checkpoint=path, checkpoint_step=meta.get("step"), source=source,
                    ema=bool(e.ema), halt_on_q=bool(e.halt_on_q), wall_seconds=wall_seconds)
