@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
+import ray
 
 from pipeline import storage
 from pipeline.config import command_line, saved_config
@@ -117,7 +118,10 @@ def write_split(ds, data_dir: str, split: str, groups_per_file: int | None,
             raise ValueError(f"groups_per_file={groups_per_file} must be positive")
         ds = ds.map_batches(_with_shard, batch_format="pyarrow", fn_kwargs=dict(groups_per_file=groups_per_file))
     directory = storage.join(data_dir, split)
-    ds.groupby(SHARD).map_groups(_write_shard, batch_format="pyarrow",
+    # Few shuffle partitions: each is an aggregator actor, and Ray's default (hundreds) costs ~10 s of
+    # start-up per split on a laptop; half the cluster's CPUs still spreads a large split's memory.
+    partitions = max(1, int(ray.cluster_resources().get("CPU", 2)) // 2)
+    ds.groupby(SHARD, num_partitions=partitions).map_groups(_write_shard, batch_format="pyarrow",
                                  fn_kwargs=dict(directory=directory, options=parquet_options or {})).materialize()
 
 
