@@ -111,8 +111,7 @@ class Predictor:
                   for k in ("inputs", "labels")}
         copies["puzzle_identifier"] = np.tile(np.asarray(batch["puzzle_identifier"]), s.copies)
         examples = {k: v.to(self.device) for k, v in to_examples(copies).items()}
-        noise = RowKeyedNormal(torch.from_numpy(test_time.noise_keys(s.seed, hashes, s.copies).astype(np.int64))) \
-            if s.noise else None
+        noise = RowKeyedNormal(test_time.noise_keys(s.seed, hashes, s.copies)) if s.noise else None
         result = evaluate_batch(self.model, examples, halt_on_q=self.halt_on_q, max_steps=s.max_steps,
                                 noise_std=s.noise or None, noise=noise)
         step_preds = test_time.map_back(versions, s.tta, s.trajectories,

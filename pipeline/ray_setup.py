@@ -40,8 +40,10 @@ def quiet_expected_ray_warnings() -> None:
 
 
 def in_input_order(ds):
-    """`ds`, executed with its blocks kept in index order (and every dataset derived from it, which copies
-    its context) rather than in the order Ray's tasks finish: its output is then the same on every run."""
+    """`ds` (and every dataset derived from it, which copies its context) with Ray Data's `preserve_order`:
+    blocks in index order rather than in the order Ray's tasks finish. An aid, not a guarantee: files and
+    answers that must not depend on scheduling are made so by construction (`dataset_format.write_split`,
+    `test_time.puzzle_hashes`)."""
     ds.context.execution_options.preserve_order = True
     return ds
 

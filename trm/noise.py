@@ -45,7 +45,8 @@ class RowKeyedNormal:
     """A noise source for `TRM.recurse`: `source(shape, device, dtype)` returns N(0, 1) of `shape`
     (rows first), row r a function of `keys[r]` and how many times the source was called before.
 
-    keys: [rows] integers (taken modulo 2**32), e.g. a hash of the puzzle, the seed and the copy index.
+    keys: [rows] integers, a tensor or numpy array (taken modulo 2**32), e.g. a hash of the puzzle, the seed
+    and the copy index.
     """
 
     def __init__(self, keys: torch.Tensor):
