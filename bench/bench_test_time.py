@@ -32,6 +32,7 @@ from pipeline import checkpoints as ckpt
 from pipeline import storage
 from pipeline.ray_setup import init_ray
 from pipeline.run import run_stage
+from record import commit_label
 
 TASKS = {"sudoku": ["task=sudoku"], "maze": ["task=maze", "task.style=random"]}
 GOALS = {"sudoku": 0.995, "maze": 0.70}
@@ -169,7 +170,7 @@ def main():
     args = parser.parse_args()
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     lines = [f"# python bench/bench_test_time.py {' '.join(sys.argv[1:])}".rstrip(),
-             f"# commit {git('rev-parse', '--short', 'HEAD')}, {datetime.date.today()}, {os.cpu_count()} CPUs, "
+             f"# commit {commit_label()}, {datetime.date.today()}, {os.cpu_count()} CPUs, "
              f"load average {os.getloadavg()[0]:.1f} at the start (a shared machine: times are indicative)"]
     limits = {task: int(n) for task, n in (item.split("=") for item in args.limit)}
     earlier = args.record.read_text() + "\n" if args.append and args.record and args.record.exists() else ""

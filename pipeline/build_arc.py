@@ -10,8 +10,9 @@ becomes one Parquet file (row groups of `task.rows_per_group` rows), so no proce
 unit.
 
 Routing as the reference: demo pairs of every task -> train; test pairs of `task.test_subset` -> test;
-test pairs of the other subsets -> train. Train rows are translated on the canvas; test rows sit at
-(0, 0) and share the identifier of their (task, version). Every row carries its transform (`dihedral`,
+test pairs of the other subsets -> train, except those of `task.num_val` seeded tasks -> val (their
+demonstrations still train, so the model knows their identifiers). Train rows are translated on the canvas; test rows sit at
+(0, 0) (as do val rows) and share the identifier of their (task, version). Every row carries its transform (`dihedral`,
 `colour_map`, `offset_row`, `offset_col`) so a prediction maps back exactly (`augment.arc.to_original`).
 A task's versions and offsets depend only on `seed` and its task id.
 """
@@ -82,16 +83,19 @@ def build(cfg, data_dir: str) -> dict:
     test_tasks = {tid: t for s, tid, t in groups if s == test_subset}
     _write_test_puzzles(storage.join(data_dir, TEST_PUZZLES_FILE), test_tasks)
 
-    records = {"train": [], "test": []}
+    records = {"train": [], "val": [], "test": []}
     skipped = 0
+    held = _validation_groups(groups, test_subset, int(task.num_val), seed)
     for group_id, ((subset, tid, t), (dihedral, maps), first_id) in enumerate(zip(groups, plans, first_ids)):
         common = dict(task_id=tid, group_id=group_id, first_id=int(first_id), dihedral=dihedral, colour_maps=maps)
-        known_tests = [(i, p) for i, p in enumerate(t.test) if p[1] is not None]
+        known_tests = [(i, p, True) for i, p in enumerate(t.test) if p[1] is not None]
         train = [(i, p, False) for i, p in enumerate(t.train)]
         if subset == test_subset:
             records["test"].append(dict(common, pairs=[(i, p, True) for i, p in enumerate(t.test)]))
+        elif group_id in held:         # its demonstrations are trained on, its test pairs validate
+            records["val"].append(dict(common, pairs=known_tests))
         else:
-            train += [(i, p, True) for i, p in known_tests]
+            train += known_tests
             skipped += len(t.test) - len(known_tests)
         records["train"].append(dict(common, pairs=train))
     if skipped:
@@ -99,6 +103,8 @@ def build(cfg, data_dir: str) -> dict:
 
     rows_per_file = int(task.rows_per_file)
     for split in fmt.SPLITS:
+        if not records[split]:
+            continue
         units = _units(records[split], rows_per_file)
         log.info("encoding the %s split: %d rows in %d files", split,
                  sum(len(r["pairs"]) * len(r["dihedral"]) for r in records[split]), len(units))
@@ -131,12 +137,20 @@ def _check_options(task) -> tuple:
         raise PipelineError(f"task.subsets={subsets}: need at least one subset, each once")
     if task.test_subset not in subsets:
         raise PipelineError(f"task.test_subset={task.test_subset} is not one of task.subsets={subsets}")
-    if int(task.num_aug) < 0:
-        raise PipelineError(f"task.num_aug={task.num_aug}: must be >= 0")
+    if int(task.num_aug) < 0 or int(task.num_val) < 0:
+        raise PipelineError(f"task.num_aug={task.num_aug}, task.num_val={task.num_val}: must be >= 0")
     for key in ("rows_per_file", "rows_per_group"):
         if int(task[key]) < 1:
             raise PipelineError(f"task.{key}={task[key]}: must be >= 1")
     return subsets, str(task.test_subset)
+
+
+def _validation_groups(groups: list, test_subset: str, num_val: int, seed: int) -> set:
+    """Group ids of the `num_val` tasks outside the test subset whose known test pairs are held out as the
+    validation split: a seeded draw among the tasks that have any."""
+    candidates = np.array([g for g, (subset, _, t) in enumerate(groups)
+                           if subset != test_subset and any(p[1] is not None for p in t.test)], dtype=np.int64)
+    return set(candidates[fmt.held_out_groups(len(candidates), num_val, seed)].tolist())
 
 
 def _task_rng(seed: int, stream: int, task_id: str) -> np.random.Generator:

@@ -4,7 +4,8 @@ Generated (`task.source=generate`): each Ray task makes one seeded chunk of maze
 dataset depends on `seed` and the config only, not on scheduling. The test split is made first; training
 mazes equal to a test maze up to symmetry are rejected, so augmentation cannot leak test mazes into
 training. Read (`task.source=<csv | dir | s3:// | hf:id>`): every row is parsed and validated in the driver
-before anything is written. Training mazes then get `task.num_aug` distinct dihedral copies each (the
+before anything is written. `task.num_val` training-side mazes beyond `task.num_train` are held out (seeded)
+as the validation split. Training mazes then get `task.num_aug` distinct dihedral copies each (the
 test split never); all puzzle identifiers are 0, as in the reference.
 """
 import logging
@@ -54,9 +55,9 @@ def _check_options(task, size: int) -> None:
         raise PipelineError(f"task.style={task.style!r}: choose one of {', '.join(maze.STYLES)}")
     if not 0.0 <= float(task.wall_density) < 1.0:
         raise PipelineError(f"task.wall_density={task.wall_density}: must be in [0, 1)")
-    if int(task.num_train) < 1 or int(task.num_test) < 0:
-        raise PipelineError(f"task.num_train={task.num_train}, task.num_test={task.num_test}: "
-                            f"need at least one training maze and no negative count")
+    if int(task.num_train) < 1 or min(int(task.num_test), int(task.num_val)) < 0:
+        raise PipelineError(f"task.num_train={task.num_train}, task.num_val={task.num_val}, task.num_test="
+                            f"{task.num_test}: need at least one training maze and no negative count")
     if int(task.chunk_size) < 1 or int(task.rows_per_file) < 1:
         raise PipelineError(f"task.chunk_size={task.chunk_size}, task.rows_per_file={task.rows_per_file}: "
                             f"must be positive")
@@ -72,18 +73,20 @@ def _generate_splits(cfg, data_dir: str, size: int, min_path_len: int) -> None:
     gen["candidates"] = _candidates_per_try(gen)
     exclude = np.zeros(0, dtype=np.uint64)
     for split in ("test", "train"):        # test first: training mazes must avoid its hashes
-        total = int(task[f"num_{split}"])
+        total = int(task.num_train) + int(task.num_val) if split == "train" else int(task.num_test)
         chunks = math.ceil(total / gen["chunk_size"])
         tally = Tally.remote()
         ds = ray.data.range(chunks, override_num_blocks=max(chunks, 1)).map_batches(
             _generate_chunk, batch_size=1, batch_format="numpy",
             fn_kwargs=dict(gen, split=split, total=total, exclude=exclude, tally=tally))
-        if split == "train":
-            ds = _augmented(ds, cfg)
         log.info("generating %d %s mazes (%dx%d, %s) in %d chunks", total, split, size, size, task.style,
                  chunks)
-        copies = 1 + int(task.num_aug) if split == "train" else 1
         with TallyBar(tally, total, f"generate {split}", "maze"):
+            if split == "train":       # group ids are 0..total-1; the held-out ones are the validation split
+                ds, val = fmt.split_by_groups(ds.materialize(), fmt.held_out_groups(total, int(task.num_val), gen["seed"]))
+                fmt.write_split(val, data_dir, "val", fmt.groups_per_file(task.rows_per_file, 1))
+                ds = _augmented(ds, cfg)
+            copies = 1 + int(task.num_aug) if split == "train" else 1
             fmt.write_split(ds, data_dir, split, fmt.groups_per_file(task.rows_per_file, copies))
         if split == "test":
             exclude = np.unique(maze.canonical_hash(_read_inputs(storage.join(data_dir, "test"), size)))
@@ -187,16 +190,24 @@ def _write_csv_splits(cfg, data_dir: str, size: int) -> dict:
     loaded = sources.read_puzzle_source(str(task.source))
     for part in loaded.values():               # every loaded row, before choosing or writing any
         _parse_and_validate(part, size)
-    rows = sources.split_rows(loaded, int(task.num_train), int(task.num_test), np.random.default_rng(int(cfg.seed)))
+    rows = sources.split_rows(loaded, int(task.num_train) + int(task.num_val), int(task.num_test),
+                              np.random.default_rng(int(cfg.seed)))
     parsed = {split: _parse_and_validate(part, size) for split, part in rows.items()}
-    # A test maze equal to a training maze up to symmetry would be seen in training once augmented.
-    leaked = np.isin(maze.canonical_hash(parsed["test"][0]), maze.canonical_hash(parsed["train"][0]))
-    if leaked.any():
-        log.warning("dropped %d test mazes equivalent to a training maze", int(leaked.sum()))
-        parsed["test"] = tuple(a[~leaked] for a in parsed["test"])
-    info = {"dropped_equivalent_test": int(leaked.sum()),
+    held = np.isin(np.arange(len(parsed["train"][0])),
+                   fmt.held_out_groups(len(parsed["train"][0]), int(task.num_val), int(cfg.seed)))
+    parsed["val"] = tuple(a[held] for a in parsed["train"])
+    parsed["train"] = tuple(a[~held] for a in parsed["train"])
+    info = {}
+    for split in ("val", "test"):
+        # A maze equal to a training maze up to symmetry would be seen in training once augmented.
+        leaked = np.isin(maze.canonical_hash(parsed[split][0]), maze.canonical_hash(parsed["train"][0]))
+        if leaked.any():
+            log.warning("dropped %d %s mazes equivalent to a training maze", int(leaked.sum()), split)
+            parsed[split] = tuple(a[~leaked] for a in parsed[split])
+        info[f"dropped_equivalent_{split}"] = int(leaked.sum())
+    info.update({
             "tied_shortest_paths": {s: int((~maze.shortest_path_is_unique(q)).sum()) for s, (q, _, _) in
-                                    parsed.items()}}
+                                    parsed.items()}})
     for split, (questions, answers, lengths) in parsed.items():
         chunk = int(task.chunk_size)
         tables = [fmt.arrow_table(_rows(questions[i:i + chunk], answers[i:i + chunk], lengths[i:i + chunk],

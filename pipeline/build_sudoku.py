@@ -3,9 +3,10 @@
 Generated (`task.source=generate`): each Ray task makes one seeded chunk of minimal puzzles
 (`augment.sudoku.generate`), so the data depends on `seed` and the config only, not on scheduling.
 Read (`task.source=<csv | dir | s3:// | hf:id>`): every row is parsed and validated in the driver before
-anything is written. Either way, test puzzles equivalent to a training puzzle under the augmentation's
+anything is written. `task.num_val` training-side puzzles beyond `task.num_train` are held out (seeded) as
+the validation split. Validation and test puzzles equivalent to a training puzzle under the augmentation's
 symmetries are dropped (and counted), then training puzzles get `task.num_aug` transformed copies each,
-streamed to Parquet (the test split never). All puzzle identifiers are 0, as in the reference. The
+streamed to Parquet (the other splits never). All puzzle identifiers are 0, as in the reference. The
 `rating` column holds the original puzzle's rating on every copy.
 """
 import contextlib
@@ -38,29 +39,35 @@ def build(cfg, data_dir: str) -> dict:
         tally = Tally.remote()
         originals, rating_scale = _generated(cfg, n, tally), "guesses of augment.sudoku.solve"
         non_unique = {"train": 0, "test": 0}
-        shown = TallyBar(tally, int(task.num_train) + int(task.num_test), "generate", "puzzle")
+        shown = TallyBar(tally, int(task.num_train) + int(task.num_val) + int(task.num_test), "generate", "puzzle")
     else:
         (originals, non_unique), rating_scale = _loaded(cfg, n), "the source's rating column (solver guesses where empty)"
     with shown:
         originals = {split: ds.map_batches(_with_canonical, batch_format="numpy", fn_kwargs=dict(n=n)).materialize()
                      for split, ds in originals.items()}
+    held = fmt.held_out_groups(originals["train"].count(), int(task.num_val), int(cfg.seed))
+    originals["train"], originals["val"] = fmt.split_by_groups(originals["train"], held)
     train_keys = {row.tobytes() for row in _collect(originals["train"], ["canonical"])["canonical"]}
-    test = _collect(originals["test"], ["canonical", "group_id"])
-    dropped = np.array([row.tobytes() in train_keys for row in test["canonical"]], dtype=bool)
-    if dropped.any():
-        log.warning("dropped %d test puzzles equivalent to a training puzzle", int(dropped.sum()))
-    originals["test"] = originals["test"].map_batches(
-        _drop_groups, batch_format="numpy", fn_kwargs=dict(groups=test["group_id"][dropped]))
+    dropped = {}
+    for split in ("val", "test"):
+        kept = _collect(originals[split], ["canonical", "group_id"])
+        leaked = np.array([row.tobytes() in train_keys for row in kept["canonical"]], dtype=bool)
+        if leaked.any():
+            log.warning("dropped %d %s puzzles equivalent to a training puzzle", int(leaked.sum()), split)
+        originals[split] = originals[split].map_batches(
+            _drop_groups, batch_format="numpy", fn_kwargs=dict(groups=kept["group_id"][leaked]))
+        dropped[split] = int(leaked.sum())
     originals = {split: ds.drop_columns(["canonical"]) for split, ds in originals.items()}
     histogram = {split: _rating_histogram(_collect(ds, ["rating"])["rating"]) for split, ds in originals.items()}
-    for split, ds, copies in (("test", originals["test"], 1), ("train", _augmented(originals["train"], cfg, n),
-                                                                1 + int(task.num_aug))):
+    for split, ds, copies in (("val", originals["val"], 1), ("test", originals["test"], 1),
+                              ("train", _augmented(originals["train"], cfg, n), 1 + int(task.num_aug))):
         log.info("writing the %s split", split)
         fmt.write_split(ds, data_dir, split, fmt.groups_per_file(task.rows_per_file, copies))
     return {"seq_len": n * n, "vocab_size": sudoku.vocab_size(n), "num_puzzle_identifiers": 1,
             "size": n, "box": [br, bc], "source": str(task.source), "num_aug": int(task.num_aug),
             "min_rating": task.min_rating, "max_blanks": task.max_blanks, "rating_histogram": histogram, "rating_scale": rating_scale,
-            "dropped_equivalent_test": int(dropped.sum()), "non_unique": non_unique}
+            "dropped_equivalent_test": dropped["test"], "dropped_equivalent_val": dropped["val"],
+            "non_unique": non_unique}
 
 
 def _check_options(task) -> int:
@@ -68,9 +75,10 @@ def _check_options(task) -> int:
     if n not in sudoku.BOX_SHAPES:
         raise PipelineError(f"task.size={task.size}: choose one of {sorted(sudoku.BOX_SHAPES)} "
                             f"(boxes {', '.join(f'{k}: {r}x{c}' for k, (r, c) in sudoku.BOX_SHAPES.items())})")
-    if int(task.num_train) < 1 or int(task.num_test) < 0 or int(task.num_aug) < 0:
-        raise PipelineError(f"task.num_train={task.num_train}, task.num_test={task.num_test}, "
-                            f"task.num_aug={task.num_aug}: need at least one training puzzle and no negative count")
+    if int(task.num_train) < 1 or min(int(task.num_test), int(task.num_val), int(task.num_aug)) < 0:
+        raise PipelineError(f"task.num_train={task.num_train}, task.num_val={task.num_val}, task.num_test="
+                            f"{task.num_test}, task.num_aug={task.num_aug}: need at least one training puzzle "
+                            f"and no negative count")
     if task.max_blanks is not None and not 1 <= int(task.max_blanks) <= n * n:
         raise PipelineError(f"task.max_blanks={task.max_blanks}: must be null or in 1..{n * n}")
     if int(task.chunk_size) < 1 or int(task.rows_per_file) < 1:
@@ -102,7 +110,7 @@ def _generated(cfg, n: int, tally) -> dict:
     gen["per_try"] = _puzzles_per_try(gen)
     out = {}
     for split in ("train", "test"):
-        total = int(task[f"num_{split}"])
+        total = int(task.num_train) + int(task.num_val) if split == "train" else int(task.num_test)
         chunks = math.ceil(total / gen["chunk_size"])
         log.info("generating %d %s puzzles (%dx%d) in %d chunks", total, split, n, n, chunks)
         out[split] = ray.data.range(chunks, override_num_blocks=max(chunks, 1)).map_batches(
@@ -157,7 +165,8 @@ def _loaded(cfg, n: int) -> dict:
             part.rating[missing] = sudoku.solve(questions).guesses
     if task.min_rating:
         loaded = {k: part.take(np.flatnonzero(part.rating >= float(task.min_rating))) for k, part in loaded.items()}
-    chosen = sources.split_rows(loaded, int(task.num_train), int(task.num_test), np.random.default_rng(int(cfg.seed)))
+    chosen = sources.split_rows(loaded, int(task.num_train) + int(task.num_val), int(task.num_test),
+                                np.random.default_rng(int(cfg.seed)))
     non_unique = {split: _count_non_unique(part, n, bool(task.allow_non_unique)) for split, part in chosen.items()}
     out = {}
     for split, part in chosen.items():

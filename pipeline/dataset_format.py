@@ -1,17 +1,20 @@
 """The dataset contract every data stage writes and every later stage reads.
 
 Layout under `data_dir` (local or `s3://`):
-- `train/*.parquet`, `test/*.parquet`: one row per example, with at least
+- `train/*.parquet`, `val/*.parquet`, `test/*.parquet`: one row per example, with at least
   - `inputs`, `labels`: fixed-length uint8 token sequences (Ray tensor columns, `large_list<uint8>` on
     disk); label 0 is PAD/ignore;
   - `puzzle_identifier` (int32): row of the puzzle-embedding table, 0 = blank;
   - `group_id` (int64): the original puzzle/task the row derives from;
   - `aug_index` (int32): 0 = untransformed, k = k-th augmentation of that group.
   A *puzzle* is one (group_id, aug_index) pair. Tasks may add columns (ARC: its transform).
+  `val` (validation) holds `task.num_val` groups held out of the training data (never trained on, not the
+  reported test split): periodic evaluation and the `best_` checkpoint use it. It may be absent (empty).
 - `dataset.json`: the manifest, written last and atomically. Its presence means the dataset is complete.
 """
 import datetime
 import logging
+import uuid
 
 import numpy as np
 import pyarrow as pa
@@ -26,7 +29,8 @@ from pipeline.errors import PipelineError
 log = logging.getLogger(__name__)
 
 MANIFEST = "dataset.json"
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")
+VALIDATION_STREAM = 7        # the random stream choosing held-out groups (builders use 0..3 for their own)
 
 
 def manifest_path(data_dir: str) -> str:
@@ -49,6 +53,29 @@ def clear_incomplete(data_dir: str) -> None:
     """Remove split folders left by an interrupted run (no manifest means nothing was published)."""
     for split in SPLITS:
         storage.remove(storage.join(data_dir, split))
+        storage.remove(staging_dir(data_dir, split))
+
+
+def held_out_groups(num_groups: int, num_val: int, seed: int) -> np.ndarray:
+    """The `num_val` group ids (of 0..num_groups-1) held out for validation, sorted: a seeded draw, so the
+    same command holds out the same groups."""
+    if not 0 <= num_val <= num_groups:
+        raise PipelineError(f"task.num_val={num_val}: must be in 0..{num_groups} (the training groups)")
+    rng = np.random.default_rng([int(seed), VALIDATION_STREAM])
+    return np.sort(rng.choice(num_groups, size=num_val, replace=False)).astype(np.int64)
+
+
+def split_by_groups(ds, groups: np.ndarray) -> tuple:
+    """(rows whose group_id is not in `groups`, rows whose group_id is): Ray Datasets, lazily filtered."""
+    def part(keep_listed):
+        return ds.map_batches(_select_groups, batch_format="pyarrow",
+                              fn_kwargs=dict(groups=groups, keep_listed=keep_listed))
+    return part(False), part(True)
+
+
+def _select_groups(batch: pa.Table, *, groups: np.ndarray, keep_listed: bool) -> pa.Table:
+    listed = np.isin(batch.column("group_id").to_numpy(), groups)
+    return batch.filter(pa.array(listed if keep_listed else ~listed))
 
 
 def read_columns(split_dir: str, columns: list, files: list | None = None) -> pa.Table:
@@ -101,6 +128,11 @@ def groups_per_file(rows_per_file: int, copies: int) -> int:
     return max(1, int(rows_per_file) // int(copies))
 
 
+def staging_dir(data_dir: str, split: str) -> str:
+    """Where `write_split` puts a split's fragments before merging them into its files."""
+    return storage.join(data_dir, f".staging-{split}")
+
+
 def write_split(ds, data_dir: str, split: str, groups_per_file: int | None,
                 parquet_options: dict | None = None) -> None:
     """Write a Ray Dataset of example rows into `data_dir/<split>/` as zstd Parquet shards.
@@ -108,21 +140,30 @@ def write_split(ds, data_dir: str, split: str, groups_per_file: int | None,
     Which rows a file holds and in what order are functions of the rows alone, never of Ray's scheduling
     (which task finished first, how blocks were bundled), so equal builds give equal files whatever the
     load or the number of CPUs: the same command trains on the same stream. File k holds the groups
-    `k * groups_per_file ...` (all of their copies), its rows sorted by ORDER_COLUMNS; a hash shuffle on
-    the file index brings each file's rows to one task. `groups_per_file=None`: the rows carry their file
-    index in a SHARD column (ARC: a run of whole tasks). `parquet_options`: extra `pyarrow.parquet.write_table`
-    options for a task's data.
+    `k * groups_per_file ...` (all of their copies), its rows sorted by ORDER_COLUMNS. `groups_per_file=None`:
+    the rows carry their file index in a SHARD column (ARC: a run of whole tasks). `parquet_options`: extra
+    `pyarrow.parquet.write_table` options for a task's data.
+
+    Two passes, no shuffle service: each block writes its rows of each file as a fragment under
+    `staging_dir`, then one task per file merges that file's fragments, sorts and writes it. A task holds one
+    block or one file, never a split. (Ray's hash shuffle did this in one pass but held 1/P of the split per
+    reducer, started an actor per partition, and failed on the empty blocks a filter leaves.)
     """
     if groups_per_file is not None:
         if groups_per_file < 1:
             raise ValueError(f"groups_per_file={groups_per_file} must be positive")
         ds = ds.map_batches(_with_shard, batch_format="pyarrow", fn_kwargs=dict(groups_per_file=groups_per_file))
-    directory = storage.join(data_dir, split)
-    # Few shuffle partitions: each is an aggregator actor, and Ray's default (hundreds) costs ~10 s of
-    # start-up per split on a laptop; half the cluster's CPUs still spreads a large split's memory.
-    partitions = max(1, int(ray.cluster_resources().get("CPU", 2)) // 2)
-    ds.groupby(SHARD, num_partitions=partitions).map_groups(_write_shard, batch_format="pyarrow",
-                                 fn_kwargs=dict(directory=directory, options=parquet_options or {})).materialize()
+    staging = staging_dir(data_dir, split)
+    storage.remove(staging)
+    staged = ds.map_batches(_stage_fragments, batch_format="pyarrow", batch_size=None,
+                            fn_kwargs=dict(staging=staging)).materialize()
+    shards = sorted({int(r[SHARD]) for r in staged.select_columns([SHARD]).take_all()})
+    if shards:
+        ray.data.from_items([{SHARD: k} for k in shards], override_num_blocks=len(shards)).map_batches(
+            _merge_shard, batch_size=1, batch_format="pyarrow",
+            fn_kwargs=dict(staging=staging, directory=storage.join(data_dir, split),
+                           options=parquet_options or {})).materialize()
+    storage.remove(staging)
 
 
 def _with_shard(batch: pa.Table, *, groups_per_file: int) -> pa.Table:
@@ -130,11 +171,29 @@ def _with_shard(batch: pa.Table, *, groups_per_file: int) -> pa.Table:
     return batch.append_column(SHARD, pa.array(groups // groups_per_file, type=pa.int64()))
 
 
-def _write_shard(rows: pa.Table, *, directory: str, options: dict) -> pa.Table:
-    """One file's rows (in any order) -> `part-<shard>.parquet`, sorted; returns its row count."""
-    shard = rows.column(SHARD)[0].as_py()
-    rows = rows.sort_by([(c, "ascending") for c in ORDER_COLUMNS if c in rows.column_names]).drop_columns([SHARD])
-    fs, path = storage.filesystem(storage.join(directory, shard_name(shard)))
+def _stage_fragments(block: pa.Table, *, staging: str) -> pa.Table:
+    """One block's rows of each file -> `staging/<file>/<uuid>.parquet`; returns the files it touched."""
+    if block.num_rows == 0:            # a filter's empty block (Ray may hand it over without a schema)
+        return pa.table({SHARD: pa.array([], type=pa.int64())})
+    shards = block.column(SHARD).to_numpy()
+    touched = np.unique(shards)
+    for shard in touched:
+        rows = block.filter(pa.array(shards == shard)).drop_columns([SHARD])
+        fs, path = storage.filesystem(storage.join(staging, f"{int(shard):06d}", f"{uuid.uuid4().hex}.parquet"))
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        with fs.open(path, "wb") as f:
+            pq.write_table(rows, f, compression="lz4")
+    return pa.table({SHARD: pa.array(touched, type=pa.int64())})
+
+
+def _merge_shard(batch: pa.Table, *, staging: str, directory: str, options: dict) -> pa.Table:
+    """A file's fragments (any number, any order) -> `part-<shard>.parquet`, sorted; returns its row count."""
+    shard = batch.column(SHARD)[0].as_py()
+    fragments = storage.list_files(storage.join(staging, f"{shard:06d}"), ".parquet")
+    fs, _ = storage.filesystem(directory)
+    rows = pa.concat_tables([pq.read_table(storage.filesystem(f)[1], filesystem=fs) for f in fragments])
+    rows = rows.sort_by([(c, "ascending") for c in ORDER_COLUMNS if c in rows.column_names]).combine_chunks()
+    path = storage.filesystem(storage.join(directory, shard_name(shard)))[1]
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     with fs.open(path, "wb") as f:
         pq.write_table(rows, f, compression="zstd", **options)
@@ -167,7 +226,7 @@ def publish_manifest(cfg, data_dir: str, fields: dict) -> dict:
 
 def print_summary(manifest: dict, data_dir: str) -> None:
     rows = [(s, v["examples"], v["puzzles"], v["groups"], v["files"], v["bytes"] / 1e6)
-            for s, v in manifest["splits"].items()]
+            for s, v in manifest["splits"].items() if s != "val" or v["examples"]]
     lines = [f"dataset {manifest['task']} at {data_dir}",
              f"{'split':<6} {'examples':>10} {'puzzles':>9} {'groups':>8} {'files':>6} {'MB':>9}"]
     lines += [f"{s:<6} {e:>10,} {p:>9,} {g:>8,} {f:>6} {mb:>9.2f}" for s, e, p, g, f, mb in rows]

@@ -94,12 +94,13 @@ def read_puzzle_source(source: str) -> dict:
 
 
 def split_rows(rows: dict, num_train: int, num_test: int, rng: np.random.Generator) -> dict:
-    """Choose `num_train`/`num_test` rows per split (seeded). A single file is split in two, disjointly."""
+    """Choose `num_train`/`num_test` rows per split (seeded). A single file is split in two, disjointly.
+    (Builders ask for `task.num_train + task.num_val` training rows and hold the validation ones out.)"""
     if "all" in rows:
         everything = rows["all"]
         if num_train + num_test > len(everything):
             raise PipelineError(f"{everything.origin}: has {len(everything)} puzzles, fewer than "
-                                f"task.num_train + task.num_test = {num_train + num_test}")
+                                f"task.num_train + task.num_val + task.num_test = {num_train + num_test}")
         order = rng.permutation(len(everything))
         return {"train": everything.take(order[:num_train]),
                 "test": everything.take(order[num_train:num_train + num_test])}

@@ -55,7 +55,7 @@ def read_split(data_dir, split):
 def kaggle_build(ray_local, shared_data, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("arc") / "data"
     manifest = run_stage(compose(*BASE, f"task.source={shared_data / 'arc' / 'arc-agi'}",
-                                 ids_override(TRAINING + EVALUATION), f"data_dir={data_dir}"))
+                                 ids_override(TRAINING + EVALUATION), "task.num_val=1", f"data_dir={data_dir}"))
     return manifest, data_dir
 
 
@@ -69,9 +69,16 @@ def test_real_tasks_rows_map_back_to_the_json_grids(kaggle_build, shared_data):
     assert manifest["test_tasks"] == {t: len(raw[t]["test"]) for t in EVALUATION}
     train, train_files = read_split(data_dir, "train")
     test, _ = read_split(data_dir, "test")
-    # Routing: demo pairs of all tasks and test pairs of training tasks -> train; evaluation test pairs -> test.
-    expected_train = versions * sum(len(raw[t]["train"]) + (len(raw[t]["test"]) if t in TRAINING else 0)
-                                    for t in TRAINING + EVALUATION)
+    val, _ = read_split(data_dir, "val")
+    # Routing: demo pairs of all tasks and test pairs of training tasks -> train, but those of one seeded
+    # training task -> val; evaluation test pairs -> test.
+    (held,) = set(val["task_id"])
+    assert held in TRAINING and val["is_test_pair"].all()
+    assert len(val["inputs"]) == manifest["splits"]["val"]["examples"] == versions * len(raw[held]["test"])
+    assert not (train["is_test_pair"] & (train["task_id"] == held)).any()
+    assert (train["task_id"] == held).sum() == versions * len(raw[held]["train"])   # its demos still train
+    expected_train = versions * sum(len(raw[t]["train"]) + (len(raw[t]["test"]) if t in TRAINING and t != held
+                                                            else 0) for t in TRAINING + EVALUATION)
     assert len(train["inputs"]) == manifest["splits"]["train"]["examples"] == expected_train
     assert len(test["inputs"]) == versions * sum(len(raw[t]["test"]) for t in EVALUATION)
     assert set(test["task_id"]) == set(EVALUATION) and test["is_test_pair"].all()
@@ -79,7 +86,7 @@ def test_real_tasks_rows_map_back_to_the_json_grids(kaggle_build, shared_data):
     first_file = storage.list_files(str(data_dir / "train"), ".parquet")[0]
     assert pq.ParquetFile(first_file).metadata.num_row_groups > 1          # and each into row groups
     # Every row maps back exactly to its JSON grid through the transform it records.
-    for split in (train, test):
+    for split in (train, val, test):
         offsets = np.stack([split["offset_row"], split["offset_col"]], axis=1)
         for column, key in (("inputs", "input"), ("labels", "output")):
             back = arc.to_original(split[column], split["dihedral"], split["colour_map"], offsets)
@@ -95,6 +102,7 @@ def test_real_tasks_rows_map_back_to_the_json_grids(kaggle_build, shared_data):
     for t, a, p, d, m in zip(test["task_id"], test["aug_index"], test["puzzle_identifier"], test["dihedral"],
                              test["colour_map"]):
         assert puzzles[(t, a)] == (p, d, m.tobytes())
+    assert all(puzzles[(t, a)][0] == p for t, a, p in zip(val["task_id"], val["aug_index"], val["puzzle_identifier"]))
     assert all((d == 0 and m == bytes(range(10))) == (a == 0) for (_, a), (_, d, m) in puzzles.items())
     # One example per puzzle keeps (0, 0).
     at_origin = (train["offset_row"] == 0) & (train["offset_col"] == 0)
@@ -135,7 +143,7 @@ def test_folder_s3_and_hf_sources_give_the_same_rows(kaggle_build, shared_data, 
     fs.put(str(tmp_path / "folder"), f"{s3_bucket[5:]}/src", recursive=True)
     write_hf_folder(raw, tmp_path / "hf")
     for source, data_dir in ((f"{s3_bucket}/src", f"{s3_bucket}/data"), (f"hf:{tmp_path / 'hf'}", tmp_path / "d")):
-        manifest = run_stage(compose(*BASE, f"task.source={source}", f"data_dir={data_dir}"))
+        manifest = run_stage(compose(*BASE, f"task.source={source}", "task.num_val=1", f"data_dir={data_dir}"))
         assert manifest["source"] == str(source)
         got, _ = read_split(data_dir, "train")
         assert all(np.array_equal(got[k], expected[k]) for k in expected), source

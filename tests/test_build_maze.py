@@ -11,7 +11,8 @@ from pipeline import storage
 from pipeline.errors import PipelineError
 from pipeline.run import run_stage
 
-SMALL = ("stage=augment", "task=maze", "preset=none", "task.size=9", "task.chunk_size=16", "ray.dashboard=false")
+SMALL = ("stage=augment", "task=maze", "preset=none", "task.size=9", "task.chunk_size=16", "task.num_val=0",
+         "ray.dashboard=false")
 
 
 def read_split(data_dir, split, size):
@@ -30,7 +31,7 @@ def read_split(data_dir, split, size):
 
 
 def test_generated_mazes_are_valid_augmented_and_reproducible(ray_local, make_cfg, tmp_path):
-    args = SMALL + ("task.num_train=40", "task.num_test=12", "task.num_aug=3")
+    args = SMALL + ("task.num_train=40", "task.num_val=5", "task.num_test=12", "task.num_aug=3")
     manifest = run_stage(make_cfg(*args, f"data_dir={tmp_path / 'a'}"))
     assert (manifest["seq_len"], manifest["vocab_size"], manifest["num_puzzle_identifiers"]) == (81, 6, 1)
     assert manifest["splits"]["train"]["examples"] == 160 and manifest["splits"]["train"]["groups"] == 40
@@ -38,7 +39,10 @@ def test_generated_mazes_are_valid_augmented_and_reproducible(ray_local, make_cf
     assert manifest["min_path_len"] == maze.default_min_path_len(9) and manifest["style"] == "random"
     assert sum(manifest["path_len_histogram"]["train"].values()) == 40
     train, test = read_split(tmp_path / "a", "train", 9), read_split(tmp_path / "a", "test", 9)
-    for split in (train, test):
+    val = read_split(tmp_path / "a", "val", 9)
+    assert manifest["splits"]["val"]["examples"] == 5 and (val["aug_index"] == 0).all()
+    assert not set(val["group_id"].tolist()) & set(train["group_id"].tolist())
+    for split in (train, val, test):
         assert (maze.validate(split["inputs"], split["labels"]) == "").all()
         assert maze.shortest_path_is_unique(split["inputs"]).all()
         assert (split["path_len"] >= manifest["min_path_len"]).all()
@@ -51,7 +55,8 @@ def test_generated_mazes_are_valid_augmented_and_reproducible(ray_local, make_cf
     for row in range(len(train["group_id"])):
         base = originals[row // 4]
         assert np.array_equal(train["inputs"][row], dihedral_transform(base, train["dihedral_id"][row]))
-    assert not np.isin(maze.canonical_hash(test["inputs"]), maze.canonical_hash(originals)).any()
+    for held_out in (val, test):
+        assert not np.isin(maze.canonical_hash(held_out["inputs"]), maze.canonical_hash(originals)).any()
     # Same seed, same data; another seed, other mazes.
     run_stage(make_cfg(*args, f"data_dir={tmp_path / 'b'}"))
     again = read_split(tmp_path / "b", "train", 9)
@@ -88,7 +93,7 @@ def test_csv_directory_source(ray_local, make_cfg, tmp_path):
     manifest = run_stage(make_cfg(*SMALL, f"task.source={tmp_path / 'src'}", "task.num_train=20",
                                   "task.num_test=8", "task.num_aug=1", f"data_dir={tmp_path / 'out'}"))
     assert manifest["style"] == "csv" and manifest["dropped_equivalent_test"] == 0
-    assert manifest["tied_shortest_paths"] == {"train": 0, "test": 0}
+    assert manifest["tied_shortest_paths"] == {"train": 0, "val": 0, "test": 0}
     train = read_split(tmp_path / "out", "train", 9)
     test = read_split(tmp_path / "out", "test", 9)
     assert len(train["inputs"]) == 40 and len(test["inputs"]) == 8
@@ -124,12 +129,14 @@ def test_s3_source_and_destination(ray_local, make_cfg, tmp_path, s3_bucket):
     fs, _ = storage.filesystem(s3_bucket)
     fs.put(str(tmp_path / "mazes.csv"), f"{s3_bucket[5:]}/in/mazes.csv")
     data_dir = f"{s3_bucket}/maze"
-    manifest = run_stage(make_cfg(*SMALL, f"task.source={s3_bucket}/in/mazes.csv", "task.num_train=20",
-                                  "task.num_test=10", "task.num_aug=0", f"data_dir={data_dir}"))
+    manifest = run_stage(make_cfg(*SMALL, f"task.source={s3_bucket}/in/mazes.csv", "task.num_train=15",
+                                  "task.num_val=5", "task.num_test=10", "task.num_aug=0", f"data_dir={data_dir}"))
     assert fmt.dataset_complete(data_dir)
-    assert manifest["splits"]["train"]["examples"] == 20 and manifest["splits"]["test"]["examples"] == 10
-    test = read_split(data_dir, "test", 9)
-    assert (maze.validate(test["inputs"], test["labels"]) == "").all()
+    assert [manifest["splits"][s]["examples"] for s in ("train", "val", "test")] == [15, 5, 10]
+    splits = {s: read_split(data_dir, s, 9) for s in ("train", "val", "test")}
+    assert (maze.validate(splits["test"]["inputs"], splits["test"]["labels"]) == "").all()
+    seen = [{q.tobytes() for q in split["inputs"]} for split in splits.values()]
+    assert not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2])
 
 
 def test_hf_source_loads_a_local_dataset_offline(ray_local, make_cfg, tmp_path):
@@ -157,4 +164,4 @@ def test_csv_test_maze_seen_in_training_is_dropped_and_ties_are_counted(ray_loca
     manifest = run_stage(make_cfg(*SMALL, f"task.source={tmp_path / 'src'}", "task.num_train=11",
                                   "task.num_test=6", "task.num_aug=0", f"data_dir={tmp_path / 'out'}"))
     assert manifest["dropped_equivalent_test"] == 1 and manifest["splits"]["test"]["examples"] == 5
-    assert manifest["tied_shortest_paths"] == {"train": 1, "test": 0}
+    assert manifest["tied_shortest_paths"] == {"train": 1, "val": 0, "test": 0}

@@ -13,7 +13,7 @@ from pipeline.build_sudoku import group_transforms
 from pipeline.errors import PipelineError
 from pipeline.run import run_stage
 
-SMALL = ("stage=augment", "task=sudoku", "preset=none", "task.chunk_size=8", "ray.dashboard=false")
+SMALL = ("stage=augment", "task=sudoku", "preset=none", "task.chunk_size=8", "task.num_val=0", "ray.dashboard=false")
 
 
 def read_split(data_dir, split, n):
@@ -34,7 +34,7 @@ def grids(split, n):
 
 
 def test_generated_puzzles_are_valid_augmented_and_reproducible(ray_local, make_cfg, tmp_path):
-    args = SMALL + ("task.size=6", "task.num_train=24", "task.num_test=10", "task.num_aug=3")
+    args = SMALL + ("task.size=6", "task.num_train=24", "task.num_val=6", "task.num_test=10", "task.num_aug=3")
     manifest = run_stage(make_cfg(*args, f"data_dir={tmp_path / 'a'}"))
     assert (manifest["seq_len"], manifest["vocab_size"], manifest["num_puzzle_identifiers"]) == (36, 8, 1)
     assert manifest["box"] == [2, 3] and manifest["source"] == "generate"
@@ -43,7 +43,11 @@ def test_generated_puzzles_are_valid_augmented_and_reproducible(ray_local, make_
     assert test_count + manifest["dropped_equivalent_test"] == 10
     assert sum(manifest["rating_histogram"]["train"].values()) == 24
     train, test = read_split(tmp_path / "a", "train", 6), read_split(tmp_path / "a", "test", 6)
-    for split in (train, test):
+    val = read_split(tmp_path / "a", "val", 6)
+    assert manifest["splits"]["val"]["examples"] + manifest["dropped_equivalent_val"] == 6
+    assert len(val["group_id"]) == manifest["splits"]["val"]["examples"] and (val["aug_index"] == 0).all()
+    assert not set(val["group_id"].tolist()) & set(train["group_id"].tolist())
+    for split in (train, val, test):
         questions, solutions = grids(split, 6)
         assert split["inputs"].min() >= 1 and split["labels"].min() >= 2 and split["inputs"].max() <= 7
         assert sudoku.is_valid_solution(solutions).all() and sudoku.givens_consistent(questions, solutions).all()
@@ -61,12 +65,14 @@ def test_generated_puzzles_are_valid_augmented_and_reproducible(ray_local, make_
                           sudoku.apply_transform(np.repeat(originals, 3, axis=0), t))
     # No test puzzle is equivalent to a training one.
     canon_train = sudoku.canonical_form(originals, solutions[train["aug_index"] == 0])
-    canon_test = sudoku.canonical_form(*grids(test, 6))
-    assert not {c.tobytes() for c in canon_test} & {c.tobytes() for c in canon_train}
+    for held_out in (val, test):          # and no validation puzzle either: neither is ever trained on
+        canon = sudoku.canonical_form(*grids(held_out, 6))
+        assert not {c.tobytes() for c in canon} & {c.tobytes() for c in canon_train}
     # Same seed, same data; another seed, other puzzles.
     run_stage(make_cfg(*args, f"data_dir={tmp_path / 'b'}"))
     again = read_split(tmp_path / "b", "train", 6)
     assert all(np.array_equal(train[k], again[k]) for k in train)
+    assert np.array_equal(read_split(tmp_path / "b", "val", 6)["inputs"], val["inputs"])
     run_stage(make_cfg(*args, "seed=1", f"data_dir={tmp_path / 'c'}"))
     assert not np.array_equal(read_split(tmp_path / "c", "train", 6)["labels"], train["labels"])
 

@@ -37,11 +37,12 @@ def latest_record(command: str) -> list[list[str]]:
 
 
 def as_record_row(row: list[str]) -> tuple:
-    """README cells -> (model, seed, wall, exact, per-step...) as the bench prints them."""
-    name, seed, wall, exact, steps = row
+    """README cells -> (model, seed, wall, [val,] exact, per-step...) as the bench prints them."""
+    name, seed, wall, *accuracies, steps = row         # accuracies: [exact] or [validation, exact]
     model = "no recursion" if name.startswith("no recursion") else "TRM"
     per_step = [f"{float(v) / 100:.3f}" for v in steps.replace("%", "").split("/")]
-    return (model, seed, wall.removesuffix(" s"), f"{float(exact.removesuffix(' %')) / 100:.3f}", *per_step)
+    return (model, seed, wall.removesuffix(" s"), *(f"{float(a.removesuffix(' %')) / 100:.3f}" for a in accuracies),
+            *per_step)
 
 
 def parse_record_row(words: list[str]) -> tuple:

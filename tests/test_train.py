@@ -25,7 +25,7 @@ SEQ_LEN, VOCAB, IDS = 16, 6, 9
 STEPS = 12
 
 
-def write_tiny_dataset(data_dir: str, num_train: int = 256, num_test: int = 64) -> dict:
+def write_tiny_dataset(data_dir: str, num_train: int = 256, num_test: int = 64, num_val: int = 24) -> dict:
     """A valid 4x4 fill-in dataset (tokens 1..5, blank 1 -> label 5) written through the dataset contract."""
     import ray
 
@@ -37,7 +37,7 @@ def write_tiny_dataset(data_dir: str, num_train: int = 256, num_test: int = 64) 
                 "puzzle_identifier": (1 + ids % (IDS - 1)).astype(np.int32), "group_id": ids.astype(np.int64),
                 "aug_index": np.zeros(len(ids), np.int32)}
 
-    for split, n, seed in (("train", num_train, 0), ("test", num_test, 10_000)):
+    for split, n, seed in (("train", num_train, 0), ("test", num_test, 10_000), ("val", num_val, 20_000)):
         ds = ray.data.range(n, override_num_blocks=2).map_batches(rows, fn_kwargs={"seed": seed})
         fmt.write_split(ds, data_dir, split, groups_per_file=max(n, 1))
     return fmt.publish_manifest(compose("task=sudoku"), data_dir,
@@ -128,7 +128,8 @@ def test_two_workers_complete_and_loss_falls(baseline):
     losses = [r["train/lm_loss"] for r in records]
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
     evals = [r for r in records if "eval/exact_accuracy" in r]
-    assert [r["step"] for r in evals] == [6, 12] and all(r["eval/count"] == 32 for r in evals)
+    # The periodic evaluation reads the 24 validation rows (train.eval_examples=32 caps it), not the test split.
+    assert [r["step"] for r in evals] == [6, 12] and all(r["eval/count"] == 24 for r in evals)
     assert len([k for k in evals[0] if k.startswith("eval/exact_accuracy_step")]) == 4
     # Keep-last-2 of the periodic checkpoints (4, 6, 8, 12), each with both ranks' carries; best kept apart.
     assert [s for s, _ in ckpt.folders(run_dir, "checkpoint")] == [8, 12]

@@ -37,8 +37,8 @@ def summary_lines(cfg, timings: dict) -> list:
     took = lambda s: "skipped (already complete)" if timings.get(s) is None else f"{timings[s]:.0f} s"  # noqa: E731
     splits = manifest["splits"]
     lines = ["", "=" * 72, f"TRM pipeline summary ({cfg.task.name})",
-             f"data      {splits['train']['examples']:,} training / {splits['test']['examples']:,} test "
-             f"examples at {cfg.data_dir}   [{took('augment')}]",
+             f"data      {splits['train']['examples']:,} training / {splits.get('val', {}).get('examples', 0):,} "
+             f"validation / {splits['test']['examples']:,} test examples at {cfg.data_dir}   [{took('augment')}]",
              f"training  {trained['step']:,} steps, final lm loss {trained['lm_loss'] or float('nan'):.4f}, "
              f"{trained['samples_per_s'] or 0:.0f} samples/s   [{took('train')}]"]
     if stage == "eval":

@@ -123,9 +123,14 @@ def _datasets(cfg, manifest: dict) -> dict:
     if not storage.list_files(train_dir, ".parquet"):
         raise PipelineError(f"no Parquet files under {train_dir}: rebuild the dataset with stage=augment")
     datasets = {"train": ray.data.read_parquet(train_dir, columns=list(COLUMNS))}
-    test_dir = storage.join(cfg.data_dir, "test")
-    if int(cfg.train.eval_every or 0) > 0 and manifest.get("splits", {}).get("test", {}).get("examples", 0):
-        datasets["eval"] = ray.data.read_parquet(test_dir, columns=list(COLUMNS)).limit(int(cfg.train.eval_examples))
+    # Periodic evaluation (and best_) reads the validation split only: selecting on the test split would
+    # select on the split stage=eval reports.
+    if int(cfg.train.eval_every or 0) > 0:
+        if manifest.get("splits", {}).get("val", {}).get("examples", 0):
+            val = ray.data.read_parquet(storage.join(cfg.data_dir, "val"), columns=list(COLUMNS))
+            datasets["eval"] = val if cfg.train.eval_examples is None else val.limit(int(cfg.train.eval_examples))
+        else:
+            log.info("the dataset has no validation split (task.num_val=0): no periodic evaluation, no best_")
     for ds in datasets.values():
         # Workers read these inside the loop (a streamed train split every epoch): per-read bars would
         # bury the training progress bar.
