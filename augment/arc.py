@@ -1,9 +1,11 @@
-"""ARC tasks as numpy arrays: validation, augmentation (symmetry, colours, translation), the 30x30 encoding.
+"""ARC tasks as numpy arrays: validation, augmentation (symmetry, colours, translation), the canvas encoding.
 
 Tokens follow the reference: 0 PAD, 1 end-of-grid marker (EOS), 2..11 colours 0..9. A grid of h x w
-cells sits on a 30x30 canvas at offset (r0, c0); EOS fills the row below it (r0 + h, columns c0..c0+w-1)
-and the column right of it (rows r0..r0+h-1, column c0 + w), each only inside the canvas, so a 30-row
-or 30-column grid has no marker on that side; the corner (r0 + h, c0 + w) stays PAD.
+cells sits on an N x N canvas (the reference's N = 30; smaller canvases for small-grid tasks) at offset
+(r0, c0); EOS fills the row below it (r0 + h, columns c0..c0+w-1) and the column right of it (rows
+r0..r0+h-1, column c0 + w), each only inside the canvas, so an N-row or N-column grid has no marker on
+that side; the corner (r0 + h, c0 + w) stays PAD. Encoders take the canvas side (or read it from the
+array they fill); decoders read it from the sequence length (N * N).
 
 A *version* of a task is one (dihedral id, colour map): `colour_map[c]` is the new colour of colour c
 (0 fixed, 1..9 permuted). It maps a grid g to `dihedral_transform(colour_map[g], dihedral)` (the two
@@ -17,7 +19,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from augment.dihedral import NUM_DIHEDRAL, dihedral_transform, inverse_dihedral_transform
 
-CANVAS = 30
+CANVAS = 30                           # the ARC format's largest side, and the reference's canvas
 SEQ_LEN = CANVAS * CANVAS
 PAD, EOS = 0, 1
 COLOUR_TOKEN = 2                      # token of colour c is c + 2
@@ -236,8 +238,9 @@ def plan_versions(task: ArcTask, num_aug: int, rng: np.random.Generator, tries_p
 # ---------------------------------------------------------------------------------------------------
 # Translation
 
-def translation_offsets(rng: np.random.Generator, dihedral: np.ndarray, pair_shapes: np.ndarray) -> np.ndarray:
-    """[V, E, 2] canvas offsets (r0, c0) for E pairs under V versions.
+def translation_offsets(rng: np.random.Generator, dihedral: np.ndarray, pair_shapes: np.ndarray,
+                        canvas: int = CANVAS) -> np.ndarray:
+    """[V, E, 2] offsets (r0, c0) on a `canvas` x `canvas` canvas for E pairs under V versions.
 
     pair_shapes: [E, 2, 2] (input/output, rows/cols) of the untransformed pairs. Input and output of a pair
     share one offset, drawn uniformly so that both fit; one pair per version, chosen at random, stays at
@@ -246,65 +249,89 @@ def translation_offsets(rng: np.random.Generator, dihedral: np.ndarray, pair_sha
     extent = pair_shapes.max(axis=1)                                        # [E, 2]
     swaps = _SWAPS_SIDES[np.asarray(dihedral, dtype=np.int64)]
     extent = np.where(swaps[:, None, None], extent[None, :, ::-1], extent[None])   # [V, E, 2]
-    offsets = rng.integers(0, CANVAS - extent + 1).astype(np.int8)
+    offsets = rng.integers(0, canvas - extent + 1).astype(np.int8)
     num_versions, num_pairs = offsets.shape[:2]
     offsets[np.arange(num_versions), rng.integers(0, num_pairs, num_versions)] = 0
     return offsets
 
 
 # ---------------------------------------------------------------------------------------------------
-# The 30x30 encoding
+# The canvas encoding
 
-def _windows(flat: np.ndarray, height: int, width: int) -> np.ndarray:
+def canvas_side(seq_len: int) -> int:
+    """N for a sequence of N * N tokens."""
+    side = int(np.sqrt(seq_len) + 0.5)
+    if side * side != seq_len:
+        raise ValueError(f"a sequence of {seq_len} tokens is no square canvas")
+    return side
+
+
+def fits(task: ArcTask, canvas: int) -> bool:
+    """Every grid of the task (in any symmetry) fits on a `canvas` x `canvas` canvas."""
+    return all(max(g.shape) <= canvas for g in task.grids())
+
+
+def _as_canvases(canvases) -> np.ndarray:
+    """[n, N, N] from [n, N * N] (or [n, N, N]) token arrays."""
+    canvases = np.asarray(canvases)
+    if canvases.ndim == 3:
+        return canvases
+    side = canvas_side(canvases.shape[-1])
+    return canvases.reshape(-1, side, side)
+
+
+def _windows(flat: np.ndarray, height: int, width: int, canvas: int) -> np.ndarray:
     """Every height x width window of canvases stored back to back in `flat`, indexed by the flat position
     of its top-left cell; writable, so `win[starts] = grids` paints many grids at per-grid positions
     with no per-cell index arrays."""
-    span = (height - 1) * CANVAS + width
-    return as_strided(flat, shape=(flat.size - span + 1, height, width), strides=(1, CANVAS, 1), writeable=True)
+    span = (height - 1) * canvas + width
+    return as_strided(flat, shape=(flat.size - span + 1, height, width), strides=(1, canvas, 1), writeable=True)
 
 
-def paint(flat: np.ndarray, starts: np.ndarray, tokens: np.ndarray) -> None:
-    """Write token grids [n, h, w] and their EOS markers at flat positions `starts` (row * 900 + r0 * 30 + c0)
-    of zeroed canvases stored back to back in `flat` (uint8, contiguous). Each grid must fit at its offset."""
+def paint(flat: np.ndarray, starts: np.ndarray, tokens: np.ndarray, canvas: int = CANVAS) -> None:
+    """Write token grids [n, h, w] and their EOS markers at flat positions `starts` (row * N * N + r0 * N + c0)
+    of zeroed N x N canvases stored back to back in `flat` (uint8, contiguous). Each grid must fit at its offset."""
     n, height, width = tokens.shape
     if n == 0:
         return
     starts = np.asarray(starts, dtype=np.int64)
-    _windows(flat, height, width)[starts] = tokens
-    r0, c0 = np.divmod(starts % SEQ_LEN, CANVAS)
-    below = starts[r0 + height < CANVAS] + height * CANVAS
-    _windows(flat, 1, width)[below] = EOS
-    right = starts[c0 + width < CANVAS] + width
-    _windows(flat, height, 1)[right] = EOS
+    _windows(flat, height, width, canvas)[starts] = tokens
+    r0, c0 = np.divmod(starts % (canvas * canvas), canvas)
+    below = starts[r0 + height < canvas] + height * canvas
+    _windows(flat, 1, width, canvas)[below] = EOS
+    right = starts[c0 + width < canvas] + width
+    _windows(flat, height, 1, canvas)[right] = EOS
 
 
 def encode_grids(grids: np.ndarray, offsets: np.ndarray | None = None, out: np.ndarray | None = None,
-                 rows: np.ndarray | None = None) -> np.ndarray:
-    """Encode colour grids [n, h, w] (0..9) as 900-token canvases at `offsets` [n, 2] (default (0, 0)).
+                 rows: np.ndarray | None = None, canvas: int = CANVAS) -> np.ndarray:
+    """Encode colour grids [n, h, w] (0..9) as `canvas` x `canvas` token canvases at `offsets` [n, 2]
+    (default (0, 0)).
 
-    `out` [N, 900] uint8, zero where nothing was written yet, receives grid i in row `rows[i]` (default
-    i); it is allocated when not given. Returns `out`.
+    `out` [M, canvas * canvas] uint8 (its width sets the canvas), zero where nothing was written yet,
+    receives grid i in row `rows[i]` (default i); it is allocated when not given. Returns `out`.
     """
     n = len(grids)
     if out is None:
-        out = np.zeros((n, SEQ_LEN), dtype=np.uint8)
+        out = np.zeros((n, canvas * canvas), dtype=np.uint8)
+    canvas = canvas_side(out.shape[1])
     rows = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
-    starts = rows * SEQ_LEN
-    if offsets is not None:
-        offsets = np.asarray(offsets, dtype=np.int64)
-        height, width = grids.shape[1:]
-        if (offsets < 0).any() or (offsets[:, 0] + height > CANVAS).any() or (offsets[:, 1] + width > CANVAS).any():
-            raise ValueError(f"a {height}x{width} grid does not fit on the canvas at its offset")
-        starts = starts + offsets[:, 0] * CANVAS + offsets[:, 1]
-    paint(out.reshape(-1), starts, grids.astype(np.uint8) + COLOUR_TOKEN)
+    starts = rows * canvas * canvas
+    height, width = grids.shape[1:]
+    offsets = np.zeros((n, 2), dtype=np.int64) if offsets is None else np.asarray(offsets, dtype=np.int64)
+    if (offsets < 0).any() or (offsets[:, 0] + height > canvas).any() or (offsets[:, 1] + width > canvas).any():
+        raise ValueError(f"a {height}x{width} grid does not fit on the {canvas}x{canvas} canvas at its offset")
+    starts = starts + offsets[:, 0] * canvas + offsets[:, 1]
+    paint(out.reshape(-1), starts, grids.astype(np.uint8) + COLOUR_TOKEN, canvas)
     return out
 
 
 def encode_versions(pairs: list, dihedral: np.ndarray, colour_maps: np.ndarray, offsets: np.ndarray | None,
                     inputs: np.ndarray, labels: np.ndarray, first_row: int = 0) -> None:
-    """Encode E pairs under V versions into rows first_row + v * E + e of `inputs`/`labels` ([N, 900],
-    zeroed). `pairs`: [(input, output or None)]; a missing output leaves its label row PAD.
-    `offsets`: [V, E, 2] or None for (0, 0). Loops only over pairs and the 8 symmetries."""
+    """Encode E pairs under V versions into rows first_row + v * E + e of `inputs`/`labels` ([M, N * N],
+    zeroed; their width sets the canvas). `pairs`: [(input, output or None)]; a missing output leaves its
+    label row PAD. `offsets`: [V, E, 2] or None for (0, 0). Loops only over pairs and the 8 symmetries."""
+    canvas = canvas_side(inputs.shape[1])
     num_pairs = len(pairs)
     dihedral = np.asarray(dihedral)
     tokens = (colour_maps + COLOUR_TOKEN).astype(np.uint8)          # colour -> token, per version
@@ -312,13 +339,13 @@ def encode_versions(pairs: list, dihedral: np.ndarray, colour_maps: np.ndarray, 
     for d in np.unique(dihedral):
         versions = np.flatnonzero(dihedral == d)
         for e, pair in enumerate(pairs):
-            starts = (first_row + versions * num_pairs + e) * SEQ_LEN
+            starts = (first_row + versions * num_pairs + e) * canvas * canvas
             if offsets is not None:
                 off = offsets[versions, e].astype(np.int64)
-                starts = starts + off[:, 0] * CANVAS + off[:, 1]
+                starts = starts + off[:, 0] * canvas + off[:, 1]
             for grid, flat in zip(pair, (flat_in, flat_out)):
                 if grid is not None:
-                    paint(flat, starts, tokens[versions][:, dihedral_transform(grid, int(d))])
+                    paint(flat, starts, tokens[versions][:, dihedral_transform(grid, int(d))], canvas)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -328,11 +355,12 @@ def crop_sizes(canvases: np.ndarray) -> np.ndarray:
     """[n, 2] (rows, cols) of each canvas's grid, as the reference reads a prediction: the largest
     top-left rectangle of colour tokens, where a row's usable width ends at its first non-colour token
     and the first rectangle of maximal area wins. (0, 0) when the first cell is not a colour."""
-    canvases = np.asarray(canvases).reshape(-1, CANVAS, CANVAS)
+    canvases = _as_canvases(canvases)
+    side = canvases.shape[-1]
     colour = (canvases >= COLOUR_TOKEN) & (canvases < VOCAB_SIZE)
-    run = np.where(colour.all(axis=2), CANVAS, np.argmin(colour, axis=2))          # [n, 30] per row
+    run = np.where(colour.all(axis=2), side, np.argmin(colour, axis=2))            # [n, N] per row
     width = np.minimum.accumulate(run, axis=1)
-    area = width * np.arange(1, CANVAS + 1)
+    area = width * np.arange(1, side + 1)
     best = np.argmax(area, axis=1)
     n = len(canvases)
     found = area[np.arange(n), best] > 0
@@ -340,21 +368,21 @@ def crop_sizes(canvases: np.ndarray) -> np.ndarray:
 
 
 def shift_to_origin(canvases: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """[n, 30, 30] canvases moved up-left by their offsets [n, 2] (cells shifted in are PAD)."""
-    canvases = np.asarray(canvases).reshape(-1, CANVAS, CANVAS)
-    n = len(canvases)
-    padded = np.zeros((n, 2 * CANVAS, 2 * CANVAS), dtype=canvases.dtype)
-    padded[:, :CANVAS, :CANVAS] = canvases
+    """[n, N, N] canvases moved up-left by their offsets [n, 2] (cells shifted in are PAD)."""
+    canvases = _as_canvases(canvases)
+    n, side = len(canvases), canvases.shape[-1]
+    padded = np.zeros((n, 2 * side, 2 * side), dtype=canvases.dtype)
+    padded[:, :side, :side] = canvases
     offsets = np.asarray(offsets, dtype=np.int64)
     row = np.arange(n)[:, None, None]
-    r = offsets[:, 0, None, None] + np.arange(CANVAS)[None, :, None]
-    c = offsets[:, 1, None, None] + np.arange(CANVAS)[None, None, :]
+    r = offsets[:, 0, None, None] + np.arange(side)[None, :, None]
+    c = offsets[:, 1, None, None] + np.arange(side)[None, None, :]
     return padded[row, r, c]
 
 
 def decode_grids(canvases: np.ndarray, offsets: np.ndarray | None = None) -> list:
-    """Colour grids (uint8, 0..9) read from canvases [n, 900] at their offsets, cropped at the marker."""
-    canvases = np.asarray(canvases).reshape(-1, CANVAS, CANVAS)
+    """Colour grids (uint8, 0..9) read from canvases [n, N * N] at their offsets, cropped at the marker."""
+    canvases = _as_canvases(canvases)
     if offsets is not None:
         canvases = shift_to_origin(canvases, offsets)
     sizes = crop_sizes(canvases)
@@ -363,7 +391,7 @@ def decode_grids(canvases: np.ndarray, offsets: np.ndarray | None = None) -> lis
 
 def to_original(canvases: np.ndarray, dihedral: np.ndarray, colour_maps: np.ndarray,
                 offsets: np.ndarray | None = None) -> list:
-    """Predicted canvases [n, 900] of versions (dihedral [n], colour maps [n, 10], offsets [n, 2]) as grids
+    """Predicted canvases [n, N * N] of versions (dihedral [n], colour maps [n, 10], offsets [n, 2]) as grids
     of the original task: crop at the marker, then undo the transform."""
     grids = decode_grids(canvases, offsets)
     return [inverse_transform_grids(g, int(d), m) for g, d, m in zip(grids, dihedral, colour_maps)]

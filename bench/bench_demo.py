@@ -29,7 +29,7 @@ def run_demo(task: str, seed: int, extra: list) -> dict:
         subprocess.run([sys.executable, "-m", "pipeline.run", f"task={task}", f"seed={seed}", *extra],
                        cwd=folder, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wall = time.perf_counter() - start
-        run = Path(folder) / "outputs" / task / "run"
+        run = Path(folder) / "outputs" / f"demo_{task}" / "run"       # the demo preset's run_name
         metrics = json.loads((run / "eval" / "metrics.json").read_text())
         # The validation split's exact accuracy at the last periodic evaluation (the final checkpoint).
         evaluated = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())

@@ -37,7 +37,7 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 def decode_predictions(preds: np.ndarray, dihedral: np.ndarray, colour_maps: np.ndarray,
                        offsets: np.ndarray | None = None) -> dict:
-    """Predicted canvases [n, 900] of versions -> answers of the original tasks: crop at the marker, undo
+    """Predicted canvases [n, N * N] of versions -> answers of the original tasks: crop at the marker, undo
     the transform (`augment.arc.to_original`), hash. Returns answer_hash (NO_ANSWER for an empty crop),
     height, width (int8) and answer (bytes of the h*w cells)."""
     grids = arc.to_original(preds, dihedral, colour_maps, offsets)

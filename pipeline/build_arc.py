@@ -1,4 +1,7 @@
-"""`stage=augment task=arc`: ARC tasks, augmented, as 30x30 token sequences (Parquet shards + side files).
+"""`stage=augment task=arc`: ARC tasks, augmented, as N x N token canvases (Parquet shards + side files).
+
+`task.canvas=N` (default 30, the reference's) keeps only the tasks whose grids all fit on N x N (the
+manifest counts the others per subset): small canvases put small-grid tasks within a CPU's reach.
 
 The driver reads and validates every task, checks for leakage, and chooses each task's versions (the
 identity plus up to `task.num_aug` distinct (dihedral, colour map) pairs; cheap: no grid is built). That
@@ -55,8 +58,15 @@ def build(cfg, data_dir: str) -> dict:
         if missing:
             raise PipelineError(f"task.task_ids: {missing} not found in task.subsets={subsets} of {source}")
     groups = [(s, tid, t) for s in subsets for tid, (t, _) in loaded[s].items() if tid not in exclude]
+    canvas = int(task.canvas)
+    too_large = {s: sum(1 for g in groups if g[0] == s and not arc.fits(g[2], canvas)) for s in subsets}
+    if any(too_large.values()):
+        log.info("task.canvas=%d: left out %s tasks with a grid side above %d", canvas,
+                 ", ".join(f"{k} {s}" for s, k in too_large.items() if k), canvas)
+    groups = [g for g in groups if arc.fits(g[2], canvas)]
     if not any(s == test_subset for s, _, _ in groups):
-        raise PipelineError(f"task.test_subset={test_subset}: no tasks left to test on")
+        dropped = f" (task.canvas={canvas} left out {too_large[test_subset]} of them)" if too_large[test_subset] else ""
+        raise PipelineError(f"task.test_subset={test_subset}: no tasks left to test on{dropped}")
 
     overlap = find_overlap(groups, test_subset)
     if overlap["count"]:
@@ -111,12 +121,13 @@ def build(cfg, data_dir: str) -> dict:
         items = [{"index": i, "unit": pickle.dumps(u, protocol=pickle.HIGHEST_PROTOCOL)} for i, u in enumerate(units)]
         ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
             _encode_unit, batch_size=1, batch_format="numpy",
-            fn_kwargs=dict(seed=seed, translate=split == "train", rows_per_group=int(task.rows_per_group)))
+            fn_kwargs=dict(seed=seed, translate=split == "train", rows_per_group=int(task.rows_per_group),
+                           canvas=canvas))
         fmt.write_split(ds, data_dir, split, groups_per_file=None,            # one file per unit
                         parquet_options={**PARQUET_OPTIONS, "row_group_size": int(task.rows_per_group)})
 
     return {
-        "seq_len": arc.SEQ_LEN, "vocab_size": arc.VOCAB_SIZE, "num_puzzle_identifiers": int(1 + sizes.sum()),
+        "seq_len": canvas * canvas, "canvas": canvas, "too_large_for_canvas": too_large, "vocab_size": arc.VOCAB_SIZE, "num_puzzle_identifiers": int(1 + sizes.sum()),
         "source": source, "subsets": {s: sum(1 for g in groups if g[0] == s) for s in subsets},
         "test_subset": test_subset, "num_aug": num_aug, "version_names": task.get("identifiers"),
         "versions": int(sizes.sum()), "augmentation_shortfall": short,
@@ -137,6 +148,8 @@ def _check_options(task) -> tuple:
         raise PipelineError(f"task.subsets={subsets}: need at least one subset, each once")
     if task.test_subset not in subsets:
         raise PipelineError(f"task.test_subset={task.test_subset} is not one of task.subsets={subsets}")
+    if not 1 <= int(task.canvas) <= arc.CANVAS:
+        raise PipelineError(f"task.canvas={task.canvas}: must be in 1..{arc.CANVAS} (the ARC format's largest side)")
     if int(task.num_aug) < 0 or int(task.num_val) < 0:
         raise PipelineError(f"task.num_aug={task.num_aug}, task.num_val={task.num_val}: must be >= 0")
     for key in ("rows_per_file", "rows_per_group"):
@@ -236,20 +249,20 @@ def _units(records: list, min_rows: int) -> list:
     return units + [current] if current else units
 
 
-def _encode_unit(batch, *, seed: int, translate: bool, rows_per_group: int):
+def _encode_unit(batch, *, seed: int, translate: bool, rows_per_group: int, canvas: int):
     """The rows of one unit, in batches of whole tasks of about `rows_per_group` rows (small buffers), each
     row tagged with the unit's file index."""
     for records in _units(pickle.loads(batch["unit"][0]), rows_per_group):
-        rows = _encode_tasks(records, seed, translate)
+        rows = _encode_tasks(records, seed, translate, canvas)
         yield {**rows, fmt.SHARD: np.full(len(rows["group_id"]), batch["index"][0], dtype=np.int64)}
 
 
-def _encode_tasks(records: list, seed: int, translate: bool) -> dict:
+def _encode_tasks(records: list, seed: int, translate: bool, canvas: int) -> dict:
     """All rows of some tasks: per task, version-major (rows of one puzzle are contiguous)."""
     counts = [len(r["pairs"]) * len(r["dihedral"]) for r in records]
     total = sum(counts)
-    inputs = np.zeros((total, arc.SEQ_LEN), dtype=np.uint8)
-    labels = np.zeros((total, arc.SEQ_LEN), dtype=np.uint8)
+    inputs = np.zeros((total, canvas * canvas), dtype=np.uint8)
+    labels = np.zeros((total, canvas * canvas), dtype=np.uint8)
     meta = {"puzzle_identifier": [], "group_id": [], "aug_index": [], "task_id": [], "dihedral": [],
             "colour_map": [], "offset_row": [], "offset_col": [], "example_index": [], "is_test_pair": []}
     row = 0
@@ -260,7 +273,8 @@ def _encode_tasks(records: list, seed: int, translate: bool) -> dict:
         offsets = None
         if translate:
             shapes = np.array([[inp.shape, inp.shape if out is None else out.shape] for inp, out in pairs])
-            offsets = arc.translation_offsets(_task_rng(seed, TRANSLATE_STREAM, record["task_id"]), dihedral, shapes)
+            offsets = arc.translation_offsets(_task_rng(seed, TRANSLATE_STREAM, record["task_id"]), dihedral, shapes,
+                                              canvas=canvas)
         arc.encode_versions(pairs, dihedral, maps, offsets, inputs, labels, first_row=row)
         row += count
         version = np.repeat(np.arange(versions), num_pairs)

@@ -175,6 +175,14 @@ def load_rank_state(path: str, rank: int) -> dict:
         raise PipelineError(f"checkpoint file {file} is unreadable: {type(err).__name__}: {err}") from err
 
 
+def check_fits(path: str, saved_manifest: dict, manifest: dict, where: str, also=()) -> None:
+    """The checkpoint was trained on data of the same task and shape as `manifest` (read from `where`)."""
+    for key in ("task", *MANIFEST_FIELDS, *also):
+        if saved_manifest.get(key) != manifest.get(key):
+            raise PipelineError(f"checkpoint {path} was trained on data with {key}={saved_manifest.get(key)!r}, but "
+                                f"{where} has {key}={manifest.get(key)!r}; pass the matching checkpoint= or data_dir=")
+
+
 def model_config(model_cfg: dict, manifest: dict, source: str = "model"):
     """TRMConfig from the `model` config group plus the manifest's data fields.
 

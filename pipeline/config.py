@@ -48,7 +48,7 @@ def _check_outputs_outlive_ray_job(cfg: DictConfig) -> None:
 
 
 def resolve_config(cfg: DictConfig) -> DictConfig:
-    """Return a copy with `data_dir`/`run_dir` absolute (default `outputs/<task>/{data,run}`).
+    """Return a copy with `data_dir`/`run_dir` absolute (default `outputs/<run_name or task>/{data,run}`).
 
     Paths are made absolute here, in the driver, before any Ray worker sees them: workers may start
     in another working directory (a Ray Job's package folder, another node).
@@ -57,9 +57,9 @@ def resolve_config(cfg: DictConfig) -> DictConfig:
     cfg = cfg.copy()
     OmegaConf.set_readonly(cfg, False)
     OmegaConf.set_struct(cfg, False)
-    task = cfg.task.name
-    cfg.data_dir = to_absolute(cfg.data_dir or os.path.join("outputs", task, "data"))
-    cfg.run_dir = to_absolute(cfg.run_dir or os.path.join("outputs", task, "run"))
+    name = cfg.get("run_name") or cfg.task.name
+    cfg.data_dir = to_absolute(cfg.data_dir or os.path.join("outputs", name, "data"))
+    cfg.run_dir = to_absolute(cfg.run_dir or os.path.join("outputs", name, "run"))
     OmegaConf.set_struct(cfg, True)
     return cfg
 

@@ -45,6 +45,15 @@ def read_manifest(data_dir: str) -> dict:
     return storage.read_json(path)
 
 
+def read_task_manifest(cfg) -> dict:
+    """The manifest of `cfg.data_dir`, which must hold a dataset of `cfg.task.name`."""
+    manifest = read_manifest(cfg.data_dir)
+    if manifest.get("task") != cfg.task.name:
+        raise PipelineError(f"data_dir={cfg.data_dir} holds a {manifest.get('task')} dataset, but task="
+                            f"{cfg.task.name}; pass task={manifest.get('task')} or the data_dir of a {cfg.task.name} dataset")
+    return manifest
+
+
 def dataset_complete(data_dir: str) -> bool:
     return storage.exists(manifest_path(data_dir))
 

@@ -57,14 +57,6 @@ def checkpoint_info(path: str) -> tuple[dict, dict, dict]:
         raise PipelineError(f"checkpoint {path} is unreadable: {type(err).__name__}: {err}") from err
 
 
-def check_fits(path: str, saved_manifest: dict, manifest: dict, where: str, also=()) -> None:
-    """The checkpoint was trained on data of the same task and shape as `manifest` (read from `where`)."""
-    for key in ("task", *ckpt.MANIFEST_FIELDS, *also):
-        if saved_manifest.get(key) != manifest.get(key):
-            raise PipelineError(f"checkpoint {path} was trained on data with {key}={saved_manifest.get(key)!r}, but "
-                                f"{where} has {key}={manifest.get(key)!r}; pass the matching checkpoint= or data_dir=")
-
-
 def load_model(path: str, use_ema: bool, device) -> TRM:
     """The checkpoint's model in eval mode on `device`: EMA weights when `use_ema`."""
     state, config, manifest = ckpt.load_checkpoint(path)

@@ -51,7 +51,7 @@ def _panel(ax, grid: np.ndarray, task: str, title: str, target: np.ndarray | Non
 
 def puzzle_png(task: str, inputs: np.ndarray, steps: np.ndarray, labels: np.ndarray, title: str = "") -> bytes:
     """One puzzle as PNG bytes. inputs/labels [seq_len] tokens; steps [N_sup, seq_len] the prediction after
-    each supervision step. The grid is square (seq_len = side^2: Sudoku, maze, ARC's 30x30 canvas)."""
+    each supervision step. The grid is square (seq_len = side^2: Sudoku, maze, ARC's N x N canvas)."""
     side = int(round(np.sqrt(inputs.size)))
     as_grid = lambda tokens: np.asarray(tokens).reshape(side, side)  # noqa: E731
     panels = [("input", as_grid(inputs))] + [(f"step {i + 1}", as_grid(s)) for i, s in enumerate(steps)]

@@ -65,6 +65,14 @@ def write_json_atomic(path: str, obj) -> None:
     os.replace(tmp, p)
 
 
+def move(source: str, destination: str) -> None:
+    """Move a file or directory tree (a rename on local disk; copy then delete on an object store)."""
+    fs, src = filesystem(source)
+    _, dst = filesystem(destination)
+    fs.invalidate_cache()
+    fs.mv(src, dst, recursive=True)
+
+
 def remove(path: str) -> None:
     """Remove a file or directory tree if it exists."""
     fs, p = filesystem(path)

@@ -1,11 +1,16 @@
-"""`stage=all` end to end on a tiny config, then again: the second run skips every finished stage."""
+"""`stage=all` end to end on a tiny config, then again: the second run skips every finished stage, a
+changed input reruns the stages it affects, and another dataset config is refused by name."""
 import json
 import os
+
+import pytest
+
+from pipeline.errors import PipelineError
 
 from pipeline.run import run_stage
 from tests.conftest import compose
 
-TINY = ("stage=all", "task.num_train=40", "task.num_test=16", "task.num_aug=1", "model.hidden_size=16",
+TINY = ("stage=all", "task.num_train=40", "task.num_val=16", "task.num_test=16", "task.num_aug=1", "model.hidden_size=16",
         "model.num_heads=1", "model.halt_max_steps=2", "train.steps=4", "train.global_batch_size=8",
         "train.checkpoint_every=2", "train.eval_every=2", "train.eval_examples=16", "eval.render=1")
 
@@ -30,3 +35,14 @@ def test_all_runs_every_stage_then_skips_them(ray_local, tmp_path, capsys):
     second = run_stage(compose(*TINY, *paths))
     assert second["timings"] == {"augment": None, "train": None, "eval": None}
     assert "skipped (already complete)" in capsys.readouterr().out
+
+    # More steps: training goes on from step 4 and the new final checkpoint is evaluated; data kept.
+    third = run_stage(compose(*TINY, *paths, "train.steps=6"))
+    assert third["timings"]["augment"] is None and None not in (third["timings"]["train"], third["timings"]["eval"])
+    assert json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())["checkpoint_step"] == 6
+    # Another evaluation option: only the evaluation reruns.
+    fourth = run_stage(compose(*TINY, *paths, "train.steps=6", "eval.render=0"))
+    assert fourth["timings"]["train"] is None and fourth["timings"]["eval"] is not None
+    # Another dataset config: refused with the option named, nothing rebuilt or retrained.
+    with pytest.raises(PipelineError, match=r"task\.num_train: 40 there, 30 here"):
+        run_stage(compose(*TINY, *paths, "task.num_train=30"))

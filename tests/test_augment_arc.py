@@ -24,17 +24,17 @@ def tasks(shared_data):
     return real_tasks(shared_data)
 
 
-def reference_encode(grid, r0, c0):
-    """The layout cell by cell, as the reference describes it."""
-    canvas = np.zeros((30, 30), dtype=np.uint8)
+def reference_encode(grid, r0, c0, side=30):
+    """The layout cell by cell, as the reference describes it (its canvas: side 30)."""
+    canvas = np.zeros((side, side), dtype=np.uint8)
     h, w = grid.shape
     for r in range(h):
         for c in range(w):
             canvas[r0 + r, c0 + c] = grid[r, c] + 2
-    if r0 + h < 30:
+    if r0 + h < side:
         for c in range(w):
             canvas[r0 + h, c0 + c] = 1
-    if c0 + w < 30:
+    if c0 + w < side:
         for r in range(h):
             canvas[r0 + r, c0 + w] = 1
     return canvas
@@ -104,6 +104,36 @@ def test_layout_matches_the_reference_cell_by_cell(shape, offset):
         assert canvas[r0 + h, c0 + w] == arc.PAD                                   # corner unmarked
         assert (canvas[r0 + h, c0:c0 + w] == arc.EOS).all() and (canvas[r0:r0 + h, c0 + w] == arc.EOS).all()
     assert (canvas == arc.EOS).sum() == (w if r0 + h < 30 else 0) + (h if c0 + w < 30 else 0)
+
+
+@pytest.mark.parametrize("side", [1, 3, 8, 10, 17, 30])
+def test_small_canvases_round_trip_versions_cell_by_cell(side):
+    """Any canvas side N: versions encoded on N x N canvases (translated, with markers) equal the layout
+    drawn cell by cell, and decode back to the original grids exactly."""
+    rng = np.random.default_rng(side)
+    pairs = [(rng.integers(0, 10, rng.integers(1, side + 1, 2)).astype(np.uint8),
+              rng.integers(0, 10, rng.integers(1, side + 1, 2)).astype(np.uint8)) for _ in range(3)]
+    task = arc.ArcTask("t", pairs, [])
+    assert arc.fits(task, side)
+    tall = arc.ArcTask("u", [(np.zeros((side, 1), np.uint8), np.zeros((1, 1), np.uint8))], [])
+    assert arc.fits(tall, side) and not arc.fits(tall, side - 1)      # in any symmetry: the longer side
+    dihedral = rng.integers(0, NUM_DIHEDRAL, 12).astype(np.int8)
+    maps = arc.random_colour_maps(rng, 12)
+    offsets = arc.translation_offsets(rng, dihedral, np.array([[i.shape, o.shape] for i, o in pairs]), canvas=side)
+    inputs, labels = np.zeros((36, side * side), np.uint8), np.zeros((36, side * side), np.uint8)
+    arc.encode_versions(pairs, dihedral, maps, offsets, inputs, labels)
+    rows = np.arange(36)
+    v, e = rows // 3, rows % 3
+    for canvases, which in ((inputs, 0), (labels, 1)):
+        for row in rows:
+            moved = arc.transform_grids(pairs[e[row]][which], int(dihedral[v[row]]), maps[v[row]])
+            assert np.array_equal(canvases[row].reshape(side, side), reference_encode(moved, *offsets[v[row], e[row]], side))
+        back = arc.to_original(canvases, dihedral[v], maps[v], offsets[v, e])
+        assert all(np.array_equal(b, pairs[k][which]) for b, k in zip(back, e))
+    with pytest.raises(ValueError, match=f"on the {side}x{side} canvas"):
+        arc.encode_grids(np.zeros((1, side + 1, 1), np.uint8), canvas=side)
+    with pytest.raises(ValueError, match="no square canvas"):
+        arc.decode_grids(np.zeros((1, side * side + 1), np.uint8))
 
 
 def test_grids_that_do_not_fit_are_refused():

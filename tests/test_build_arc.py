@@ -212,3 +212,24 @@ def test_leakage_guard_refuses_training2_with_evaluation_unless_allowed(ray_loca
     assert "task.allow_overlap=true" in message and not fmt.dataset_complete(str(tmp_path))
     manifest = run_stage(make_cfg(*args, "task.allow_overlap=true"))
     assert manifest["overlap"]["count"] == 2 and manifest["splits"]["test"]["examples"] > 0
+
+
+def test_small_canvas_keeps_the_tasks_that_fit_and_maps_back(ray_local, shared_data, tmp_path):
+    """task.canvas=6: 007bbfb7 (9x9 outputs) is left out and counted; every row is a 6x6 canvas that maps
+    back exactly to its JSON grid."""
+    raw = {**raw_tasks(shared_data, "training"), **raw_tasks(shared_data, "evaluation")}
+    manifest = run_stage(compose(*BASE, f"task.source={shared_data / 'arc' / 'arc-agi'}", "task.canvas=6",
+                                 ids_override(TRAINING + EVALUATION), f"data_dir={tmp_path / 'data'}"))
+    assert manifest["seq_len"] == 36 and manifest["canvas"] == 6
+    assert manifest["too_large_for_canvas"] == {"training": 1, "evaluation": 0}
+    assert manifest["subsets"] == {"training": 2, "evaluation": 2}
+    for split in ("train", "test"):
+        rows, _ = read_split(tmp_path / "data", split)
+        assert rows["inputs"].shape[1] == 36 and "007bbfb7" not in set(rows["task_id"])
+        offsets = np.stack([rows["offset_row"], rows["offset_col"]], axis=1)
+        back = arc.to_original(rows["inputs"], rows["dihedral"], rows["colour_map"], offsets)
+        for grid, task_id, is_test, index in zip(back, rows["task_id"], rows["is_test_pair"], rows["example_index"]):
+            assert grid.tolist() == raw[task_id]["test" if is_test else "train"][index]["input"]
+    with pytest.raises(PipelineError, match=r"task.canvas=2: left out 2 of them"):
+        run_stage(compose(*BASE, f"task.source={shared_data / 'arc' / 'arc-agi'}", "task.canvas=2",
+                          ids_override(TRAINING + EVALUATION), f"data_dir={tmp_path / 'tiny'}"))

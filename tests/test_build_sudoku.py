@@ -77,14 +77,37 @@ def test_generated_puzzles_are_valid_augmented_and_reproducible(ray_local, make_
     assert not np.array_equal(read_split(tmp_path / "c", "train", 6)["labels"], train["labels"])
 
 
-def test_existing_dataset_is_kept_without_overwrite(ray_local, make_cfg, tmp_path):
-    args = SMALL + ("task.size=4", "task.num_train=8", "task.num_test=0", "task.num_aug=1", f"data_dir={tmp_path}")
+def test_existing_dataset_is_kept_only_when_made_from_the_same_inputs(ray_local, make_cfg, tmp_path):
+    args = SMALL + ("task.size=4", "task.num_train=8", "task.num_test=0", "task.num_aug=1", f"data_dir={tmp_path / 'd'}")
     first = run_stage(make_cfg(*args))
     assert first["splits"]["test"]["examples"] == 0 and first["splits"]["train"]["examples"] == 16
-    kept = run_stage(make_cfg(*args, "task.num_train=4"))
-    assert kept["created"] == first["created"] and kept["splits"]["train"]["examples"] == 16
+    kept = run_stage(make_cfg(*args))
+    assert kept["created"] == first["created"]
+    # Another config: refused, naming the option and both values; the dataset is untouched.
+    with pytest.raises(PipelineError, match=r"task\.num_train: 8 there, 4 here\. Pass overwrite=true"):
+        run_stage(make_cfg(*args, "task.num_train=4"))
+    with pytest.raises(PipelineError, match=r"seed: 0 there, 1 here"):
+        run_stage(make_cfg(*args, "seed=1"))
+    # overwrite=true with a bad source fails before the old dataset is touched.
+    write_csv(tmp_path / "bad.csv", [{"source": "x", "question": "1234", "answer": "1234", "rating": "0"}])
+    with pytest.raises(PipelineError, match="bad.csv"):
+        run_stage(make_cfg(*args, f"task.source={tmp_path / 'bad.csv'}", "overwrite=true"))
+    assert fmt.read_manifest(str(tmp_path / "d"))["created"] == first["created"]
+    assert not (tmp_path / "d.rebuild").exists()
     rebuilt = run_stage(make_cfg(*args, "task.num_train=4", "overwrite=true"))
-    assert rebuilt["splits"]["train"]["examples"] == 8
+    assert rebuilt["splits"]["train"]["examples"] == 8 and not (tmp_path / "d.rebuild").exists()
+    assert len(storage.list_files(str(tmp_path / "d" / "train"), ".parquet")) == 1
+
+
+def test_a_csv_source_is_identified_by_its_content(ray_local, make_cfg, tmp_path, shared_data):
+    rows = hard_rows(shared_data, 12)
+    write_csv(tmp_path / "hard.csv", rows)
+    csv_args = (*SMALL, f"task.source={tmp_path / 'hard.csv'}", "task.num_train=8", "task.num_test=4",
+                "task.num_aug=0", f"data_dir={tmp_path / 'csv'}")
+    run_stage(make_cfg(*csv_args))
+    write_csv(tmp_path / "hard.csv", rows[::-1])
+    with pytest.raises(PipelineError, match=r"inputs\..*hard\.csv: '\d+:[0-9a-f]+' there"):
+        run_stage(make_cfg(*csv_args))
 
 
 def hard_rows(shared_data, count):

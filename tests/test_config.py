@@ -20,11 +20,15 @@ def test_task_choice_selects_its_demo_preset(task):
     assert compose(f"task={task}").task.name == task
 
 
-def test_paths_default_under_outputs_and_become_absolute(tmp_path, monkeypatch):
+def test_paths_default_under_outputs_by_preset_and_become_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = resolve_config(compose("task=maze"))
-    assert cfg.data_dir == str(tmp_path / "outputs" / "maze" / "data")
-    assert cfg.run_dir == str(tmp_path / "outputs" / "maze" / "run")
+    cfg = resolve_config(compose("task=maze"))                    # the maze demo preset
+    assert cfg.data_dir == str(tmp_path / "outputs" / "demo_maze" / "data")
+    assert cfg.run_dir == str(tmp_path / "outputs" / "demo_maze" / "run")
+    # A paper preset after the demo never finds the demo's folders; no preset: the task's name.
+    assert resolve_config(compose("preset=sudoku_extreme_mlp")).data_dir == str(
+        tmp_path / "outputs" / "sudoku_extreme_mlp" / "data")
+    assert resolve_config(compose("task=maze", "preset=none")).run_dir == str(tmp_path / "outputs" / "maze" / "run")
     cfg = resolve_config(compose("data_dir=rel/data", "run_dir=s3://bucket/run/"))
     assert cfg.data_dir == os.path.join(str(tmp_path), "rel", "data")
     assert cfg.run_dir == "s3://bucket/run"

@@ -24,6 +24,7 @@ def test_preset_composes_and_starts_with_its_command(name):
                                                        or f"preset={name}" in lines[1])
     cfg = compose(f"preset={name}")
     assert cfg.task.name in DATA_FIELDS
+    assert cfg.run_name == (None if name == "none" else name)       # its own default folders
 
 
 @pytest.mark.parametrize("name, params", sorted(PAPER_PARAMS.items()))

@@ -102,7 +102,7 @@ def test_augment_stage_runs_as_a_submitted_job(ray_head, tmp_path):
          "--working-dir", str(REPO), "--no-wait",
          "--runtime-env-json", json.dumps({"env_vars": {"RAY_DATA_LOG_LEVEL": "WARNING"}}),
          "--", "python", "-m", "pipeline.run", "stage=augment", "task=sudoku", "task.size=4", "task.max_blanks=null",
-         "task.num_train=20", "task.num_test=10", "task.num_aug=1", f"data_dir={data_dir}"],
+         "task.num_train=20", "task.num_val=4", "task.num_test=10", "task.num_aug=1", f"data_dir={data_dir}"],
         env=env, capture_output=True, text=True, timeout=120)
     assert submitted.returncode == 0, submitted.stderr
     deadline = time.monotonic() + 240

@@ -4,6 +4,7 @@ One uninterrupted 2-worker run (module fixture) is the reference the other runs 
 on CPU every op is deterministic for a fixed thread count and gloo's 2-rank sum is order-free, and the
 data order, carries and RNG states are restored exactly, so no tolerance is needed.
 """
+import json
 import logging
 import os
 import shutil
@@ -224,6 +225,25 @@ def test_checkpoint_of_other_model_is_refused(baseline, tiny_data, tmp_path):
     shutil.copytree(baseline[0], run_dir)
     with pytest.raises(PipelineError, match="different model"):
         train(tiny_data, run_dir, f"train.steps={STEPS + 4}", "model.hidden_size=64")
+
+
+def test_dataset_of_another_task_is_refused(tiny_data, tmp_path):
+    with pytest.raises(PipelineError, match=r"holds a sudoku dataset, but task=maze; pass task=sudoku"):
+        train(tiny_data, tmp_path / "run", "task=maze")
+
+
+def test_checkpoint_trained_on_another_dataset_is_refused(baseline, tiny_data, tmp_path):
+    """Same shapes, other data (its fingerprint differs): resuming would mix two datasets in one run."""
+    data_dir, run_dir = tmp_path / "data", tmp_path / "run"
+    shutil.copytree(tiny_data, data_dir)
+    shutil.copytree(baseline[0], run_dir)
+    manifest = json.loads((data_dir / fmt.MANIFEST).read_text())
+    (data_dir / fmt.MANIFEST).write_text(json.dumps({**manifest, "fingerprint": {"seed": 1}}))
+    for _, path in ckpt.folders(str(run_dir), "checkpoint"):
+        saved = json.loads(open(os.path.join(path, ckpt.MANIFEST)).read())
+        open(os.path.join(path, ckpt.MANIFEST), "w").write(json.dumps({**saved, "fingerprint": {"seed": 0}}))
+    with pytest.raises(PipelineError, match=r"trained on another dataset .*\(seed: 0 there, 1 here\); use another run_dir"):
+        train(data_dir, run_dir, f"train.steps={STEPS + 4}")
 
 
 def test_cli_exit_code_on_missing_data(tmp_path):

@@ -1,7 +1,9 @@
 """`stage=all`: augment, train, then evaluate (eval for Sudoku/Maze, eval_arc for ARC) in sequence.
 
-A stage whose complete output already exists is skipped (the dataset manifest, the final checkpoint, the
-evaluation metrics), so rerunning after an interruption picks up where the last run stopped. The run
+A stage whose complete output exists and was made from this command's inputs is skipped (the dataset
+with the same fingerprint, the final checkpoint of `train.steps`, the metrics of the same checkpoint and
+options), so rerunning after an interruption picks up where the last run stopped, and a changed input
+reruns exactly the stages it affects. The run
 ends with a summary read back from what the stages wrote, so it also describes skipped stages.
 """
 import importlib
@@ -9,7 +11,7 @@ import logging
 import posixpath
 import time
 
-from pipeline import dataset_format, storage
+from pipeline import dataset_format, fingerprint, storage
 
 log = logging.getLogger(__name__)
 
@@ -19,12 +21,24 @@ def _eval_stage(cfg) -> str:
 
 
 def stage_done(cfg, stage: str) -> bool:
+    """Complete *and* made from this command's inputs. A stage that is not done runs; its own checks then
+    stop with the differences named where its output would otherwise be replaced or mixed (a dataset
+    made from another config without overwrite=true, checkpoints trained on another dataset)."""
     if stage == "augment":
-        return dataset_format.dataset_complete(cfg.data_dir)
+        if cfg.overwrite or not dataset_format.dataset_complete(cfg.data_dir):
+            return False
+        wanted = fingerprint.dataset_fingerprint(cfg)
+        return not fingerprint.differences(dataset_format.read_manifest(cfg.data_dir).get("fingerprint", wanted), wanted)
+    from pipeline import checkpoints, inference
     if stage == "train":
-        from pipeline.checkpoints import training_complete
-        return training_complete(cfg.run_dir, int(cfg.train.steps))
-    return storage.exists(storage.join(cfg.run_dir, stage, "metrics.json"))
+        return checkpoints.training_complete(cfg.run_dir, int(cfg.train.steps))
+    metrics_path = storage.join(cfg.run_dir, stage, "metrics.json")
+    if not storage.exists(metrics_path):
+        return False
+    path = inference.resolve_checkpoint(cfg.checkpoint, cfg.run_dir)
+    step = inference.checkpoint_info(path)[2].get("step")
+    wanted = fingerprint.evaluation_fingerprint(cfg, stage, path, step, dataset_format.read_manifest(cfg.data_dir))
+    return storage.read_json(metrics_path).get("fingerprint") == wanted
 
 
 def summary_lines(cfg, timings: dict) -> list:

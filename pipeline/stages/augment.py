@@ -2,39 +2,65 @@
 
 The task builders live in `pipeline/build_<task>.py`; each has `build(cfg, data_dir) -> dict` that
 writes the splits (through `dataset_format.write_split`) and returns the task's manifest fields.
+
+A complete dataset is kept only when it was made from this command's inputs (`pipeline.fingerprint`:
+the task options, the seed, the source files' sizes and digests); otherwise the stage stops and names
+what differs, or, with `overwrite=true`, builds the new dataset beside the old one and replaces it only
+once the build has succeeded (a bad source leaves the old dataset as it was).
 """
 import importlib
 import logging
 
 from pipeline import dataset_format as fmt
-from pipeline import storage
+from pipeline import fingerprint, storage
 from pipeline.errors import PipelineError
 from pipeline.ray_setup import init_ray
 
 log = logging.getLogger(__name__)
 
 BUILDERS = {"sudoku": "pipeline.build_sudoku", "maze": "pipeline.build_maze", "arc": "pipeline.build_arc"}
+SHOWN_DIFFERENCES = 3
 
 
 def run(cfg) -> dict:
     data_dir = cfg.data_dir
-    if fmt.dataset_complete(data_dir) and not cfg.overwrite:
-        manifest = fmt.read_manifest(data_dir)
-        log.info("dataset at %s is complete; keeping it (overwrite=true rebuilds it)", data_dir)
-        fmt.print_summary(manifest, data_dir)
-        return manifest
     if cfg.task.name not in BUILDERS:
         raise PipelineError(f"task={cfg.task.name!r} has no data builder; choose one of {sorted(BUILDERS)}")
+    wanted = fingerprint.dataset_fingerprint(cfg)
+    complete = fmt.dataset_complete(data_dir)
+    if complete:
+        manifest = fmt.read_manifest(data_dir)
+        changed = fingerprint.differences(manifest.get("fingerprint", wanted), wanted)
+        if not changed and not cfg.overwrite:
+            log.info("dataset at %s is complete and made from these inputs; keeping it", data_dir)
+            fmt.print_summary(manifest, data_dir)
+            return manifest
+        if changed and not cfg.overwrite:
+            more = f" (and {len(changed) - SHOWN_DIFFERENCES} more)" if len(changed) > SHOWN_DIFFERENCES else ""
+            raise PipelineError(f"data_dir={data_dir} holds a dataset made from other inputs: "
+                                f"{'; '.join(changed[:SHOWN_DIFFERENCES])}{more}. Pass overwrite=true to "
+                                f"rebuild it, or another data_dir")
     builder = importlib.import_module(BUILDERS[cfg.task.name])
     init_ray(cfg.ray)
-    # Unpublish first: if this run dies, no manifest claims the half-written shards are complete.
-    storage.remove(fmt.manifest_path(data_dir))
-    fmt.clear_incomplete(data_dir)
+    # A complete dataset is replaced only after the new one is built; an incomplete one is cleared first.
+    building = f"{data_dir.rstrip('/')}.rebuild" if complete else data_dir
+    if complete:
+        storage.remove(building)                           # a rebuild an earlier run left unfinished
+    else:
+        storage.remove(fmt.manifest_path(data_dir))        # unpublished: a crash leaves nothing "complete"
+    fmt.clear_incomplete(building)
     try:
-        fields = builder.build(cfg, data_dir)
-        manifest = fmt.publish_manifest(cfg, data_dir, fields)
+        fields = builder.build(cfg, building)
+        if complete:
+            log.info("replacing the dataset at %s (overwrite=true)", data_dir)
+            storage.remove(fmt.manifest_path(data_dir))       # unpublished first: never a mix of old and new
+            storage.remove(data_dir)
+            storage.move(building, data_dir)
+        manifest = fmt.publish_manifest(cfg, data_dir, {**fields, "fingerprint": wanted})
     except BaseException:
-        fmt.clear_incomplete(data_dir)
+        fmt.clear_incomplete(building)
+        if complete:
+            storage.remove(building)
         raise
     fmt.print_summary(manifest, data_dir)
     return manifest

@@ -21,8 +21,9 @@ import numpy as np
 import ray
 
 from augment import maze, sudoku
+from pipeline import checkpoints as ckpt
 from pipeline import dataset_format as fmt
-from pipeline import inference, render, sources, storage, test_time
+from pipeline import fingerprint, inference, render, sources, storage, test_time
 from pipeline.errors import PipelineError
 from pipeline.ray_setup import in_input_order, init_ray
 
@@ -46,12 +47,14 @@ def run(cfg) -> dict:
                             f"(use stage=eval_arc for ARC)")
     settings = test_time.settings_from_config(e, cfg.seed, task)
     init_ray(cfg.ray)
+    data_manifest = {}
     if e.source:
         source = str(e.source)
         ds = csv_dataset(source, task, saved_manifest)
     else:
         source = storage.join(cfg.data_dir, "test")
-        inference.check_fits(path, saved_manifest, fmt.read_manifest(cfg.data_dir), f"data_dir={cfg.data_dir}")
+        data_manifest = fmt.read_task_manifest(cfg)
+        ckpt.check_fits(path, saved_manifest, data_manifest, f"data_dir={cfg.data_dir}")
         if not storage.list_files(source, ".parquet"):
             raise PipelineError(f"no test puzzles under {source}: rebuild the dataset with stage=augment")
         ds = ray.data.read_parquet(source, columns=INPUT_COLUMNS)
@@ -72,7 +75,8 @@ def run(cfg) -> dict:
                     groups_per_file=PREDICTIONS_PER_FILE)
     metrics = summarize(_totals(predicted, settings.select), task, settings)
     metrics.update(task=task, checkpoint=path, checkpoint_step=meta.get("step"), source=source,
-                   ema=bool(e.ema), halt_on_q=bool(e.halt_on_q), wall_seconds=wall_seconds)
+                   ema=bool(e.ema), halt_on_q=bool(e.halt_on_q), wall_seconds=wall_seconds,
+                   fingerprint=fingerprint.evaluation_fingerprint(cfg, "eval", path, meta.get("step"), data_manifest))
     if int(e.render):
         metrics["rendered"] = render_puzzles(ds, path, e, task, out_dir)
     storage.write_json_atomic(storage.join(out_dir, "metrics.json"), metrics)

@@ -19,7 +19,8 @@ import numpy as np
 import ray
 
 from augment import arc
-from pipeline import arc_voting, inference, storage
+from pipeline import arc_voting, fingerprint, inference, storage
+from pipeline import checkpoints as ckpt
 from pipeline import dataset_format as fmt
 from pipeline.arc_identifiers import IDENTIFIER_FIELDS
 from pipeline.errors import PipelineError
@@ -42,7 +43,7 @@ def run(cfg) -> dict:
         raise PipelineError(f"eval_arc.pass_ks={list(ea.pass_ks)}: need positive integers")
     if ea.num_aug is not None and int(ea.num_aug) < 0:
         raise PipelineError(f"eval_arc.num_aug={ea.num_aug}: must be >= 0 (or null for every version)")
-    manifest = fmt.read_manifest(cfg.data_dir)
+    manifest = fmt.read_task_manifest(cfg)
     if manifest.get("task") != "arc":
         raise PipelineError(f"data_dir={cfg.data_dir} holds a {manifest.get('task')!r} dataset; stage=eval_arc needs "
                             f"an ARC dataset (task=arc)")
@@ -63,7 +64,7 @@ def run(cfg) -> dict:
         path = inference.resolve_checkpoint(cfg.checkpoint, cfg.run_dir, data_dir=cfg.data_dir,
                                             identifiers=cfg.task.get("identifiers"), num_aug=ea.num_aug)
         _, saved_manifest, meta = inference.checkpoint_info(path)
-        inference.check_fits(path, saved_manifest, manifest, f"data_dir={cfg.data_dir}", also=IDENTIFIER_FIELDS)
+        ckpt.check_fits(path, saved_manifest, manifest, f"data_dir={cfg.data_dir}", also=IDENTIFIER_FIELDS)
         storage.remove(out_dir)   # stateless: nothing from an earlier evaluation is pooled in
         init_ray(cfg.ray)
         info.update(checkpoint=path, checkpoint_step=meta.get("step"), ema=bool(cfg.eval.ema),
@@ -80,6 +81,8 @@ def run(cfg) -> dict:
     metrics.update(info, predictions=int(count), num_aug=ea.num_aug,
                    test_outputs_known=bool(manifest.get("test_outputs_known", bool(truth))))
     metrics["invalid_predictions"] = metrics["predictions"] - metrics.pop("valid_predictions")
+    metrics["fingerprint"] = fingerprint.evaluation_fingerprint(cfg, "eval_arc", info.get("checkpoint"),
+                                                                info.get("checkpoint_step"), manifest)
     storage.write_json_atomic(storage.join(out_dir, "submission.json"), submission)
     storage.write_json_atomic(storage.join(out_dir, "metrics.json"), metrics)
     print_table(metrics, ks)

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from pipeline import checkpoints as ckpt
 from pipeline import dataset_format as fmt
-from pipeline import reference_checkpoint, storage
+from pipeline import fingerprint, reference_checkpoint, storage
 from pipeline.errors import PipelineError
 from pipeline.metrics_log import read_metrics, write_curves
 from pipeline.progress import Board, DriverProgress
@@ -52,11 +52,12 @@ def _check_resumable(path: str, cfg, model_config, manifest: dict) -> int:
     read: at ARC scale state.pt holds 1.8 GB); return its step."""
     saved, saved_manifest, meta = (storage.read_json(storage.join(path, name))
                                    for name in (ckpt.CONFIG, ckpt.MANIFEST, ckpt.META))
-    for key in ckpt.MANIFEST_FIELDS:
-        if saved_manifest.get(key) != manifest.get(key):
-            raise PipelineError(f"checkpoint {path} was trained on data with {key}={saved_manifest.get(key)}, "
-                                f"but the dataset at {cfg.data_dir} has {key}={manifest.get(key)}; "
-                                f"use another run_dir or the original data_dir")
+    ckpt.check_fits(path, saved_manifest, manifest, f"data_dir={cfg.data_dir}")
+    changed = fingerprint.differences(saved_manifest.get("fingerprint", {}), manifest.get("fingerprint", {}))
+    if saved_manifest.get("fingerprint") and manifest.get("fingerprint") and changed:
+        raise PipelineError(f"checkpoint {path} was trained on another dataset than the one at {cfg.data_dir} "
+                            f"({'; '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}); use another run_dir "
+                            f"for this dataset, or the data_dir it was trained on")
     saved_model = ckpt.model_config(saved["model"], saved_manifest, source=f"checkpoint {path}: model")
     if saved_model != model_config:
         diff = {k: (v, getattr(model_config, k)) for k, v in asdict(saved_model).items()
@@ -172,7 +173,7 @@ def run(cfg) -> dict:
 
     from pipeline.config import saved_config
 
-    manifest = fmt.read_manifest(cfg.data_dir)
+    manifest = fmt.read_task_manifest(cfg)
     t = cfg.train
     _check_options(t)
     model_config = ckpt.model_config(OmegaConf.to_container(cfg.model, resolve=True), manifest)
