@@ -14,6 +14,7 @@ Layout under `data_dir` (local or `s3://`):
 """
 import datetime
 import logging
+import posixpath
 import uuid
 
 import numpy as np
@@ -164,20 +165,25 @@ def write_split(ds, data_dir: str, split: str, groups_per_file: int | None,
         ds = ds.map_batches(_with_shard, batch_format="pyarrow", fn_kwargs=dict(groups_per_file=groups_per_file))
     staging = staging_dir(data_dir, split)
     storage.remove(staging)
-    staged = ds.map_batches(_stage_fragments, batch_format="pyarrow", batch_size=None,
-                            fn_kwargs=dict(staging=staging)).materialize()
-    shards = sorted({int(r[SHARD]) for r in staged.select_columns([SHARD]).take_all()})
-    if shards:
-        ray.data.from_items([{SHARD: k} for k in shards], override_num_blocks=len(shards)).map_batches(
-            _merge_shard, batch_size=1, batch_format="pyarrow",
-            fn_kwargs=dict(staging=staging, directory=storage.join(data_dir, split),
-                           options=parquet_options or {})).materialize()
+    ds.map_batches(_stage_fragments, batch_format="pyarrow", batch_size=None,
+                   fn_kwargs=dict(staging=staging)).materialize()
+    directory = storage.join(data_dir, split)
+    ray.get([_merge_shard.remote(shard, staging, directory, parquet_options or {}) for shard in _staged_shards(staging)])
     storage.remove(staging)
 
 
 def _with_shard(batch: pa.Table, *, groups_per_file: int) -> pa.Table:
     groups = batch.column("group_id").to_numpy()
     return batch.append_column(SHARD, pa.array(groups // groups_per_file, type=pa.int64()))
+
+
+def _staged_shards(staging: str) -> list[int]:
+    """The file indices that received fragments: the staging folder's subfolders (one listing call)."""
+    fs, root = storage.filesystem(staging)
+    fs.invalidate_cache()
+    if not fs.exists(root):
+        return []
+    return sorted(int(posixpath.basename(p.rstrip("/"))) for p in fs.ls(root, detail=False))
 
 
 def _stage_fragments(block: pa.Table, *, staging: str) -> pa.Table:
@@ -195,9 +201,10 @@ def _stage_fragments(block: pa.Table, *, staging: str) -> pa.Table:
     return pa.table({SHARD: pa.array(touched, type=pa.int64())})
 
 
-def _merge_shard(batch: pa.Table, *, staging: str, directory: str, options: dict) -> pa.Table:
+@ray.remote
+def _merge_shard(shard: int, staging: str, directory: str, options: dict) -> int:
     """A file's fragments (any number, any order) -> `part-<shard>.parquet`, sorted; returns its row count."""
-    shard = batch.column(SHARD)[0].as_py()
+    import ray.data  # noqa: F401  (registers Ray's tensor extension types, so fragments read back as written)
     fragments = storage.list_files(storage.join(staging, f"{shard:06d}"), ".parquet")
     fs, _ = storage.filesystem(directory)
     rows = pa.concat_tables([pq.read_table(storage.filesystem(f)[1], filesystem=fs) for f in fragments])
@@ -206,7 +213,7 @@ def _merge_shard(batch: pa.Table, *, staging: str, directory: str, options: dict
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     with fs.open(path, "wb") as f:
         pq.write_table(rows, f, compression="zstd", **options)
-    return pa.table({"rows": [rows.num_rows]})
+    return rows.num_rows
 
 
 def publish_manifest(cfg, data_dir: str, fields: dict) -> dict:

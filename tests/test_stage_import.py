@@ -43,7 +43,7 @@ def test_eval_of_a_reference_run_equals_eval_of_its_source(exported):
 def test_fine_tuning_starts_from_the_reference_weights(exported):
     run_dir = exported / "finetune"
     common = ["stage=train", "task=sudoku", f"data_dir={exported / 'data'}", f"run_dir={run_dir}", *TINY_MODEL,
-              "train.num_workers=1", "train.global_batch_size=8", "train.steps=2", "train.eval_every=0",
+              f"model.halt_exploration_prob={CONFIG.halt_exploration_prob}", "train.num_workers=1", "train.global_batch_size=8", "train.steps=2", "train.eval_every=0",
               f"train.init_from={exported / 'reference' / 'step_42'}"]
     with pytest.raises(PipelineError, match=r"holds another model .*model.hidden_size=32"):
         run_stage(compose(*common, "model.hidden_size=64"))
