@@ -116,7 +116,8 @@ def test_augment_stage_runs_as_a_submitted_job(ray_head, tmp_path):
     assert "job 'trm-augment-test' succeeded" in status, f"{status}\n{logs}"
     manifest = fmt.read_manifest(str(data_dir))
     assert manifest["seq_len"] == 16
-    assert set(manifest["splits"]) == {"train", "test"}
+    assert set(manifest["splits"]) == {"train", "val", "test"}
+    assert manifest["splits"]["val"]["examples"] + manifest["dropped_equivalent_val"] == 4
     # The uploaded package left out the ignored folders, and Hydra wrote nothing into it (no run dir,
     # no .hydra) that would vanish with it.
     packages = [p for p in temp_dir.glob("session_latest/runtime_resources/working_dir_files/*") if p.is_dir()]
