@@ -59,11 +59,12 @@ def build(cfg, data_dir: str) -> dict:
             raise PipelineError(f"task.task_ids: {missing} not found in task.subsets={subsets} of {source}")
     groups = [(s, tid, t) for s in subsets for tid, (t, _) in loaded[s].items() if tid not in exclude]
     canvas = int(task.canvas)
-    too_large = {s: sum(1 for g in groups if g[0] == s and not arc.fits(g[2], canvas)) for s in subsets}
+    fitting = [arc.fits(t, canvas) for _, _, t in groups]
+    too_large = {s: sum(1 for (g, _, _), ok in zip(groups, fitting) if g == s and not ok) for s in subsets}
     if any(too_large.values()):
         log.info("task.canvas=%d: left out %s tasks with a grid side above %d", canvas,
                  ", ".join(f"{k} {s}" for s, k in too_large.items() if k), canvas)
-    groups = [g for g in groups if arc.fits(g[2], canvas)]
+    groups = [g for g, ok in zip(groups, fitting) if ok]
     if not any(s == test_subset for s, _, _ in groups):
         dropped = f" (task.canvas={canvas} left out {too_large[test_subset]} of them)" if too_large[test_subset] else ""
         raise PipelineError(f"task.test_subset={test_subset}: no tasks left to test on{dropped}")
@@ -127,7 +128,8 @@ def build(cfg, data_dir: str) -> dict:
                         parquet_options={**PARQUET_OPTIONS, "row_group_size": int(task.rows_per_group)})
 
     return {
-        "seq_len": canvas * canvas, "canvas": canvas, "too_large_for_canvas": too_large, "vocab_size": arc.VOCAB_SIZE, "num_puzzle_identifiers": int(1 + sizes.sum()),
+        "seq_len": canvas * canvas, "vocab_size": arc.VOCAB_SIZE, "num_puzzle_identifiers": int(1 + sizes.sum()),
+        "canvas": canvas, "too_large_for_canvas": too_large,
         "source": source, "subsets": {s: sum(1 for g in groups if g[0] == s) for s in subsets},
         "test_subset": test_subset, "num_aug": num_aug, "version_names": task.get("identifiers"),
         "versions": int(sizes.sum()), "augmentation_shortfall": short,

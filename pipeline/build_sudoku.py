@@ -54,8 +54,7 @@ def build(cfg, data_dir: str) -> dict:
         leaked = np.array([row.tobytes() in train_keys for row in kept["canonical"]], dtype=bool)
         if leaked.any():
             log.warning("dropped %d %s puzzles equivalent to a training puzzle", int(leaked.sum()), split)
-        originals[split] = originals[split].map_batches(
-            _drop_groups, batch_format="numpy", fn_kwargs=dict(groups=kept["group_id"][leaked]))
+        originals[split], _ = fmt.split_by_groups(originals[split], kept["group_id"][leaked])
         dropped[split] = int(leaked.sum())
     originals = {split: ds.drop_columns(["canonical"]) for split, ds in originals.items()}
     histogram = {split: _rating_histogram(_collect(ds, ["rating"])["rating"]) for split, ds in originals.items()}
@@ -208,11 +207,6 @@ def _with_canonical(batch, *, n: int) -> dict:
     questions = sudoku.from_tokens(batch["inputs"], n)
     solutions = sudoku.from_tokens(batch["labels"], n)
     return {**batch, "canonical": sudoku.canonical_form(questions, solutions).astype(np.uint8)}
-
-
-def _drop_groups(batch, *, groups: np.ndarray) -> dict:
-    keep = ~np.isin(batch["group_id"], groups)
-    return {k: v[keep] for k, v in batch.items()}
 
 
 def _augmented(ds, cfg, n: int):

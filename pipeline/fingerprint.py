@@ -60,6 +60,12 @@ def _identity(fs, path: str) -> str:
     return f"{info['size']}:{digest.hexdigest()}"
 
 
+def describe(changes: list[str], shown: int = 3) -> str:
+    """The first `shown` differences, `; `-joined, and how many more there are."""
+    more = f" (and {len(changes) - shown} more)" if len(changes) > shown else ""
+    return "; ".join(changes[:shown]) + more
+
+
 def differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
     """`key: <saved> there, <wanted> here` for every dotted key whose values differ (missing = null)."""
     out = []

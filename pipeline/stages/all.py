@@ -25,10 +25,8 @@ def stage_done(cfg, stage: str) -> bool:
     stop with the differences named where its output would otherwise be replaced or mixed (a dataset
     made from another config without overwrite=true, checkpoints trained on another dataset)."""
     if stage == "augment":
-        if cfg.overwrite or not dataset_format.dataset_complete(cfg.data_dir):
-            return False
-        wanted = fingerprint.dataset_fingerprint(cfg)
-        return not fingerprint.differences(dataset_format.read_manifest(cfg.data_dir).get("fingerprint", wanted), wanted)
+        from pipeline.stages import augment
+        return not cfg.overwrite and augment.changes_from_existing(cfg, fingerprint.dataset_fingerprint(cfg)) == []
     from pipeline import checkpoints, inference
     if stage == "train":
         return checkpoints.training_complete(cfg.run_dir, int(cfg.train.steps))

@@ -19,7 +19,14 @@ from pipeline.ray_setup import init_ray
 log = logging.getLogger(__name__)
 
 BUILDERS = {"sudoku": "pipeline.build_sudoku", "maze": "pipeline.build_maze", "arc": "pipeline.build_arc"}
-SHOWN_DIFFERENCES = 3
+
+
+def changes_from_existing(cfg, wanted: dict) -> list[str] | None:
+    """None when `data_dir` holds no complete dataset; else how it differs from `wanted` (a fingerprint):
+    [] when it was made from these inputs (a dataset from before fingerprints counts as such)."""
+    if not fmt.dataset_complete(cfg.data_dir):
+        return None
+    return fingerprint.differences(fmt.read_manifest(cfg.data_dir).get("fingerprint", wanted), wanted)
 
 
 def run(cfg) -> dict:
@@ -27,19 +34,17 @@ def run(cfg) -> dict:
     if cfg.task.name not in BUILDERS:
         raise PipelineError(f"task={cfg.task.name!r} has no data builder; choose one of {sorted(BUILDERS)}")
     wanted = fingerprint.dataset_fingerprint(cfg)
-    complete = fmt.dataset_complete(data_dir)
-    if complete:
-        manifest = fmt.read_manifest(data_dir)
-        changed = fingerprint.differences(manifest.get("fingerprint", wanted), wanted)
-        if not changed and not cfg.overwrite:
-            log.info("dataset at %s is complete and made from these inputs; keeping it", data_dir)
-            fmt.print_summary(manifest, data_dir)
-            return manifest
-        if changed and not cfg.overwrite:
-            more = f" (and {len(changed) - SHOWN_DIFFERENCES} more)" if len(changed) > SHOWN_DIFFERENCES else ""
+    changed = changes_from_existing(cfg, wanted)
+    complete = changed is not None
+    if complete and not cfg.overwrite:
+        if changed:
             raise PipelineError(f"data_dir={data_dir} holds a dataset made from other inputs: "
-                                f"{'; '.join(changed[:SHOWN_DIFFERENCES])}{more}. Pass overwrite=true to "
-                                f"rebuild it, or another data_dir")
+                                f"{fingerprint.describe(changed)}. Pass overwrite=true to rebuild it, or another "
+                                f"data_dir")
+        manifest = fmt.read_manifest(data_dir)
+        log.info("dataset at %s is complete and made from these inputs; keeping it", data_dir)
+        fmt.print_summary(manifest, data_dir)
+        return manifest
     builder = importlib.import_module(BUILDERS[cfg.task.name])
     init_ray(cfg.ray)
     # A complete dataset is replaced only after the new one is built; an incomplete one is cleared first.

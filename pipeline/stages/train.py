@@ -53,11 +53,12 @@ def _check_resumable(path: str, cfg, model_config, manifest: dict) -> int:
     saved, saved_manifest, meta = (storage.read_json(storage.join(path, name))
                                    for name in (ckpt.CONFIG, ckpt.MANIFEST, ckpt.META))
     ckpt.check_fits(path, saved_manifest, manifest, f"data_dir={cfg.data_dir}")
-    changed = fingerprint.differences(saved_manifest.get("fingerprint", {}), manifest.get("fingerprint", {}))
-    if saved_manifest.get("fingerprint") and manifest.get("fingerprint") and changed:
+    trained_on, here = saved_manifest.get("fingerprint"), manifest.get("fingerprint")
+    changed = fingerprint.differences(trained_on, here) if trained_on and here else []
+    if changed:
         raise PipelineError(f"checkpoint {path} was trained on another dataset than the one at {cfg.data_dir} "
-                            f"({'; '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}); use another run_dir "
-                            f"for this dataset, or the data_dir it was trained on")
+                            f"({fingerprint.describe(changed)}); use another run_dir for this dataset, or the "
+                            f"data_dir it was trained on")
     saved_model = ckpt.model_config(saved["model"], saved_manifest, source=f"checkpoint {path}: model")
     if saved_model != model_config:
         diff = {k: (v, getattr(model_config, k)) for k, v in asdict(saved_model).items()
