@@ -17,6 +17,7 @@ from pipeline import checkpoints as ckpt
 from pipeline import reference_checkpoint
 from pipeline import storage, test_time
 from pipeline.errors import PipelineError
+from pipeline.ray_setup import torch_threads
 from pipeline.train_loop import to_examples
 from trm import EMA, TRM, Carry, evaluate_batch, refill
 from trm.noise import RowKeyedNormal
@@ -87,7 +88,7 @@ class Predictor:
     def __init__(self, path: str, use_ema: bool, halt_on_q: bool, device: str, threads: int, passthrough: list,
                  settings: test_time.Settings | None = None, task: str | None = None, size: int | None = None):
         if device == "cpu":
-            torch.set_num_threads(max(1, threads))   # the actor's CPU share, not the whole machine
+            torch.set_num_threads(torch_threads(threads))   # the actor's CPU share, not the whole machine
         self.device = torch.device(device)
         self.model = load_model(path, use_ema, self.device)
         self.halt_on_q, self.passthrough = halt_on_q, passthrough

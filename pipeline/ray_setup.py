@@ -19,6 +19,13 @@ log = logging.getLogger(__name__)
 _started_address: str | None = None   # the RAY_ADDRESS this process set for the local Ray it started
 
 
+def torch_threads(cpus: float) -> int:
+    """Torch threads for a worker granted `cpus` Ray CPUs: whole CPUs, at least 1, never more than the cores
+    this process may run on (a Ray started with more logical CPUs than the machine has would oversubscribe)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(int(cpus), cores))
+
+
 # Ray's warnings that are expected here and alarm users for nothing: training workers hold CPUs while
 # their own Ray Data reads run (not a hang), and the stages turn Ray Data's per-read bars off on purpose.
 _EXPECTED_WARNINGS = ("does not have any available CPUs", "Progress bars disabled")

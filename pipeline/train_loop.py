@@ -3,18 +3,17 @@
 Every rank holds the whole model (no DDP wrapper: `trm.average_gradients` all-reduces the gradients,
 the sparse puzzle-table optimiser all-gathers its rows) and `global_batch_size / world` carry slots.
 
-Data order. Every rank streams the same train split with the same seeded per-epoch shuffle and keeps
-the rows whose position p in that stream has p % world == rank. The order each rank sees is thereby a
-pure function of (seed, epoch, rank, world): ranks never overlap, and a restarted rank can skip exactly
-the rows it had consumed. Ray Data's `streaming_split` is not used because it assigns blocks to whichever
-rank asks first (no ordering guarantee), which would make exact resume impossible.
+Data order: the reference's sampler (`pipeline.sampling`): per epoch a seeded permutation of the groups,
+one version of each drawn uniformly, all of its examples; rank r keeps the epoch's positions p with
+p % world == r. The order each rank sees is thereby a pure function of (seed, epoch, rank, world): ranks
+never overlap, and a restarted rank skips exactly the rows it had consumed. Rows are read straight from the
+split's Parquet files (`pipeline.split_reader`), not through Ray Data, so training needs no CPU for read tasks.
 
-Two ways to get that stream, chosen by the split's size (`train.in_memory_mb`):
-- in memory (Sudoku, Maze, small ARC builds): every rank reads the split once and draws a seeded full
-  permutation of it per epoch. Re-reading a small split through Ray Data every epoch costs seconds of
-  CPU per epoch, which on a small box slows the training steps it overlaps by half or more.
-- streamed (ARC at aug 1000, 6.5 GB): every rank reads the whole split once per epoch through a seeded
-  local shuffle buffer; the read is small next to the compute (one epoch lasts thousands of steps).
+Two ways to hold the rows, chosen by the split's size (`train.in_memory_mb`):
+- in memory (Sudoku, Maze, small ARC builds): every rank reads the split once.
+- streamed (ARC at aug 1000, 6.5 GB): every rank keeps the split's small index (group and version of each
+  row: 12 bytes a row) and reads, for a window of upcoming epochs, only the row groups holding its rows of
+  them (`train.stream_window_rows` rows held at a time, plus the row groups being read).
 
 Feeding (the reference's persistent carry): each step only the slots that halted take the next examples
 of the rank's stream; the others keep their example and (y, z).
@@ -36,7 +35,9 @@ from pipeline import checkpoints as ckpt
 from pipeline import storage
 from pipeline.metrics_log import MetricsLog
 from pipeline.progress import Poster
-from pipeline.ray_setup import quiet_expected_ray_warnings
+from pipeline.ray_setup import quiet_expected_ray_warnings, torch_threads
+from pipeline.sampling import GroupSampler
+from pipeline.split_reader import SplitFiles
 from trm import EMA, TRM, Carry, TRMConfig, act_loss, average_gradients, build_optimizers, evaluate_batch
 from trm import load_training_state, refill, set_lr, training_state
 
@@ -57,15 +58,18 @@ def to_examples(batch: dict) -> dict:
 class ExampleStream:
     """This rank's examples, epoch after epoch, from a position (epoch, rows of this rank consumed)."""
 
-    def __init__(self, shard, seed: int, rank: int, world: int, shuffle_buffer: int, chunk: int,
-                 epoch: int = 0, consumed: int = 0, in_memory: bool = False, prefetch_chunks: int = 8):
-        self.shard, self.seed, self.rank, self.world = shard, seed, rank, world
-        self.shuffle_buffer, self.chunk, self.in_memory = shuffle_buffer, chunk, in_memory
-        self._rows: dict | None = None   # the whole split, when in_memory
+    def __init__(self, split: SplitFiles, sampler: GroupSampler, rank: int, world: int, chunk: int,
+                 window_rows: int, epoch: int = 0, consumed: int = 0, in_memory: bool = False,
+                 prefetch_chunks: int = 8):
+        if sampler.min_epoch_rows <= rank:
+            raise RuntimeError(f"rank {rank}: the train split of {split.split_dir} has {sampler.min_epoch_rows} "
+                               f"examples in an epoch, fewer than the {world} workers")
+        self.split, self.sampler, self.rank, self.world = split, sampler, rank, world
+        self.chunk, self.in_memory, self.window_rows = chunk, in_memory, max(1, int(window_rows))
         self.epoch, self.consumed = epoch, consumed
         self._current: tuple[int, dict] | None = None   # (epoch, rows) read but not taken yet
-        # A reader thread keeps chunks ready: starting each epoch's Ray Data read takes seconds, which
-        # would otherwise stall training at every epoch boundary. The order does not depend on timing.
+        # A reader thread keeps chunks ready, so reading never stalls a step (at an epoch or window boundary).
+        # The order does not depend on timing.
         self._queue: queue.Queue = queue.Queue(maxsize=prefetch_chunks)
         self._stop = threading.Event()
         self._reader = threading.Thread(target=self._read, args=(epoch, consumed), daemon=True,
@@ -90,48 +94,32 @@ class ExampleStream:
         self._stop.set()
         self._reader.join(timeout=5)
 
-    def _epoch_seed(self, epoch: int) -> int:
-        # The same on every rank: the ranks partition one shuffled stream.
-        return (self.seed * 1_000_003 + epoch) % 2**31
-
-    def _streamed_epoch(self, epoch: int):
-        """This rank's rows of one epoch, read from storage through a seeded local shuffle buffer."""
-        position = 0
-        for batch in self.shard.iter_batches(
-                batch_size=self.chunk, batch_format="numpy", drop_last=False,
-                local_shuffle_buffer_size=self.shuffle_buffer or None,
-                local_shuffle_seed=self._epoch_seed(epoch) if self.shuffle_buffer else None):
-            n = len(batch["puzzle_identifier"])
-            mine = (position + np.arange(n)) % self.world == self.rank
-            position += n
-            yield {k: batch[k][mine] for k in COLUMNS}
-
-    def _in_memory_epoch(self, epoch: int):
-        """This rank's rows of one epoch: a seeded permutation of the split, read once."""
-        if self._rows is None:
-            self._rows = read_whole(self.shard) or {k: np.zeros(0, np.int64) for k in COLUMNS}
-        order = np.random.default_rng(self._epoch_seed(epoch)).permutation(len(self._rows["puzzle_identifier"]))
-        mine = order[self.rank::self.world]
-        for start in range(0, len(mine), self.chunk):
-            index = mine[start:start + self.chunk]
-            yield {k: v[index] for k, v in self._rows.items()}
+    def _windows(self, epoch: int, skip: int):
+        """(epochs, their positions for this rank, rows of them): consecutive epochs, about window_rows rows
+        each (the whole split's worth when in memory)."""
+        whole = self.split.read_columns(list(COLUMNS)) if self.in_memory else None
+        while True:
+            epochs, positions = [], []
+            while not epochs or sum(map(len, positions)) < self.window_rows:
+                mine = self.sampler.rank_epoch(epoch, self.rank, self.world)[skip:]
+                epochs.append(epoch)
+                positions.append(mine)
+                epoch, skip = epoch + 1, 0
+                if whole is not None:
+                    break
+            flat = np.concatenate(positions)
+            rows = ({k: v[flat] for k, v in whole.items()} if whole is not None
+                    else self.split.read_rows(flat, list(COLUMNS)))
+            yield epochs, [len(p) for p in positions], rows
 
     def _iterate(self, epoch: int, skip: int):
-        epoch_rows = self._in_memory_epoch if self.in_memory else self._streamed_epoch
-        while True:
-            produced = 0
-            for rows in epoch_rows(epoch):
-                produced += len(rows["puzzle_identifier"])
-                if skip:
-                    dropped = min(skip, len(rows["puzzle_identifier"]))
-                    rows = {k: v[dropped:] for k, v in rows.items()}
-                    skip -= dropped
-                if len(rows["puzzle_identifier"]):
-                    yield epoch, rows
-            if produced == 0:
-                raise RuntimeError(f"rank {self.rank}: the train split has no rows for this rank "
-                                   f"({self.world} workers)")
-            epoch, skip = epoch + 1, 0
+        for epochs, lengths, rows in self._windows(epoch, skip):
+            at = 0
+            for epoch, length in zip(epochs, lengths):
+                for start in range(at, at + length, self.chunk):
+                    stop = min(start + self.chunk, at + length)
+                    yield epoch, {k: v[start:stop] for k, v in rows.items()}
+                at += length
 
     def take(self, k: int) -> dict:
         """The next k examples as trm example tensors; advances (epoch, consumed)."""
@@ -163,26 +151,19 @@ def _all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
-def read_whole(shard) -> dict | None:
-    """Every row of a dataset shard, in its order, as numpy COLUMNS; None when it has no rows."""
-    batches = list(shard.iter_batches(batch_size=4096, batch_format="numpy"))
-    if not batches:
-        return None
-    return {k: np.concatenate([b[k] for b in batches]) for k in COLUMNS}
-
-
 def split_fits_in_memory(t: dict, manifest: dict) -> bool:
     """Whether each worker holds the train split in memory (tokens as uint8, one int64 id per row)."""
     examples = manifest.get("splits", {}).get("train", {}).get("examples", 0)
     return examples * (2 * int(manifest["seq_len"]) + 8) <= float(t["in_memory_mb"]) * 2**20
 
 
-def load_eval_examples(shard, rank: int, world: int) -> dict | None:
-    """This rank's share (every world-th row) of the fixed evaluation subset."""
-    columns = read_whole(shard) if shard is not None else None
-    if columns is None:
+def load_eval_examples(split: SplitFiles, limit: int | None, rank: int, world: int) -> dict | None:
+    """This rank's share (every world-th row) of the evaluation split's first `limit` rows (None: all)."""
+    columns = split.read_columns(list(COLUMNS))
+    positions = np.arange(split.rows if limit is None else min(int(limit), split.rows))[rank::world]
+    if not len(positions):
         return None
-    return to_examples({k: v[rank::world] for k, v in columns.items()})
+    return to_examples({k: v[positions] for k, v in columns.items()})
 
 
 def evaluate(model: TRM, ema: EMA | None, examples: dict | None, batch_size: int, device) -> dict:
@@ -288,6 +269,7 @@ def train_loop(config: dict) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
+    torch.set_num_threads(torch_threads(config["cpus"]))
     global_batch, total_steps, seed = int(t["global_batch_size"]), int(t["steps"]), int(config["seed"])
 
     torch.manual_seed(seed)   # identical initial weights on every rank
@@ -317,11 +299,15 @@ def train_loop(config: dict) -> None:
             log.info("resumed from %s at step %d", where, step)
     start_step = step
 
-    stream = ExampleStream(ray.train.get_dataset_shard("train"), seed, rank, world,
-                           shuffle_buffer=int(t["shuffle_buffer"]), chunk=max(256, global_batch // world),
-                           epoch=epoch, consumed=consumed, in_memory=split_fits_in_memory(t, config["manifest"]))
-    eval_shard = ray.train.get_dataset_shard("eval") if config["has_eval"] else None
-    eval_examples = load_eval_examples(eval_shard, rank, world) if eval_shard is not None else None
+    train_split = SplitFiles(storage.join(config["data_dir"], "train"))
+    index = train_split.read_columns(["group_id", "aug_index"])
+    stream = ExampleStream(train_split, GroupSampler(index["group_id"], index["aug_index"], seed), rank, world,
+                           chunk=max(256, global_batch // world), epoch=epoch, consumed=consumed,
+                           in_memory=split_fits_in_memory(t, config["manifest"]),
+                           window_rows=int(t["stream_window_rows"]))
+    del index
+    eval_examples = (load_eval_examples(SplitFiles(storage.join(config["data_dir"], "val")), t["eval_examples"],
+                                        rank, world) if config["has_eval"] else None)
     metrics_log, progress = None, Poster(config.get("progress_board"))
     if rank == 0:
         metrics_log = MetricsLog(config["run_dir"], upto_step=start_step, logger=config["logger"],

@@ -49,7 +49,7 @@ def tiny_overrides() -> list[str]:
     return ["model.hidden_size=32", "model.num_heads=2", "model.L_layers=1", "model.H_cycles=2", "model.L_cycles=2",
             "model.halt_max_steps=4", "model.puzzle_emb_len=2", "train.num_workers=2", "train.global_batch_size=16",
             f"train.steps={STEPS}", "train.lr=3e-3", "train.lr_warmup_steps=2", "train.checkpoint_every=4",
-            "train.eval_every=6", "train.eval_examples=32", "train.keep_last=2", "train.shuffle_buffer=64"]
+            "train.eval_every=6", "train.eval_examples=32", "train.keep_last=2", "train.stream_window_rows=40"]
 
 
 def train(data_dir, run_dir, *extra):
@@ -94,20 +94,20 @@ def baseline(tiny_data, tmp_path_factory):
 
 @pytest.mark.parametrize("in_memory", [True, False], ids=["in_memory", "streamed"])
 def test_example_stream_partitions_ranks_and_resumes_exactly(tiny_data, in_memory):
-    import ray
-    from ray.data import ExecutionOptions
-
+    from pipeline.sampling import GroupSampler
+    from pipeline.split_reader import SplitFiles
     from pipeline.train_loop import ExampleStream
-    ds = ray.data.read_parquet(os.path.join(tiny_data, "train"))
-    ds.context.execution_options = ExecutionOptions(preserve_order=True)
+    split = SplitFiles(os.path.join(tiny_data, "train"))
+    index = split.read_columns(["group_id", "aug_index"])
+    sampler = GroupSampler(index["group_id"], index["aug_index"], seed=3)
 
     def rows(stream, n):
         taken = stream.take(n)
         return [tuple(row.tolist()) + (int(i),) for row, i in zip(taken["inputs"], taken["puzzle_identifiers"])]
 
     def stream(rank, world, **position):
-        return ExampleStream(ds, seed=3, rank=rank, world=world, shuffle_buffer=64, chunk=32, in_memory=in_memory,
-                             **position)
+        return ExampleStream(split, sampler, rank=rank, world=world, chunk=32, in_memory=in_memory,
+                             window_rows=40, **position)
 
     streams = [stream(r, 2) for r in range(2)]
     epoch0 = [rows(s, 128) for s in streams]   # 256 rows, 2 ranks: exactly one epoch each
@@ -120,6 +120,23 @@ def test_example_stream_partitions_ranks_and_resumes_exactly(tiny_data, in_memor
     assert rows(resumed, 30) == ahead[20:]
     for opened in streams + [whole, resumed]:
         opened.close()
+
+
+def test_streamed_and_in_memory_streams_hand_out_the_same_rows(tiny_data):
+    """Both paths follow the sampler's positions: a window of epochs read by row group equals the split held."""
+    from pipeline.sampling import GroupSampler
+    from pipeline.split_reader import SplitFiles
+    from pipeline.train_loop import ExampleStream
+    split = SplitFiles(os.path.join(tiny_data, "train"))
+    index = split.read_columns(["group_id", "aug_index"])
+    sampler = GroupSampler(index["group_id"], index["aug_index"], seed=5)
+    taken = []
+    for in_memory in (True, False):
+        stream = ExampleStream(split, sampler, rank=1, world=2, chunk=48, window_rows=100, in_memory=in_memory,
+                               epoch=2, consumed=7)
+        taken.append(stream.take(400))    # several epochs and windows
+        stream.close()
+    assert all(torch.equal(taken[0][k], taken[1][k]) for k in taken[0])
 
 
 def test_two_workers_complete_and_loss_falls(baseline):

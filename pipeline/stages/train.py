@@ -26,7 +26,7 @@ from pipeline.errors import PipelineError
 from pipeline.metrics_log import read_metrics, write_curves
 from pipeline.progress import Board, DriverProgress
 from pipeline.ray_setup import init_ray
-from pipeline.train_loop import COLUMNS, train_loop
+from pipeline.train_loop import train_loop
 
 log = logging.getLogger(__name__)
 
@@ -114,30 +114,34 @@ def _resources(t) -> tuple[bool, float]:
         use_gpu = ray.cluster_resources().get("GPU", 0) > 0
     cpus = t.cpus_per_worker
     if str(cpus).lower() == "auto":
-        # Leave half the CPUs to Ray Data: workers holding every CPU starve its read tasks (hangs forever).
-        total = ray.cluster_resources().get("CPU", 1)
-        cpus = max(0.1, min(1.0, int(10 * total / (2 * int(t.num_workers))) / 10))
+        # Training reads its rows without Ray Data (pipeline.split_reader), so nothing else needs CPUs while it runs.
+        nodes = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")]
+        cpus = 1 if use_gpu else whole_cpus_per_worker(nodes, int(t.num_workers))
     return bool(use_gpu), float(cpus)
 
 
-def _datasets(cfg, manifest: dict) -> dict:
+def whole_cpus_per_worker(node_cpus: list, workers: int) -> float:
+    """The most whole CPUs c such that `workers` workers of c CPUs fit on nodes with these CPU counts; a share
+    of a CPU when there are more workers than CPUs."""
+    for c in range(int(max(node_cpus, default=1)), 0, -1):
+        if sum(int(n // c) for n in node_cpus) >= workers:
+            return float(c)
+    return max(0.1, int(10 * sum(node_cpus) / workers) / 10)
+
+
+def _check_splits(cfg, manifest: dict) -> bool:
+    """Check the train split is there; return whether periodic evaluation runs (on the validation split)."""
     train_dir = storage.join(cfg.data_dir, "train")
     if not storage.list_files(train_dir, ".parquet"):
         raise PipelineError(f"no Parquet files under {train_dir}: rebuild the dataset with stage=augment")
-    datasets = {"train": ray.data.read_parquet(train_dir, columns=list(COLUMNS))}
     # Periodic evaluation (and best_) reads the validation split only: selecting on the test split would
     # select on the split stage=eval reports.
-    if int(cfg.train.eval_every or 0) > 0:
-        if manifest.get("splits", {}).get("val", {}).get("examples", 0):
-            val = ray.data.read_parquet(storage.join(cfg.data_dir, "val"), columns=list(COLUMNS))
-            datasets["eval"] = val if cfg.train.eval_examples is None else val.limit(int(cfg.train.eval_examples))
-        else:
-            log.info("the dataset has no validation split (task.num_val=0): no periodic evaluation, no best_")
-    for ds in datasets.values():
-        # Workers read these inside the loop (a streamed train split every epoch): per-read bars would
-        # bury the training progress bar.
-        ds.context.enable_progress_bars = False
-    return datasets
+    if int(cfg.train.eval_every or 0) <= 0:
+        return False
+    if not manifest.get("splits", {}).get("val", {}).get("examples", 0):
+        log.info("the dataset has no validation split (task.num_val=0): no periodic evaluation, no best_")
+        return False
+    return True
 
 
 def model_size(model_config) -> tuple[int, int]:
@@ -168,8 +172,7 @@ def _print_summary(summary: dict) -> None:
 
 
 def run(cfg) -> dict:
-    from ray.data import ExecutionOptions
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from pipeline.config import saved_config
@@ -204,19 +207,17 @@ def run(cfg) -> dict:
     init_ray(cfg.ray)
     use_gpu, cpus = _resources(t)
     storage_path, name = _storage(run_dir)
-    datasets = _datasets(cfg, manifest)
+    has_eval = _check_splits(cfg, manifest)
     board = Board.remote()
     loop_config = {
         "train": OmegaConf.to_container(t, resolve=True), "model": asdict(model_config), "run_dir": run_dir,
-        "seed": int(cfg.seed), "saved_config": saved_config(cfg), "manifest": manifest, "has_eval": "eval" in datasets,
+        "seed": int(cfg.seed), "saved_config": saved_config(cfg), "manifest": manifest, "has_eval": has_eval,
         "logger": cfg.logger, "wandb_project": t.wandb_project, "init_from": init_from,
         "resume_from": latest, "skipped_checkpoints": [posixpath.basename(p.rstrip("/")) for p, _ in skipped],
-        "progress_board": board,
+        "progress_board": board, "data_dir": cfg.data_dir, "cpus": cpus,
     }
     trainer = TorchTrainer(
-        train_loop, train_loop_config=loop_config, datasets=datasets,
-        # Every worker reads whole splits in a fixed order and keeps its share (see pipeline.train_loop).
-        dataset_config=DataConfig(datasets_to_split=[], execution_options=ExecutionOptions(preserve_order=True)),
+        train_loop, train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=int(t.num_workers), use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cpus, **({"GPU": 1} if use_gpu else {})},
                                      placement_strategy=t.placement_strategy),

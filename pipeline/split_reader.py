@@ -1,0 +1,73 @@
+"""Rows of one written split by position, straight from its Parquet files (local or `s3://`), without Ray Data.
+
+A split's rows are numbered in file-name order, then in file order: the positions `sampling.GroupSampler`
+hands out. Training reads either the whole split once (`read_columns`) or, for a split larger than memory, the
+rows a window of upcoming epochs needs (`read_rows`, which reads only the row groups holding them).
+"""
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline import storage
+from pipeline.dataset_format import read_columns
+
+
+def to_numpy(column: pa.ChunkedArray) -> np.ndarray:
+    """An Arrow column as numpy: token columns (lists of equal length, plain or Ray's tensor extension) as 2-D."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if isinstance(array, pa.ExtensionArray):
+        array = array.storage
+    if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
+        if len(array) == 0:
+            return np.zeros((0, 0), dtype=array.type.value_type.to_pandas_dtype())
+        values = array.flatten().to_numpy(zero_copy_only=False)
+        return values.reshape(len(array), -1)
+    return array.to_numpy(zero_copy_only=False)
+
+
+class SplitFiles:
+    """The Parquet files of `split_dir` with their row counts (from the footers)."""
+
+    def __init__(self, split_dir: str):
+        self.split_dir = split_dir
+        self.files = storage.list_files(split_dir, ".parquet")
+        self._fs = storage.filesystem(split_dir)[0] if self.files else None
+        self._row_groups = []          # per file: rows of each row group
+        for path in self.files:
+            with self._fs.open(storage.filesystem(path)[1], "rb") as f:
+                meta = pq.ParquetFile(f).metadata
+            self._row_groups.append(np.array([meta.row_group(i).num_rows for i in range(meta.num_row_groups)],
+                                             dtype=np.int64))
+        per_file = np.array([g.sum() for g in self._row_groups], dtype=np.int64)
+        self._file_start = np.r_[0, np.cumsum(per_file)].astype(np.int64)
+        self.rows = int(self._file_start[-1])
+
+    def read_columns(self, columns: list) -> dict:
+        """Whole columns, as numpy arrays."""
+        if not self.files:
+            return {c: np.zeros(0, np.int64) for c in columns}
+        table = read_columns(self.split_dir, columns, self.files)
+        return {c: to_numpy(table.column(c)) for c in columns}
+
+    def read_rows(self, positions: np.ndarray, columns: list) -> dict:
+        """The rows at `positions` (any order, repeats allowed), in that order; reads only the row groups
+        that hold one of them."""
+        positions = np.asarray(positions, np.int64)
+        wanted = np.unique(positions)
+        parts = []
+        file_of = np.searchsorted(self._file_start, wanted, side="right") - 1
+        for index in np.unique(file_of):
+            rows = wanted[file_of == index] - self._file_start[index]
+            bounds = np.r_[0, np.cumsum(self._row_groups[index])]
+            groups = np.unique(np.searchsorted(bounds, rows, side="right") - 1)
+            with self._fs.open(storage.filesystem(self.files[index])[1], "rb") as f:
+                table = pq.ParquetFile(f).read_row_groups(groups.tolist(), columns=columns)
+            # Row r of the file sits at its offset inside the concatenation of the row groups read.
+            offsets = np.r_[0, np.cumsum(self._row_groups[index][groups])]
+            group_of_row = np.searchsorted(bounds, rows, side="right") - 1
+            local = offsets[np.searchsorted(groups, group_of_row)] + rows - bounds[group_of_row]
+            parts.append(table.take(pa.array(local)))
+        table = pa.concat_tables(parts) if parts else None
+        at = np.searchsorted(wanted, positions)       # wanted is sorted and parts follow it
+        return {c: to_numpy(table.column(c))[at] if table is not None else np.zeros(0, np.int64)
+                for c in columns}
