@@ -127,7 +127,7 @@ def main():
     parser.add_argument("--hard", default=str(SHARED_HARD), help="Sudoku-Extreme style CSV of hard puzzles")
     parser.add_argument("--python-sample", type=int, default=20, help="puzzles per plain-Python baseline")
     args = parser.parse_args()
-    from pipeline.build_sudoku import _add_augmented_copies      # the stage's map_batches function
+    from pipeline.tasks.sudoku import _add_augmented_copies     # the stage's map_batches function
 
     with open(args.hard) as f:
         rows = list(csv.DictReader(f))[:1000]

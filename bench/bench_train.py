@@ -1,16 +1,17 @@
-"""Training throughput on CPU: Ray Train with 1 and 2 workers, against a plain single-process torch loop.
+"""Training throughput on CPU: Ray Train with 1 and 2 workers and 1 or 2 threads, against a plain torch loop.
 
     python bench/bench_train.py [--steps 60] [--hidden 64] [--batch 32]
 
 Builds a small 9x9 Sudoku dataset (stage=augment), then times the same model and data three ways:
 - plain: one process, no Ray, the examples in memory, the same persistent-carry step as the trainer;
-- ray1 / ray2: `stage=train` with 1 / 2 workers (checkpoints every 20 steps, no evaluation), the split
-  held in memory (the default for a split this small);
-- ray1 streamed: 1 worker with `train.in_memory_mb=0`, re-reading the split through Ray Data every epoch.
+- ray1 / ray2: `stage=train` with 1 / 2 workers of 1 CPU (one torch thread; checkpoints every 20 steps, no
+  evaluation), the split held in memory (the default for a split this small);
+- ray1, 2 threads: 1 worker of 2 CPUs (what `train.cpus_per_worker=auto` gives one worker on 2 cores);
+- ray1 streamed: 1 worker with `train.in_memory_mb=0`, reading windows of epochs' rows from the files.
 Step times of a Ray run are the gaps between the wall-clock stamps of consecutive logged steps (the
 first 5 dropped): the median is the loop's steady per-step cost, the mean also carries checkpoints and
 epoch starts. Neither includes Ray's start-up. The overhead compares ray1 with plain at the same thread
-count (Ray gives a 1-CPU worker one thread).
+count (a 1-CPU worker trains on one thread).
 """
 import argparse
 import logging
@@ -29,6 +30,7 @@ from hydra import compose, initialize_config_module
 from pipeline import storage
 from pipeline.metrics_log import read_metrics
 from pipeline.run import run_stage
+from record import commit_label
 from pipeline.train_loop import to_examples
 from trm import TRM, act_loss, build_optimizers, refill, set_lr
 
@@ -107,13 +109,16 @@ def main():
     torch.set_num_threads(1)
     plain = plain_step_seconds(data_dir, trm_config, args)
     results = {"plain (1 process, 1 thread)": plain}
-    for name, workers, extra in (("ray train, 1 worker(s)", 1, []), ("ray train, 2 worker(s)", 2, []),
-                                 ("ray train, 1 worker, streamed", 1, ["train.in_memory_mb=0"])):
+    for name, workers, cpus, extra in (("ray train, 1 worker(s)", 1, 1, []), ("ray train, 2 worker(s)", 2, 1, []),
+                                       ("ray train, 1 worker, 2 threads", 1, 2, []),
+                                       ("ray train, 1 worker, streamed", 1, 1, ["train.in_memory_mb=0"])):
         run_dir = os.path.join(work, f"run{len(results)}")
         run_stage(config("stage=train", f"data_dir={data_dir}", f"run_dir={run_dir}", *model_overrides(args),
-                         f"train.num_workers={workers}", "train.cpus_per_worker=1", *extra))
+                         f"train.num_workers={workers}", f"train.cpus_per_worker={cpus}", *extra))
         results[name] = ray_step_seconds(run_dir)
-    print(f"\nTRM hidden {args.hidden}, batch {args.batch} (global), seq_len {trm_config.seq_len}, "
+    print(f"\n# python bench/bench_train.py --steps {args.steps} --hidden {args.hidden} --batch {args.batch} "
+          f"(commit {commit_label()}, {os.cpu_count()} CPUs)")
+    print(f"TRM hidden {args.hidden}, batch {args.batch} (global), seq_len {trm_config.seq_len}, "
           f"{args.steps} steps; CPU, shared machine (noisy)")
     print(f"{'loop':<30} {'median ms/step':>15} {'mean ms/step':>13} {'samples/s (mean)':>17}")
     for name, (median, mean) in results.items():
@@ -123,8 +128,9 @@ def main():
         print(f"Ray Train overhead per step, 1 worker vs plain ({kind}): {100 * (ray1[i] / plain[i] - 1):+.1f} % "
               f"(target < 10 %)")
     print(f"2 workers vs 1: {ray1[1] / ray2[1]:.2f}x samples/s")
+    print(f"1 worker, 2 threads vs 1 thread: {ray1[1] / results['ray train, 1 worker, 2 threads'][1]:.2f}x samples/s")
     streamed = results["ray train, 1 worker, streamed"]
-    print(f"streaming the split every epoch instead of holding it: {100 * (streamed[1] / ray1[1] - 1):+.1f} % "
+    print(f"reading windows from the files instead of holding the split: {100 * (streamed[1] / ray1[1] - 1):+.1f} % "
           f"per step (mean)")
     ray.shutdown()
 

@@ -1,8 +1,7 @@
 """PNG pictures of puzzles: the input, the prediction after each supervision step, the target.
 
-Tokens are drawn as coloured cells: ARC's ten colours (PAD black, end-of-grid marker grey), maze walls,
-open cells, start, goal and path; Sudoku cells white with their digit written in (blue where the model
-changed a blank, red where it is wrong).
+Tokens are drawn as coloured cells of the task's `PALETTE` (ARC's ten colours; maze walls, open cells, start,
+goal and path), or by the task's own `draw` (Sudoku: white cells with their digits).
 """
 import io
 
@@ -13,40 +12,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
-from augment import sudoku  # noqa: E402
-from pipeline import storage  # noqa: E402
-
-ARC_COLOURS = ["#000000", "#0074D9", "#FF4136", "#2ECC40", "#FFDC00", "#AAAAAA", "#F012BE", "#FF851B",
-               "#7FDBFF", "#870C25"]
-PALETTES = {
-    "arc": ["#111111", "#555555"] + ARC_COLOURS,                          # PAD, EOS, colours 0..9
-    "maze": ["#ffffff", "#333333", "#f4f4f4", "#2ECC40", "#FF4136", "#0074D9"],   # PAD # ' ' S G o
-}
+from pipeline import storage, tasks  # noqa: E402
 
 
 def _panel(ax, grid: np.ndarray, task: str, title: str, target: np.ndarray | None, givens: np.ndarray | None):
     ax.set_title(title, fontsize=8)
     ax.set_xticks([])
     ax.set_yticks([])
-    if task in PALETTES:
-        palette = PALETTES[task]
-        ax.imshow(np.clip(grid, 0, len(palette) - 1), cmap=ListedColormap(palette), vmin=0, vmax=len(palette) - 1,
-                  interpolation="nearest")
+    module = tasks.get(task)
+    if module.PALETTE is None:
+        module.draw(ax, grid, target, givens)
         return
-    # Sudoku: tokens 1 = blank, 2.. = digits 1..
-    n = grid.shape[0]
-    ax.imshow(np.ones_like(grid, dtype=float), cmap="gray", vmin=0, vmax=1)
-    rows, cols = sudoku.box_shape(n)
-    for k in range(n + 1):
-        ax.axhline(k - 0.5, color="black", lw=1.5 if k % rows == 0 else 0.4)
-        ax.axvline(k - 0.5, color="black", lw=1.5 if k % cols == 0 else 0.4)
-    for (r, c), token in np.ndenumerate(grid):
-        if token < 2:
-            continue
-        colour = "black"
-        if givens is not None and givens[r, c] < 2:
-            colour = "red" if target is not None and token != target[r, c] else "#0050c0"
-        ax.text(c, r, str(int(token) - 1), ha="center", va="center", fontsize=7, color=colour)
+    palette = module.PALETTE
+    ax.imshow(np.clip(grid, 0, len(palette) - 1), cmap=ListedColormap(palette), vmin=0, vmax=len(palette) - 1,
+              interpolation="nearest")
 
 
 def puzzle_png(task: str, inputs: np.ndarray, steps: np.ndarray, labels: np.ndarray, title: str = "") -> bytes:

@@ -2,8 +2,9 @@
 
 A batch of B puzzles becomes C = tta x trajectories copies, laid out version-major: row (v * K + k) * B + b
 is version v, trajectory k of puzzle b. Version 0 is the puzzle itself; the other versions are
-validity-preserving transforms (Sudoku: `augment.sudoku.random_transforms`; maze: the dihedral symmetries
-1..7 in id order), each answer mapped back with the exact inverse. Trajectories differ by the latent noise
+validity-preserving transforms, each answer mapped back with the exact inverse: the task module's
+`tta_transform` (`pipeline/tasks/`; Sudoku: `augment.sudoku.random_transforms`, maze: the dihedral symmetries
+1..7 in id order). Trajectories differ by the latent noise
 (`TRM.recurse`). A selector then picks one answer per puzzle from the copies' per-step predictions:
 
 - `vote`: the answer most copies give (each copy's answer step: the last, or with `eval.halt_on_q` its
@@ -19,7 +20,7 @@ import zlib
 
 import numpy as np
 
-from augment import dihedral, sudoku
+from pipeline import tasks
 from pipeline.errors import PipelineError
 
 SELECTORS = ("vote", "q_halt", "first_halt")
@@ -59,8 +60,9 @@ def settings_from_config(eval_cfg, seed: int, task: str) -> Settings:
         raise PipelineError(f"eval.max_steps={eval_cfg.max_steps} must be >= 1 (or null: the model's N_sup)")
     if float(eval_cfg.noise) < 0:
         raise PipelineError(f"eval.noise={eval_cfg.noise} must be >= 0")
-    if task == "maze" and int(eval_cfg.tta) > dihedral.NUM_DIHEDRAL:
-        raise PipelineError(f"eval.tta={eval_cfg.tta}: a maze has {dihedral.NUM_DIHEDRAL} dihedral versions at most")
+    most = tasks.get(task).MAX_TTA
+    if most is not None and int(eval_cfg.tta) > most:
+        raise PipelineError(f"eval.tta={eval_cfg.tta}: a {task} puzzle has {most} versions at most")
     return Settings(max_steps=None if eval_cfg.max_steps is None else int(eval_cfg.max_steps),
                     trajectories=int(eval_cfg.trajectories), noise=float(eval_cfg.noise), tta=int(eval_cfg.tta),
                     select=select, seed=int(seed if eval_cfg.seed is None else eval_cfg.seed))
@@ -88,28 +90,19 @@ def noise_keys(seed: int, hashes: list, copies: int) -> np.ndarray:
 @dataclasses.dataclass
 class Versions:
     """The tta versions of a batch of B puzzles (version 0 the identity)."""
-    task: str
     size: int
     count: int            # B
-    sudoku_transforms: list   # Sudoku: per version >= 1, the `sudoku.token_transform` applied to each puzzle
+    apply: object         # (v >= 1, grids [R * B, size, size], inverse) -> grids: the task's `tta_transform`
 
 
 def make_versions(task: str, size: int, tta: int, seed: int, hashes: list) -> Versions:
-    """The versions of the B puzzles whose `puzzle_hashes` are `hashes`: Sudoku draws each puzzle's
-    tta - 1 transforms from (seed, its hash) alone; maze versions are fixed symmetries."""
-    transforms = []
-    if task == "sudoku" and tta > 1:
-        per_puzzle = [sudoku.random_transforms(np.random.default_rng([seed, STREAM["versions"], h]), tta - 1, size)
-                      for h in hashes] or [sudoku.identity_transforms(tta - 1, size)]
-        fields = [np.stack([getattr(t, f.name) for t in per_puzzle], axis=1)[:, :len(hashes)]   # [tta - 1, B, ...]
-                  for f in dataclasses.fields(sudoku.Transform)]
-        transforms = [sudoku.token_transform(sudoku.Transform(*(f[v] for f in fields))) for v in range(tta - 1)]
-    return Versions(task, size, len(hashes), transforms)
-
-
-def _tiled(t: sudoku.Transform, reps: int) -> sudoku.Transform:
-    """Transform b of `t` for row r * B + b of a batch repeating the B puzzles `reps` times."""
-    return sudoku.Transform(*(np.tile(f, (reps,) + (1,) * (f.ndim - 1)) for f in dataclasses.astuple(t)))
+    """The versions of the B puzzles whose `puzzle_hashes` are `hashes`: each puzzle's random choices come
+    from (seed, its hash) alone."""
+    apply = None
+    if tta > 1:
+        rngs = [np.random.default_rng([seed, STREAM["versions"], h]) for h in hashes]
+        apply = tasks.get(task).tta_transform(size, tta, rngs)
+    return Versions(size, len(hashes), apply)
 
 
 def transform(versions: Versions, v: int, tokens: np.ndarray, inverse: bool = False) -> np.ndarray:
@@ -117,13 +110,7 @@ def transform(versions: Versions, v: int, tokens: np.ndarray, inverse: bool = Fa
     if v == 0 or not len(tokens):
         return tokens
     grids = tokens.reshape(len(tokens), versions.size, versions.size)
-    if versions.task == "maze":
-        moved = dihedral.inverse_dihedral_transform(grids, v) if inverse else dihedral.dihedral_transform(grids, v)
-    else:
-        t = versions.sudoku_transforms[v - 1]
-        t = _tiled(t, len(tokens) // len(t))
-        moved = sudoku.apply_transform(grids, sudoku.inverse_transform(t) if inverse else t)
-    return np.ascontiguousarray(moved).reshape(len(tokens), -1)
+    return np.ascontiguousarray(versions.apply(v, grids, inverse)).reshape(len(tokens), -1)
 
 
 def copies_of(versions: Versions, tta: int, trajectories: int, tokens: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ from augment import maze, sudoku
 from pipeline import inference, storage, test_time
 from pipeline.errors import PipelineError
 from pipeline.run import run_stage
-from pipeline.stages.eval import _valid_paths
+from pipeline.tasks.maze import score_batch as valid_paths
 from pipeline.train_loop import to_examples
 from tests.conftest import compose
 from trm import evaluate_batch
@@ -178,7 +178,7 @@ def test_maze_predictions_are_checked_as_shortest_paths():
     questions, answers, _ = maze.generate(np.random.default_rng(0), 200, 10)
     n = len(questions)
     batch = {"inputs": questions.reshape(n, -1), "preds": np.concatenate([answers[: n // 2], questions[n // 2:]]).reshape(n, -1)}
-    valid = _valid_paths(batch, size=10)["valid_path"]
+    valid = valid_paths(batch, size=10)["valid_path"]
     assert n > 4 and valid[: n // 2].all() and not valid[n // 2:].any()
 
 

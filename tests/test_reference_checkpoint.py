@@ -285,7 +285,7 @@ def test_version_names_follow_the_reference_builder():
 def _arc_data(data_dir, versions: dict) -> dict:
     """An ARC data folder's identifiers file and manifest, written by the data stage's own writer."""
     from augment.arc import ArcTask
-    from pipeline import build_arc
+    from pipeline.tasks import arc as build_arc
     groups = [(subset, tid, ArcTask(tid, [], [])) for tid, (subset, _) in versions.items()]
     plans = [(np.array([d for d, _ in v], np.int8), np.array([m for _, m in v], np.uint8))
              for _, v in versions.values()]

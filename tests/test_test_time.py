@@ -114,7 +114,7 @@ def test_settings_from_config_and_errors_naming_the_option():
     assert s.describe("vote", 4)["max_steps"] == 4
     for bad, match in ((dict(select="best"), "eval.select"), (dict(trajectories=0), "eval.trajectories"),
                        (dict(noise=-1.0), "eval.noise"), (dict(max_steps=0), "eval.max_steps"),
-                       (dict(tta=9), "eval.tta=9: a maze has 8")):
+                       (dict(tta=9), "eval.tta=9: a maze puzzle has 8 versions at most")):
         with pytest.raises(PipelineError, match=match):
             test_time.settings_from_config(_eval_cfg(**bad), 0, "maze")
 

@@ -11,13 +11,13 @@ import logging
 import posixpath
 import time
 
-from pipeline import dataset_format, fingerprint, storage
+from pipeline import dataset_format, fingerprint, storage, tasks
 
 log = logging.getLogger(__name__)
 
 
 def _eval_stage(cfg) -> str:
-    return "eval_arc" if cfg.task.name == "arc" else "eval"
+    return tasks.get(cfg.task.name).EVAL_STAGE
 
 
 def stage_done(cfg, stage: str) -> bool:

@@ -1,24 +1,21 @@
 """`stage=augment`: build the task's dataset (Parquet shards + dataset.json) with Ray Data.
 
-The task builders live in `pipeline/build_<task>.py`; each has `build(cfg, data_dir) -> dict` that
-writes the splits (through `dataset_format.write_split`) and returns the task's manifest fields.
+The task's builder is `build(cfg, data_dir) -> dict` of its module `pipeline/tasks/<task>.py`: it writes the
+splits (through `dataset_format.write_split`) and returns the task's manifest fields.
 
 A complete dataset is kept only when it was made from this command's inputs (`pipeline.fingerprint`:
 the task options, the seed, the source files' sizes and digests); otherwise the stage stops and names
 what differs, or, with `overwrite=true`, builds the new dataset beside the old one and replaces it only
 once the build has succeeded (a bad source leaves the old dataset as it was).
 """
-import importlib
 import logging
 
 from pipeline import dataset_format as fmt
-from pipeline import fingerprint, storage
+from pipeline import fingerprint, storage, tasks
 from pipeline.errors import PipelineError
 from pipeline.ray_setup import init_ray
 
 log = logging.getLogger(__name__)
-
-BUILDERS = {"sudoku": "pipeline.build_sudoku", "maze": "pipeline.build_maze", "arc": "pipeline.build_arc"}
 
 
 def changes_from_existing(cfg, wanted: dict) -> list[str] | None:
@@ -31,8 +28,7 @@ def changes_from_existing(cfg, wanted: dict) -> list[str] | None:
 
 def run(cfg) -> dict:
     data_dir = cfg.data_dir
-    if cfg.task.name not in BUILDERS:
-        raise PipelineError(f"task={cfg.task.name!r} has no data builder; choose one of {sorted(BUILDERS)}")
+    task = tasks.get(cfg.task.name)
     wanted = fingerprint.dataset_fingerprint(cfg)
     changed = changes_from_existing(cfg, wanted)
     complete = changed is not None
@@ -45,7 +41,6 @@ def run(cfg) -> dict:
         log.info("dataset at %s is complete and made from these inputs; keeping it", data_dir)
         fmt.print_summary(manifest, data_dir)
         return manifest
-    builder = importlib.import_module(BUILDERS[cfg.task.name])
     init_ray(cfg.ray)
     # A complete dataset is replaced only after the new one is built; an incomplete one is cleared first.
     building = f"{data_dir.rstrip('/')}.rebuild" if complete else data_dir
@@ -55,7 +50,7 @@ def run(cfg) -> dict:
         storage.remove(fmt.manifest_path(data_dir))        # unpublished: a crash leaves nothing "complete"
     fmt.clear_incomplete(building)
     try:
-        fields = builder.build(cfg, building)
+        fields = task.build(cfg, building)
         if complete:
             log.info("replacing the dataset at %s (overwrite=true)", data_dir)
             storage.remove(fmt.manifest_path(data_dir))       # unpublished first: never a mix of old and new

@@ -20,16 +20,14 @@ import time
 import numpy as np
 import ray
 
-from augment import maze, sudoku
 from pipeline import checkpoints as ckpt
 from pipeline import dataset_format as fmt
-from pipeline import fingerprint, inference, render, sources, storage, test_time
+from pipeline import fingerprint, inference, render, sources, storage, tasks, test_time
 from pipeline.errors import PipelineError
 from pipeline.ray_setup import in_input_order, init_ray
 
 log = logging.getLogger(__name__)
 
-TASKS = ("sudoku", "maze")
 INPUT_COLUMNS = ["inputs", "labels", "puzzle_identifier", "group_id", "aug_index"]
 CSV_CHUNK = 4096
 PREDICTIONS_PER_FILE = 100_000   # puzzles per predictions file, in (group_id, aug_index) order
@@ -42,15 +40,16 @@ def run(cfg) -> dict:
     path = inference.resolve_checkpoint(cfg.checkpoint, cfg.run_dir)
     config, saved_manifest, meta = inference.checkpoint_info(path)
     task = saved_manifest.get("task")
-    if task not in TASKS:
-        raise PipelineError(f"checkpoint {path} is a {task!r} model; stage=eval scores {' and '.join(TASKS)} "
-                            f"(use stage=eval_arc for ARC)")
+    module = tasks.get(task)
+    if module.EVAL_STAGE != "eval":
+        raise PipelineError(f"checkpoint {path} is a {task!r} model, which stage={module.EVAL_STAGE} scores; "
+                            f"stage=eval scores {', '.join(t for t in tasks.names() if tasks.get(t).EVAL_STAGE == 'eval')}")
     settings = test_time.settings_from_config(e, cfg.seed, task)
     init_ray(cfg.ray)
     data_manifest = {}
     if e.source:
         source = str(e.source)
-        ds = csv_dataset(source, task, saved_manifest)
+        ds = csv_dataset(source, module, saved_manifest)
     else:
         source = storage.join(cfg.data_dir, "test")
         data_manifest = fmt.read_task_manifest(cfg)
@@ -67,39 +66,33 @@ def run(cfg) -> dict:
     start = time.perf_counter()
     predicted = inference.predict(ds, path, e, passthrough=INPUT_COLUMNS, settings=settings, task=task,
                                   size=int(saved_manifest["size"]))
-    if task == "maze":
-        predicted = predicted.map_batches(_valid_paths, batch_format="numpy", fn_kwargs=dict(size=saved_manifest["size"]))
+    if module.EXTRA_RATES:
+        predicted = predicted.map_batches(module.score_batch, batch_format="numpy",
+                                          fn_kwargs=dict(size=int(saved_manifest["size"])))
     predicted = predicted.materialize()
     wall_seconds = time.perf_counter() - start
     fmt.write_split(predicted.drop_columns([*inference.STEP_SUMS, inference.SECONDS]), out_dir, "predictions",
                     groups_per_file=PREDICTIONS_PER_FILE)
-    metrics = summarize(_totals(predicted, settings.select), task, settings)
+    metrics = summarize(_totals(predicted, settings.select, module.EXTRA_RATES), module.EXTRA_RATES, settings)
     metrics.update(task=task, checkpoint=path, checkpoint_step=meta.get("step"), source=source,
                    ema=bool(e.ema), halt_on_q=bool(e.halt_on_q), wall_seconds=wall_seconds,
                    fingerprint=fingerprint.evaluation_fingerprint(cfg, "eval", path, meta.get("step"), data_manifest))
     if int(e.render):
         metrics["rendered"] = render_puzzles(ds, path, e, task, out_dir)
     storage.write_json_atomic(storage.join(out_dir, "metrics.json"), metrics)
-    print_table(metrics)
+    print_table(metrics, module.EXTRA_RATES)
     return metrics
 
 
 # ---------------------------------------------------------------------------------------------------
 # Puzzles from a CSV file
 
-def csv_dataset(source: str, task: str, saved_manifest: dict):
+def csv_dataset(source: str, module, saved_manifest: dict):
     """Rows of a Sudoku-Extreme / Maze-Hard CSV encoded for the checkpoint's grid size, validated first."""
-    size = int(saved_manifest["size"])
+    size, task = int(saved_manifest["size"]), saved_manifest["task"]
     loaded = sources.read_puzzle_source(storage.to_absolute(source))
     rows = loaded["test"] if "test" in loaded else loaded["all"]
-    if task == "sudoku":
-        reasons = sudoku.validate_rows(rows.question, rows.answer, size)
-    else:
-        questions, q_reasons = maze.parse(rows.question, size)
-        answers, a_reasons = maze.parse(rows.answer, size)
-        reasons = np.where(q_reasons != "", "question " + q_reasons, np.where(a_reasons != "", "answer " + a_reasons, ""))
-        ok = reasons == ""
-        reasons[ok] = maze.validate(questions[ok], answers[ok])
+    reasons = module.csv_reasons(rows, size)
     bad = np.flatnonzero(reasons != "")
     if bad.size:
         more = f" (and {bad.size - 1} more bad rows)" if bad.size > 1 else ""
@@ -107,11 +100,7 @@ def csv_dataset(source: str, task: str, saved_manifest: dict):
                             f"{task} size is {size}){more}")
     if not len(rows):
         raise PipelineError(f"eval.source: {rows.origin} holds no puzzles")
-    if task == "sudoku":
-        inputs = sudoku.to_tokens(sudoku.parse(rows.question, size, True)[0])
-        labels = sudoku.to_tokens(sudoku.parse(rows.answer, size, False)[0])
-    else:
-        inputs, labels = questions.reshape(len(rows), -1), answers.reshape(len(rows), -1)
+    inputs, labels = module.encode_csv(rows, size)
     tables = []
     for start in range(0, len(rows), CSV_CHUNK):
         part = slice(start, start + CSV_CHUNK)
@@ -127,14 +116,7 @@ def csv_dataset(source: str, task: str, saved_manifest: dict):
 # ---------------------------------------------------------------------------------------------------
 # Metrics
 
-def _valid_paths(batch, *, size: int) -> dict:
-    n = len(batch["preds"])
-    questions = np.asarray(batch["inputs"]).reshape(n, size, size)
-    batch["valid_path"] = maze.is_valid_shortest_path(questions, np.asarray(batch["preds"])) if n else np.zeros(0, bool)
-    return batch
-
-
-def _batch_totals(batch, *, select: tuple) -> dict:
+def _batch_totals(batch, *, select: tuple, rates: tuple) -> dict:
     """One row of sums per batch; the driver adds up these few rows."""
     labelled = np.asarray(batch["has_labels"], dtype=bool)
     out = {"rows": [len(labelled)], "count": [labelled.sum()],
@@ -143,23 +125,24 @@ def _batch_totals(batch, *, select: tuple) -> dict:
            "answer_step": [np.asarray(batch["answer_step"], dtype=np.float64).sum()],
            "oracle": [np.asarray(batch["oracle"]).sum()], "seconds": [np.asarray(batch[inference.SECONDS]).sum()],
            **{f"exact_{name}": [np.asarray(batch[f"exact_{name}"]).sum()] for name in select}}
-    if "valid_path" in batch:
-        out["valid_path"] = [np.asarray(batch["valid_path"]).sum()]
+    for column in rates:
+        out[column] = [np.asarray(batch[column]).sum()]
     for column in inference.STEP_SUMS:
         out[column] = np.asarray(batch[column]).sum(axis=0, keepdims=True)
     return out
 
 
-def _totals(predicted, select: tuple) -> dict:
+def _totals(predicted, select: tuple, rates: dict) -> dict:
     parts = list(predicted.map_batches(_batch_totals, batch_format="numpy", batch_size=None,
-                                       fn_kwargs=dict(select=tuple(select)))
+                                       fn_kwargs=dict(select=tuple(select), rates=tuple(rates)))
                  .iter_batches(batch_format="numpy", batch_size=None))
     if not parts:
         raise PipelineError("no puzzles to evaluate")
     return {k: np.concatenate([p[k] for p in parts]).sum(axis=0) for k in parts[0]}
 
 
-def summarize(totals: dict, task: str, settings: test_time.Settings) -> dict:
+def summarize(totals: dict, rates: dict, settings: test_time.Settings) -> dict:
+    """metrics.json's numbers from the summed totals; `rates`: the task's EXTRA_RATES."""
     rows, count = int(totals["rows"]), int(totals["count"])
     if count == 0:
         raise PipelineError("none of the evaluated puzzles has a label to score against")
@@ -170,8 +153,7 @@ def summarize(totals: dict, task: str, settings: test_time.Settings) -> dict:
                "token_accuracy": float(totals["token_accuracy"]) / count,
                "mean_halting_step": float(totals["halt_step"]) / rows,
                "mean_answer_step": float(totals["answer_step"]) / rows, **per_step}
-    if task == "maze":
-        metrics["valid_shortest_path_rate"] = float(totals["valid_path"]) / rows
+    metrics.update({name: float(totals[column]) / rows for column, name in rates.items()})
     seconds = float(totals["seconds"]) / rows
     metrics.update(oracle_rate=float(totals["oracle"]) / count, seconds_per_puzzle=seconds, settings=[
         {**settings.describe(name, len(per_step["exact_accuracy_per_step"])),
@@ -180,7 +162,7 @@ def summarize(totals: dict, task: str, settings: test_time.Settings) -> dict:
     return metrics
 
 
-def print_table(metrics: dict) -> None:
+def print_table(metrics: dict, rates: dict) -> None:
     lines = [f"eval {metrics['task']}: {metrics['count']:,} puzzles, checkpoint {metrics['checkpoint']} "
              f"(step {metrics['checkpoint_step']}, {'EMA' if metrics['ema'] else 'raw'} weights)",
              f"{'step':>5} {'exact':>8} {'token':>8} {'q_halt':>8}"]
@@ -189,8 +171,7 @@ def print_table(metrics: dict) -> None:
         lines.append(f"{i + 1:>5} {exact:>8.4f} {token:>8.4f} {q:>8.4f}")
     lines.append(f"exact accuracy {metrics['exact_accuracy']:.4f}, token accuracy {metrics['token_accuracy']:.4f}, "
                  f"mean halting step {metrics['mean_halting_step']:.2f}")
-    if "valid_shortest_path_rate" in metrics:
-        lines.append(f"valid shortest paths {metrics['valid_shortest_path_rate']:.4f}")
+    lines += [f"{name.replace('_', ' ')} {metrics[name]:.4f}" for name in rates.values()]
     lines.append(f"{'steps':>5} {'K':>4} {'noise':>6} {'tta':>4} {'select':>10} {'exact':>8} {'oracle':>8} "
                  f"{'s/puzzle':>9}")
     for s in metrics["settings"]:

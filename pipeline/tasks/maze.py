@@ -1,4 +1,5 @@
-"""`stage=augment task=maze`: Maze-Hard style data, generated on Ray Data or read from CSV files.
+"""The maze task. `stage=augment task=maze`: Maze-Hard style data, generated on Ray Data or read from CSV files;
+and its hooks for the other stages (CSV puzzles, dihedral test-time versions, valid paths, pictures).
 
 Generated (`task.source=generate`): each Ray task makes one seeded chunk of mazes (`augment.maze`), so the
 dataset depends on `seed` and the config only, not on scheduling. The test split is made first; training
@@ -15,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from augment import maze
+from augment import dihedral, maze
 from augment.dihedral import NUM_DIHEDRAL
 from pipeline import dataset_format as fmt
 from pipeline import sources, storage
@@ -27,6 +28,41 @@ log = logging.getLogger(__name__)
 
 STREAM = {"probe": 0, "test": 1, "train": 2, "augment": 3}     # independent random streams per purpose
 PROBE_CANDIDATES = 2000
+
+# The task's hooks for the other stages (pipeline/tasks/__init__.py)
+EVAL_STAGE = "eval"
+PALETTE = ["#ffffff", "#333333", "#f4f4f4", "#2ECC40", "#FF4136", "#0074D9"]   # PAD # ' ' S G o
+MAX_TTA = NUM_DIHEDRAL
+EXTRA_RATES = {"valid_path": "valid_shortest_path_rate"}
+
+
+def csv_reasons(rows, size: int) -> np.ndarray:
+    questions, q_reasons = maze.parse(rows.question, size)
+    answers, a_reasons = maze.parse(rows.answer, size)
+    reasons = np.where(q_reasons != "", "question " + q_reasons, np.where(a_reasons != "", "answer " + a_reasons, ""))
+    ok = reasons == ""
+    reasons[ok] = maze.validate(questions[ok], answers[ok])
+    return reasons
+
+
+def encode_csv(rows, size: int) -> tuple[np.ndarray, np.ndarray]:
+    return maze.parse(rows.question, size)[0].reshape(len(rows), -1), maze.parse(rows.answer, size)[0].reshape(len(rows), -1)
+
+
+def tta_transform(size: int, tta: int, rngs: list):
+    """The dihedral symmetries 1..tta-1, the same for every puzzle, as `apply(v, grids, inverse)`."""
+    def apply(v: int, grids: np.ndarray, inverse: bool) -> np.ndarray:
+        return dihedral.inverse_dihedral_transform(grids, v) if inverse else dihedral.dihedral_transform(grids, v)
+    return apply
+
+
+def score_batch(batch: dict, size: int) -> dict:
+    """`valid_path`: the prediction is a shortest path from S to G through open cells (maybe another one
+    than the label's)."""
+    n = len(batch["preds"])
+    questions = np.asarray(batch["inputs"]).reshape(n, size, size)
+    batch["valid_path"] = maze.is_valid_shortest_path(questions, np.asarray(batch["preds"])) if n else np.zeros(0, bool)
+    return batch
 
 
 def build(cfg, data_dir: str) -> dict:

@@ -1,4 +1,5 @@
-"""`stage=augment task=arc`: ARC tasks, augmented, as N x N token canvases (Parquet shards + side files).
+"""The ARC task. `stage=augment task=arc`: ARC tasks, augmented, as N x N token canvases (Parquet shards + side
+files); scored by `stage=eval_arc`.
 
 `task.canvas=N` (default 30, the reference's) keeps only the tasks whose grids all fit on N x N (the
 manifest counts the others per subset): small canvases put small-grid tasks within a CPU's reach.
@@ -44,6 +45,12 @@ EXAMPLES_SHOWN = 5                         # overlaps quoted in an error message
 # Canvases are ~83% PAD: zstd alone shrinks them ~20x, and skipping Parquet's dictionary encoding of the
 # 2 x 900 tokens per row saves about a quarter of the write time (files about 2x larger; measured).
 PARQUET_OPTIONS = {"use_dictionary": ["task_id"]}
+
+# The task's hooks for the other stages (pipeline/tasks/__init__.py)
+EVAL_STAGE = "eval_arc"
+ARC_COLOURS = ["#000000", "#0074D9", "#FF4136", "#2ECC40", "#FFDC00", "#AAAAAA", "#F012BE", "#FF851B",
+               "#7FDBFF", "#870C25"]
+PALETTE = ["#111111", "#555555"] + ARC_COLOURS          # PAD, EOS, colours 0..9
 
 
 def build(cfg, data_dir: str) -> dict:

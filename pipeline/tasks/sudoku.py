@@ -1,4 +1,5 @@
-"""`stage=augment task=sudoku`: Sudoku-Extreme style data, generated on Ray Data or read from CSV files.
+"""The Sudoku task. `stage=augment task=sudoku`: Sudoku-Extreme style data, generated on Ray Data or read from
+CSV files; and its hooks for the other stages (CSV puzzles, test-time transforms, pictures).
 
 Generated (`task.source=generate`): each Ray task makes one seeded chunk of minimal puzzles
 (`augment.sudoku.generate`), so the data depends on `seed` and the config only, not on scheduling.
@@ -10,6 +11,7 @@ streamed to Parquet (the other splits never). All puzzle identifiers are 0, as i
 `rating` column holds the original puzzle's rating on every copy.
 """
 import contextlib
+import dataclasses
 import logging
 import math
 
@@ -28,6 +30,55 @@ log = logging.getLogger(__name__)
 STREAM = {"probe": 0, "test": 1, "train": 2, "augment": 3}     # independent random streams per purpose
 PROBE_PUZZLES = 200
 ROWS_PER_AUG_BATCH = 65536    # augmented rows per map_batches call: bounds a task's memory
+
+# The task's hooks for the other stages (pipeline/tasks/__init__.py)
+EVAL_STAGE = "eval"
+PALETTE = None                # white cells with their digits: `draw`
+MAX_TTA = None                # random transforms: any number of versions
+EXTRA_RATES = {}
+
+
+def csv_reasons(rows, size: int) -> np.ndarray:
+    return sudoku.validate_rows(rows.question, rows.answer, size)
+
+
+def encode_csv(rows, size: int) -> tuple[np.ndarray, np.ndarray]:
+    return (sudoku.to_tokens(sudoku.parse(rows.question, size, True)[0]),
+            sudoku.to_tokens(sudoku.parse(rows.answer, size, False)[0]))
+
+
+def tta_transform(size: int, tta: int, rngs: list):
+    """Each puzzle's tta - 1 random validity-preserving transforms (relabelling, band/stack/row/column
+    shuffles, transpose), drawn from its own generator, as `apply(v, grids, inverse)`."""
+    per_puzzle = [sudoku.random_transforms(rng, tta - 1, size) for rng in rngs] or [sudoku.identity_transforms(tta - 1, size)]
+    fields = [np.stack([getattr(t, f.name) for t in per_puzzle], axis=1)[:, :len(rngs)]   # [tta - 1, B, ...]
+              for f in dataclasses.fields(sudoku.Transform)]
+    transforms = [sudoku.token_transform(sudoku.Transform(*(f[v] for f in fields))) for v in range(tta - 1)]
+
+    def apply(v: int, grids: np.ndarray, inverse: bool) -> np.ndarray:
+        t = transforms[v - 1]
+        # transform b of t for row r * B + b of a batch repeating the B puzzles
+        t = sudoku.Transform(*(np.tile(f, (len(grids) // len(t),) + (1,) * (f.ndim - 1)) for f in dataclasses.astuple(t)))
+        return sudoku.apply_transform(grids, sudoku.inverse_transform(t) if inverse else t)
+    return apply
+
+
+def draw(ax, grid: np.ndarray, target: np.ndarray | None, givens: np.ndarray | None) -> None:
+    """A PNG panel: white cells with their digits (tokens 1 = blank, 2.. = digits 1..), blue where the model
+    filled a blank, red where that is wrong."""
+    n = grid.shape[0]
+    ax.imshow(np.ones_like(grid, dtype=float), cmap="gray", vmin=0, vmax=1)
+    rows, cols = sudoku.box_shape(n)
+    for k in range(n + 1):
+        ax.axhline(k - 0.5, color="black", lw=1.5 if k % rows == 0 else 0.4)
+        ax.axvline(k - 0.5, color="black", lw=1.5 if k % cols == 0 else 0.4)
+    for (r, c), token in np.ndenumerate(grid):
+        if token < 2:
+            continue
+        colour = "black"
+        if givens is not None and givens[r, c] < 2:
+            colour = "red" if target is not None and token != target[r, c] else "#0050c0"
+        ax.text(c, r, str(int(token) - 1), ha="center", va="center", fontsize=7, color=colour)
 
 
 def build(cfg, data_dir: str) -> dict:

@@ -9,7 +9,7 @@ import pytest
 from augment import sudoku
 from pipeline import dataset_format as fmt
 from pipeline import storage
-from pipeline.build_sudoku import group_transforms
+from pipeline.tasks.sudoku import group_transforms
 from pipeline.errors import PipelineError
 from pipeline.run import run_stage
 
