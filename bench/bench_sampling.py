@@ -155,11 +155,12 @@ def main():
     print(f"project / reference: groups per batch mean {ours[0] / ref[0]:.3f}, min {ours[1] / ref[1]:.3f}, "
           f"visit ratio {ours[2] / ref[2]:.3f} (target: each within 10 %)")
 
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     rate = stream_rate(split_dir, sampler, args.rows, args.batch, args.window)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"\n{'streamed ExampleStream, world 1':<38} {'examples/s':>12}")
-    print(f"{'local files':<38} {rate:>12,.0f}   (peak resident memory so far {peak:.2f} GB: index, sampler, "
-          f"one window)")
+    print(f"{'local files':<38} {rate:>12,.0f}   (peak resident memory {before:.2f} GB before streaming, "
+          f"{peak:.2f} GB after)")
     if not args.skip_s3:
         began = time.perf_counter()
         remote = upload_to_moto(split_dir)

@@ -14,6 +14,7 @@ Layout under `data_dir` (local or `s3://`):
 """
 import datetime
 import logging
+import pickle
 import posixpath
 import uuid
 
@@ -107,7 +108,7 @@ def split_stats(split_dir: str) -> dict:
     table = read_columns(split_dir, ["group_id", "aug_index"], files)
     groups = table.column("group_id").to_numpy()
     augs = table.column("aug_index").to_numpy().astype("int64")
-    puzzles = np.unique(np.stack([groups, augs], axis=1), axis=0).shape[0] if len(groups) else 0
+    puzzles = np.unique(groups.astype(np.int64) << 32 | augs).size   # one int64 key per (group, version)
     return {
         "examples": int(table.num_rows),
         "puzzles": int(puzzles),
@@ -127,6 +128,14 @@ def arrow_table(columns: dict) -> pa.Table:
 
 SHARD = "shard"                  # the helper column naming each row's file; never written
 ORDER_COLUMNS = ("group_id", "aug_index", "is_test_pair", "example_index")   # a row's place in its file
+
+
+def _write_options(schema: pa.Schema, options: dict) -> dict:
+    """Parquet writer options: zstd, and min/max statistics only for the scalar columns (a token column's
+    statistics cost a third of its write time and no reader uses them)."""
+    scalar = [f.name for f in schema if not (pa.types.is_list(f.type) or pa.types.is_large_list(f.type) or
+                                                isinstance(f.type, pa.ExtensionType))]
+    return {"compression": "zstd", "write_statistics": scalar, **options}
 
 
 def shard_name(index: int) -> str:
@@ -212,8 +221,50 @@ def _merge_shard(shard: int, staging: str, directory: str, options: dict) -> int
     path = storage.filesystem(storage.join(directory, shard_name(shard)))[1]
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     with fs.open(path, "wb") as f:
-        pq.write_table(rows, f, compression="zstd", **options)
+        pq.write_table(rows, f, **_write_options(rows.schema, options))
     return rows.num_rows
+
+
+def write_files(units: list, encode, data_dir: str, split: str, parquet_options: dict | None = None,
+                **encode_options) -> None:
+    """Write a split whose builder makes each file's rows itself (ARC: a run of whole tasks per file): file k
+    holds what `encode(units[k], **encode_options)` yields, dicts of numpy columns that must already follow
+    ORDER_COLUMNS' (group_id, aug_index) order. One Ray task per file encodes batch by batch and writes each
+    batch as row groups of `part-<k>.parquet`: one pass, nothing staged, a task holds one batch."""
+    items = [{"index": k, "unit": pickle.dumps(u, protocol=pickle.HIGHEST_PROTOCOL)} for k, u in enumerate(units)]
+    directory = storage.join(data_dir, split)
+    ray.data.from_items(items, override_num_blocks=max(1, len(items))).map_batches(
+        _write_file, batch_size=1, batch_format="numpy",
+        fn_kwargs=dict(encode=encode, directory=directory, options=parquet_options or {},
+                       encode_options=encode_options)).materialize()
+
+
+def _write_file(batch, *, encode, directory: str, options: dict, encode_options: dict) -> dict:
+    index, unit = int(batch["index"][0]), pickle.loads(batch["unit"][0])
+    fs, path = storage.filesystem(storage.join(directory, shard_name(index)))
+    options = dict(options)
+    row_group_size = options.pop("row_group_size", None)
+    writer, handle, rows, last = None, None, 0, np.zeros((0, 2), np.int64)
+    try:
+        for columns in encode(unit, **encode_options):
+            keys = np.concatenate([last, np.stack([columns["group_id"], columns["aug_index"]], axis=1)]).astype(np.int64)
+            step_group, step_aug = np.diff(keys[:, 0]), np.diff(keys[:, 1])
+            if ((step_group < 0) | ((step_group == 0) & (step_aug < 0))).any():
+                raise ValueError(f"{path}: the builder's rows are out of (group_id, aug_index) order")
+            last = keys[-1:]
+            table = arrow_table(columns)
+            if writer is None:
+                fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+                handle = fs.open(path, "wb")
+                writer = pq.ParquetWriter(handle, table.schema, **_write_options(table.schema, options))
+            writer.write_table(table, row_group_size=row_group_size)
+            rows += table.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+        if handle is not None:
+            handle.close()
+    return {"rows": np.array([rows])}
 
 
 def publish_manifest(cfg, data_dir: str, fields: dict) -> dict:

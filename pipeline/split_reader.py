@@ -51,23 +51,30 @@ class SplitFiles:
 
     def read_rows(self, positions: np.ndarray, columns: list) -> dict:
         """The rows at `positions` (any order, repeats allowed), in that order; reads only the row groups
-        that hold one of them."""
+        that hold one of them, file by file, into one array per column (no table of the whole window)."""
         positions = np.asarray(positions, np.int64)
-        wanted = np.unique(positions)
-        parts = []
+        wanted = np.unique(positions)                    # sorted: each file's rows are one slice of it
+        unique = {}
         file_of = np.searchsorted(self._file_start, wanted, side="right") - 1
-        for index in np.unique(file_of):
-            rows = wanted[file_of == index] - self._file_start[index]
+        cuts = np.r_[0, np.flatnonzero(np.diff(file_of)) + 1, len(wanted)]
+        for lo, hi in zip(cuts[:-1], cuts[1:]):
+            if lo == hi:
+                continue
+            index = file_of[lo]
+            rows = wanted[lo:hi] - self._file_start[index]
             bounds = np.r_[0, np.cumsum(self._row_groups[index])]
-            groups = np.unique(np.searchsorted(bounds, rows, side="right") - 1)
+            group_of_row = np.searchsorted(bounds, rows, side="right") - 1
+            groups = np.unique(group_of_row)
             with self._fs.open(storage.filesystem(self.files[index])[1], "rb") as f:
                 table = pq.ParquetFile(f).read_row_groups(groups.tolist(), columns=columns)
             # Row r of the file sits at its offset inside the concatenation of the row groups read.
             offsets = np.r_[0, np.cumsum(self._row_groups[index][groups])]
-            group_of_row = np.searchsorted(bounds, rows, side="right") - 1
             local = offsets[np.searchsorted(groups, group_of_row)] + rows - bounds[group_of_row]
-            parts.append(table.take(pa.array(local)))
-        table = pa.concat_tables(parts) if parts else None
-        at = np.searchsorted(wanted, positions)       # wanted is sorted and parts follow it
-        return {c: to_numpy(table.column(c))[at] if table is not None else np.zeros(0, np.int64)
-                for c in columns}
+            for c in columns:
+                values = to_numpy(table.column(c).take(pa.array(local)))
+                if c not in unique:
+                    unique[c] = np.empty((len(wanted),) + values.shape[1:], values.dtype)
+                unique[c][lo:hi] = values
+            del table
+        at = np.searchsorted(wanted, positions)
+        return {c: unique[c][at] if c in unique else np.zeros(0, np.int64) for c in columns}

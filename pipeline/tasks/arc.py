@@ -9,9 +9,9 @@ identity plus up to `task.num_aug` distinct (dihedral, colour map) pairs; cheap:
 fixes the puzzle identifiers: one per (task, version), consecutive per task. With `task.identifiers=<a reference
 identifiers.json>` the versions are instead exactly those it names (the identity first), so a reference
 checkpoint's trained rows serve every version (`pipeline.arc_identifiers`). Ray Data then encodes: each
-work unit is a run of whole tasks of about `task.rows_per_file` rows, encoded into preallocated arrays, and
-becomes one Parquet file (row groups of `task.rows_per_group` rows), so no process ever holds more than a
-unit.
+work unit is a run of whole tasks of about `task.rows_per_file` rows that one Ray task encodes into
+preallocated arrays and writes as one Parquet file, a row group of about `task.rows_per_group` rows at a
+time (`dataset_format.write_files`), so no process ever holds more than a row group.
 
 Routing as the reference: demo pairs of every task -> train; test pairs of `task.test_subset` -> test;
 test pairs of the other subsets -> train, except those of `task.num_val` seeded tasks -> val (their
@@ -22,13 +22,11 @@ A task's versions and offsets depend only on `seed` and its task id.
 """
 import hashlib
 import logging
-import pickle
 import posixpath
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import ray
 from ray.data.extensions import ArrowTensorArray
 
 from augment import arc
@@ -126,13 +124,9 @@ def build(cfg, data_dir: str) -> dict:
         units = _units(records[split], rows_per_file)
         log.info("encoding the %s split: %d rows in %d files", split,
                  sum(len(r["pairs"]) * len(r["dihedral"]) for r in records[split]), len(units))
-        items = [{"index": i, "unit": pickle.dumps(u, protocol=pickle.HIGHEST_PROTOCOL)} for i, u in enumerate(units)]
-        ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-            _encode_unit, batch_size=1, batch_format="numpy",
-            fn_kwargs=dict(seed=seed, translate=split == "train", rows_per_group=int(task.rows_per_group),
-                           canvas=canvas))
-        fmt.write_split(ds, data_dir, split, groups_per_file=None,            # one file per unit
-                        parquet_options={**PARQUET_OPTIONS, "row_group_size": int(task.rows_per_group)})
+        fmt.write_files(units, _encode_unit, data_dir, split,
+                        parquet_options={**PARQUET_OPTIONS, "row_group_size": int(task.rows_per_group)},
+                        seed=seed, translate=split == "train", rows_per_group=int(task.rows_per_group), canvas=canvas)
 
     return {
         "seq_len": canvas * canvas, "vocab_size": arc.VOCAB_SIZE, "num_puzzle_identifiers": int(1 + sizes.sum()),
@@ -258,12 +252,11 @@ def _units(records: list, min_rows: int) -> list:
     return units + [current] if current else units
 
 
-def _encode_unit(batch, *, seed: int, translate: bool, rows_per_group: int, canvas: int):
-    """The rows of one unit, in batches of whole tasks of about `rows_per_group` rows (small buffers), each
-    row tagged with the unit's file index."""
-    for records in _units(pickle.loads(batch["unit"][0]), rows_per_group):
-        rows = _encode_tasks(records, seed, translate, canvas)
-        yield {**rows, fmt.SHARD: np.full(len(rows["group_id"]), batch["index"][0], dtype=np.int64)}
+def _encode_unit(unit: list, *, seed: int, translate: bool, rows_per_group: int, canvas: int):
+    """The rows of one unit (one file), in batches of whole tasks of about `rows_per_group` rows (small
+    buffers), in (group_id, aug_index) order."""
+    for records in _units(unit, rows_per_group):
+        yield _encode_tasks(records, seed, translate, canvas)
 
 
 def _encode_tasks(records: list, seed: int, translate: bool, canvas: int) -> dict:
