@@ -50,8 +50,13 @@ class SplitFiles:
         return {c: to_numpy(table.column(c)) for c in columns}
 
     def read_rows(self, positions: np.ndarray, columns: list) -> dict:
-        """The rows at `positions` (any order, repeats allowed), in that order; reads only the row groups
-        that hold one of them, file by file, into one array per column (no table of the whole window)."""
+        """The rows at `positions` (any order, repeats allowed), in that order."""
+        unique, at = self.read_distinct(positions, columns)
+        return {c: v[at] for c, v in unique.items()}
+
+    def read_distinct(self, positions: np.ndarray, columns: list) -> tuple[dict, np.ndarray]:
+        """(each distinct row of `positions` once, in position order; where each position's row is in it):
+        reads only the row groups holding one of them, file by file, into one array per column."""
         positions = np.asarray(positions, np.int64)
         wanted = np.unique(positions)                    # sorted: each file's rows are one slice of it
         unique = {}
@@ -76,5 +81,6 @@ class SplitFiles:
                     unique[c] = np.empty((len(wanted),) + values.shape[1:], values.dtype)
                 unique[c][lo:hi] = values
             del table
-        at = np.searchsorted(wanted, positions)
-        return {c: unique[c][at] if c in unique else np.zeros(0, np.int64) for c in columns}
+        for c in columns:
+            unique.setdefault(c, np.zeros(0, np.int64))
+        return unique, np.searchsorted(wanted, positions)

@@ -95,31 +95,29 @@ class ExampleStream:
         self._reader.join(timeout=5)
 
     def _windows(self, epoch: int, skip: int):
-        """(epochs, their positions for this rank, rows of them): consecutive epochs, about window_rows rows
-        each (the whole split's worth when in memory)."""
+        """(epochs, their lengths for this rank, rows, where each position's row is in rows): consecutive
+        epochs of about window_rows rows (one epoch at a time when the whole split is held)."""
         whole = self.split.read_columns(list(COLUMNS)) if self.in_memory else None
         while True:
             epochs, positions = [], []
             while not epochs or sum(map(len, positions)) < self.window_rows:
-                mine = self.sampler.rank_epoch(epoch, self.rank, self.world)[skip:]
+                positions.append(self.sampler.rank_epoch(epoch, self.rank, self.world)[skip:])
                 epochs.append(epoch)
-                positions.append(mine)
                 epoch, skip = epoch + 1, 0
                 if whole is not None:
                     break
             flat = np.concatenate(positions)
-            rows = ({k: v[flat] for k, v in whole.items()} if whole is not None
-                    else self.split.read_rows(flat, list(COLUMNS)))
-            yield epochs, [len(p) for p in positions], rows
+            rows, at = (whole, flat) if whole is not None else self.split.read_distinct(flat, list(COLUMNS))
+            yield epochs, [len(p) for p in positions], rows, at
 
     def _iterate(self, epoch: int, skip: int):
-        for epochs, lengths, rows in self._windows(epoch, skip):
-            at = 0
+        for epochs, lengths, rows, at in self._windows(epoch, skip):
+            done = 0
             for epoch, length in zip(epochs, lengths):
-                for start in range(at, at + length, self.chunk):
-                    stop = min(start + self.chunk, at + length)
-                    yield epoch, {k: v[start:stop] for k, v in rows.items()}
-                at += length
+                for start in range(done, done + length, self.chunk):
+                    index = at[start:min(start + self.chunk, done + length)]
+                    yield epoch, {k: v[index] for k, v in rows.items()}
+                done += length
 
     def take(self, k: int) -> dict:
         """The next k examples as trm example tensors; advances (epoch, consumed)."""
