@@ -1,23 +1,28 @@
-"""ARC-AGI-1 data stage, end to end: wall time, peak memory of the whole run, Parquet size on disk.
+"""ARC-AGI-1 data stage as a user runs it: wall time from process start to exit, peak memory, size on disk.
 
-python bench/bench_arc.py [--num-aug 100|1000] [--source ../shared/data/arc/arc-agi] [--cpus 2] [--out DIR]
+python bench/bench_arc.py [--num-aug 100|1000] [--source ../shared/data/arc/arc-agi] [--out DIR]
 
-Builds training + evaluation + concept with evaluation as the test subset (the reference's ARC-1 input;
-its one duplicated task needs task.allow_overlap=true) through `stage=augment task=arc` on a local Ray
-started by the stage. Memory is sampled over this process and all its descendants (the Ray daemons and
-workers): the sum of RSS counts pages shared between processes (the object store, libraries) once per
-process; PSS splits each shared page between its users, so it adds up to what the run holds. CPU time
-(user + system, all those processes) is less sensitive than wall time to other work on a shared machine.
-Ratios are against the reference builder on a 2-core machine (trm_reference.md 1.6).
+Times the command `python -m pipeline.run stage=augment preset=arc_agi_1 task.source=<source>
+data_dir=<dir>` (plus `task.num_aug=N` below 1000) in a subprocess, from its start (Python, imports, Ray)
+to its exit: training + evaluation + concept, evaluation as the test subset, as the preset builds it.
+Memory is sampled over that process and all its descendants (the Ray daemons and workers): the sum of RSS
+counts pages shared between processes (the object store, libraries) once per process; PSS splits each
+shared page between its users, so it adds up to what the run holds. CPU time (user + system, all those
+processes) is less sensitive than wall time to other work on a shared machine. Ratios are against the
+reference builder on a 2-core machine (trm_reference.md 1.6).
 """
 import argparse
-import logging
+import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+from record import commit_label
 
 SHARED_ARC = Path(__file__).resolve().parents[2] / "shared" / "data" / "arc" / "arc-agi"
 # Reference builder (TRM e7b6871), 2 vCPU: wall s, peak RSS GB, output GB.
@@ -81,23 +86,23 @@ def _pss(pids: list) -> dict:
 
 
 class PeakMemory(threading.Thread):
-    """Samples the process tree: RSS every `interval` s, PSS every `pss_every` samples; keeps the peaks,
-    each process's CPU seconds, and its own CPU time (reading /proc is not free)."""
+    """Samples the process tree under `root`: RSS every `interval` s, PSS every `pss_every` samples; keeps the
+    peaks and each process's CPU seconds."""
 
-    def __init__(self, interval: float = 0.25, pss_every: int = 8):
+    def __init__(self, root: int, interval: float = 0.25, pss_every: int = 8):
         super().__init__(daemon=True)
+        self.root = root
         self.interval, self.pss_every = interval, pss_every
         self.peak_rss = self.peak_pss = self.processes = 0
         self.at_peak = {}              # pid -> (PSS, name) when the PSS sum peaked
         self.cpu = {}                  # pid -> CPU seconds at its last sample (kept after it exits)
         self.names = {}
-        self.own_cpu = 0.0
         self._stop_event = threading.Event()
 
     def run(self):
-        root, tick = os.getpid(), 0
+        tick = 0
         while not self._stop_event.is_set():
-            pids = _tree(root)
+            pids = _tree(self.root)
             self.peak_rss = max(self.peak_rss, sum(_rss(pid) for pid in pids))
             self.processes = max(self.processes, len(pids))
             self.cpu.update({pid: _cpu_seconds(pid) for pid in pids})
@@ -108,7 +113,6 @@ class PeakMemory(threading.Thread):
                 if pss > self.peak_pss:
                     self.peak_pss, self.at_peak = pss, memory
             tick += 1
-            self.own_cpu = time.thread_time()
             self._stop_event.wait(self.interval)
 
     def stop(self):
@@ -124,39 +128,33 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-aug", type=int, default=100, help="augmentations per task (the paper: 1000)")
     parser.add_argument("--source", default=str(SHARED_ARC), help="Kaggle prefix of the ARC JSON files")
-    parser.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray")
     parser.add_argument("--out", default=None, help="data_dir (default: a temporary folder, removed after)")
     args = parser.parse_args()
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    from hydra import compose, initialize_config_module
-
-    from pipeline.run import run_stage
-
-    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench-arc-"))
-    overrides = ["stage=augment", "task=arc", "preset=none", f"task.source={args.source}",
-                 "task.subsets=[training,evaluation,concept]", "task.test_subset=evaluation",
-                 f"task.num_aug={args.num_aug}", "task.allow_overlap=true", "overwrite=true",
-                 f"ray.num_cpus={args.cpus}", "ray.dashboard=false", f"data_dir={out}"]
-    with initialize_config_module(config_module="pipeline.conf", version_base=None):
-        cfg = compose(config_name="config", overrides=overrides)
-    sampler = PeakMemory()
-    sampler.start()
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench-arc-")) / "data"
+    command = [sys.executable, "-m", "pipeline.run", "stage=augment", "preset=arc_agi_1", f"task.source={args.source}",
+               f"data_dir={out}", "overwrite=true"] + ([f"task.num_aug={args.num_aug}"] if args.num_aug != 1000 else [])
+    print(f"# python bench/bench_arc.py --num-aug {args.num_aug}   (commit {commit_label()}, {os.cpu_count()} CPUs)")
     began = time.perf_counter()
-    manifest = run_stage(cfg)                      # includes starting Ray
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    sampler = PeakMemory(child.pid)
+    sampler.start()
+    _, errors = child.communicate()
     wall = time.perf_counter() - began
     sampler.stop()
-    cpu = sum(sampler.cpu.values()) - sampler.own_cpu
-    parquet = _bytes_under(out / "train", ".parquet") + _bytes_under(out / "test", ".parquet")
+    if child.returncode:
+        sys.exit(f"the build failed ({child.returncode}):\n{errors[-3000:]}")
+    manifest = json.loads((out / "dataset.json").read_text())
+    cpu = sum(sampler.cpu.values())
+    parquet = sum(_bytes_under(out / split, ".parquet") for split in ("train", "val", "test"))
     side = sum((out / manifest[k]).stat().st_size for k in ("identifiers_file", "test_puzzles_file"))
     splits = manifest["splits"]
-    print(f"\nARC-AGI-1, num_aug {args.num_aug}, {args.cpus} CPUs: train {splits['train']['examples']:,} "
+    print(f"{' '.join(command[1:])}")
+    print(f"ARC-AGI-1, num_aug {args.num_aug}: train {splits['train']['examples']:,} "
           f"examples, test {splits['test']['examples']:,}, identifiers {manifest['num_puzzle_identifiers']:,}, "
           f"tasks short of versions {manifest['augmentation_shortfall']}, {sampler.processes} processes")
     ref = REFERENCE.get(args.num_aug)
     rows = [("wall (s)", wall, ref and ref[0]),
-            ("CPU, all processes, less the sampler (s)", cpu, None),
+            ("CPU, all processes (s)", cpu, None),
             ("peak RSS, sum over processes (GB)", sampler.peak_rss / 1e9, ref and ref[1]),
             ("peak PSS, sum over processes (GB)", sampler.peak_pss / 1e9, ref and ref[1]),
             ("Parquet on disk (GB)", parquet / 1e9, ref and ref[2]),
@@ -172,7 +170,7 @@ def main():
     for pid, seconds in sorted(sampler.cpu.items(), key=lambda kv: -kv[1])[:8]:
         print(f"  {seconds:7.1f}  {sampler.names.get(pid, '?')[:90]}")
     if not args.out:
-        shutil.rmtree(out)
+        shutil.rmtree(out.parent)
 
 
 if __name__ == "__main__":

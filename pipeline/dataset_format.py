@@ -152,26 +152,24 @@ def staging_dir(data_dir: str, split: str) -> str:
     return storage.join(data_dir, f".staging-{split}")
 
 
-def write_split(ds, data_dir: str, split: str, groups_per_file: int | None,
-                parquet_options: dict | None = None) -> None:
+def write_split(ds, data_dir: str, split: str, groups_per_file: int, parquet_options: dict | None = None) -> None:
     """Write a Ray Dataset of example rows into `data_dir/<split>/` as zstd Parquet shards.
 
     Which rows a file holds and in what order are functions of the rows alone, never of Ray's scheduling
     (which task finished first, how blocks were bundled), so equal builds give equal files whatever the
     load or the number of CPUs: the same command trains on the same stream. File k holds the groups
-    `k * groups_per_file ...` (all of their copies), its rows sorted by ORDER_COLUMNS. `groups_per_file=None`:
-    the rows carry their file index in a SHARD column (ARC: a run of whole tasks). `parquet_options`: extra
-    `pyarrow.parquet.write_table` options for a task's data.
+    `k * groups_per_file ...` (all of their copies), its rows sorted by ORDER_COLUMNS. `parquet_options`: extra
+    `pyarrow.parquet.write_table` options for a task's data. (A builder that makes each file's rows itself,
+    in order, uses `write_files`: one pass.)
 
     Two passes, no shuffle service: each block writes its rows of each file as a fragment under
     `staging_dir`, then one task per file merges that file's fragments, sorts and writes it. A task holds one
     block or one file, never a split. (Ray's hash shuffle did this in one pass but held 1/P of the split per
     reducer, started an actor per partition, and failed on the empty blocks a filter leaves.)
     """
-    if groups_per_file is not None:
-        if groups_per_file < 1:
-            raise ValueError(f"groups_per_file={groups_per_file} must be positive")
-        ds = ds.map_batches(_with_shard, batch_format="pyarrow", fn_kwargs=dict(groups_per_file=groups_per_file))
+    if groups_per_file < 1:
+        raise ValueError(f"groups_per_file={groups_per_file} must be positive")
+    ds = ds.map_batches(_with_shard, batch_format="pyarrow", fn_kwargs=dict(groups_per_file=groups_per_file))
     staging = staging_dir(data_dir, split)
     storage.remove(staging)
     ds.map_batches(_stage_fragments, batch_format="pyarrow", batch_size=None,

@@ -50,12 +50,14 @@ class Poster:
 
 
 def evaluation_line(record: dict) -> str:
-    """`eval @ step 500: exact 93.8 % (per supervision step 10.8 / 93.8 / 98.4 / 96.4), token 99.1 %`."""
+    """`eval @ step 500: exact 93.8 % (per supervision step 10.8 / 93.8 / 98.4 / 96.4), token 99.1 %` (ARC: then
+    `, pass@1 ... %, pass@2 ... %` after voting)."""
     steps = sorted((int(k.rsplit("step", 1)[1]), v) for k, v in record.items() if k.startswith("eval/exact_accuracy_step"))
     per_step = " / ".join(f"{100 * v:.1f}" for _, v in steps)
+    voted = "".join(f", {k} {100 * record[f'eval/{k}']:.1f} %" for k in ("pass@1", "pass@2") if f"eval/{k}" in record)
     return (f"eval @ step {record['step']:,}: exact {100 * record['eval/exact_accuracy']:.1f} %"
             + (f" (per supervision step {per_step})" if per_step else "")
-            + f", token {100 * record['eval/accuracy']:.1f} %")
+            + f", token {100 * record['eval/accuracy']:.1f} %" + voted)
 
 
 class _PolledBar:

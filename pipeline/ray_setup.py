@@ -26,8 +26,9 @@ def torch_threads(cpus: float) -> int:
     return max(1, min(int(cpus), cores))
 
 
-# Ray's warnings that are expected here and alarm users for nothing: training workers hold CPUs while
-# their own Ray Data reads run (not a hang), and the stages turn Ray Data's per-read bars off on purpose.
+# Ray's warnings that are expected here and alarm users for nothing: the evaluation stages' inference
+# actors hold CPUs while their own Ray Data reads wait for one (not a hang), and the stages turn Ray Data's
+# per-read bars off on purpose.
 _EXPECTED_WARNINGS = ("does not have any available CPUs", "Progress bars disabled")
 
 

@@ -31,8 +31,8 @@ import ray.train
 import torch
 import torch.distributed as dist
 
+from pipeline import arc_validation, storage
 from pipeline import checkpoints as ckpt
-from pipeline import storage
 from pipeline.metrics_log import MetricsLog
 from pipeline.progress import Poster
 from pipeline.ray_setup import quiet_expected_ray_warnings, torch_threads
@@ -155,19 +155,30 @@ def split_fits_in_memory(t: dict, manifest: dict) -> bool:
     return examples * (2 * int(manifest["seq_len"]) + 8) <= float(t["in_memory_mb"]) * 2**20
 
 
-def load_eval_examples(split: SplitFiles, limit: int | None, rank: int, world: int) -> dict | None:
-    """This rank's share (every world-th row) of the evaluation split's first `limit` rows (None: all)."""
-    columns = split.read_columns(list(COLUMNS))
+def load_eval_examples(split: SplitFiles, limit: int | None, rank: int, world: int, arc: bool = False) -> tuple:
+    """This rank's share (every world-th row) of the evaluation split's first `limit` rows (None: all), as
+    (trm example tensors or None, the rows' ARC columns and true-output hashes or None)."""
+    columns = list(COLUMNS) + (arc_validation.COLUMNS if arc else [])
+    rows = split.read_columns(columns)
     positions = np.arange(split.rows if limit is None else min(int(limit), split.rows))[rank::world]
     if not len(positions):
-        return None
-    return to_examples({k: v[positions] for k, v in columns.items()})
+        return None, None
+    mine = {k: v[positions] for k, v in rows.items()}
+    side = None
+    if arc:
+        side = {k: mine[k] for k in arc_validation.COLUMNS}
+        side["truth"] = arc_validation.truth(mine["labels"], side)
+    return to_examples({k: mine[k] for k in COLUMNS}), side
 
 
-def evaluate(model: TRM, ema: EMA | None, examples: dict | None, batch_size: int, device) -> dict:
-    """Exact and token accuracy after all N_sup steps and per step, on the EMA weights, summed over ranks."""
+def evaluate(model: TRM, ema: EMA | None, examples: dict | None, batch_size: int, device,
+             arc_rows: dict | None = None, arc: bool = False) -> dict:
+    """Exact and token accuracy after all N_sup steps and per step, on the EMA weights, summed over ranks;
+    for ARC (`arc`) also pass@1/2 after voting over each validation input's versions (`arc_rows`: this
+    rank's rows' ARC columns)."""
     n_sup = model.config.halt_max_steps
     sums = torch.zeros(1 + 3 * n_sup, dtype=torch.float64, device=device)
+    preds, q_halt = [], []
     if examples is not None and len(examples["inputs"]):
         evaluated = ema.copy_model(model) if ema is not None else model
         for start in range(0, len(examples["inputs"]), batch_size):
@@ -175,16 +186,37 @@ def evaluate(model: TRM, ema: EMA | None, examples: dict | None, batch_size: int
             sums += torch.cat([torch.tensor([float(result.count)], device=device),
                                result.per_step["accuracy"].double(), result.per_step["exact_accuracy"].double(),
                                result.per_step["q_halt_accuracy"].double()])
+            if arc:
+                preds.append(result.preds.cpu().numpy().astype(np.uint8))
+                q_halt.append(result.q_halt.float().cpu().numpy())
         del evaluated
     sums = _all_reduce_sum(sums).cpu()
     count = sums[0].item()
     if count == 0:
         return {}
-    accuracy, exact, q_halt = (sums[1 + i * n_sup:1 + (i + 1) * n_sup] / count for i in range(3))
+    accuracy, exact, q_halt_accuracy = (sums[1 + i * n_sup:1 + (i + 1) * n_sup] / count for i in range(3))
     metrics = {"eval/count": count, "eval/accuracy": accuracy[-1].item(), "eval/exact_accuracy": exact[-1].item(),
-               "eval/q_halt_accuracy": q_halt[-1].item()}
+               "eval/q_halt_accuracy": q_halt_accuracy[-1].item()}
     metrics.update({f"eval/exact_accuracy_step{i + 1}": exact[i].item() for i in range(n_sup)})
+    if arc:
+        mine = arc_validation.votes(np.concatenate(preds), np.concatenate(q_halt), arc_rows,
+                                    arc_rows["truth"]) if preds else []
+        metrics.update(arc_validation.scores(_all_gather(mine)))
     return metrics
+
+
+def _all_gather(items: list) -> list:
+    """Every rank's list, concatenated in rank order."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return items
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, items)
+    return [item for part in gathered for item in part]
+
+
+def selection_metric(eval_metrics: dict):
+    """What `best_` is chosen by: ARC's voted pass@2 where there is one, else exact accuracy."""
+    return eval_metrics.get("eval/pass@2", eval_metrics.get("eval/exact_accuracy"))
 
 
 def _train_record(step: int, sums: torch.Tensor, global_batch: int, lr: float, seconds: float, epoch: int) -> dict:
@@ -304,8 +336,10 @@ def train_loop(config: dict) -> None:
                            in_memory=split_fits_in_memory(t, config["manifest"]),
                            window_rows=int(t["stream_window_rows"]))
     del index
-    eval_examples = (load_eval_examples(SplitFiles(storage.join(config["data_dir"], "val")), t["eval_examples"],
-                                        rank, world) if config["has_eval"] else None)
+    arc = config["manifest"].get("task") == "arc"
+    eval_examples, arc_rows = (load_eval_examples(SplitFiles(storage.join(config["data_dir"], "val")),
+                                                  t["eval_examples"], rank, world, arc=arc)
+                               if config["has_eval"] else (None, None))
     metrics_log, progress = None, Poster(config.get("progress_board"))
     if rank == 0:
         metrics_log = MetricsLog(config["run_dir"], upto_step=start_step, logger=config["logger"],
@@ -335,8 +369,8 @@ def train_loop(config: dict) -> None:
 
         eval_metrics, improved = {}, False
         if eval_every and (step % eval_every == 0 or step == total_steps) and config["has_eval"]:
-            eval_metrics = evaluate(model, ema, eval_examples, max(1, global_batch // world), device)
-            score = eval_metrics.get("eval/exact_accuracy")
+            eval_metrics = evaluate(model, ema, eval_examples, max(1, global_batch // world), device, arc_rows, arc)
+            score = selection_metric(eval_metrics)
             # Strictly better only: a tie keeps the earlier copy instead of uploading another one.
             improved = score is not None and (best_metric is None or score > best_metric)
             if improved:

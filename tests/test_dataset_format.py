@@ -28,3 +28,26 @@ def test_split_by_groups_partitions_the_rows(ray_local):
     rest_groups = {r["group_id"] for r in rest.take_all()}
     assert held_groups == [3, 3, 7, 7, 19, 19]
     assert rest_groups == set(range(20)) - {3, 7, 19} and rest.count() == 34
+
+
+def encode_rows(unit, *, width):
+    """A test builder's encoder: each (group, copies) of the unit as one batch of rows."""
+    for group, copies in unit:
+        yield {"inputs": np.full((copies, width), group, np.uint8), "group_id": np.full(copies, group, np.int64),
+               "aug_index": np.arange(copies, dtype=np.int32)}
+
+
+def test_write_files_writes_each_unit_as_one_file_in_order(ray_local, tmp_path):
+    import pyarrow.parquet as pq
+    units = [[(0, 2), (1, 3)], [], [(5, 1)]]
+    fmt.write_files(units, encode_rows, str(tmp_path), "train", {"row_group_size": 2}, width=4)
+    names = sorted(p.name for p in (tmp_path / "train").iterdir())
+    assert names == [fmt.shard_name(0), fmt.shard_name(2)]          # an empty unit writes no file
+    first = pq.read_table(tmp_path / "train" / fmt.shard_name(0))
+    assert first.column("group_id").to_pylist() == [0, 0, 1, 1, 1]
+    assert pq.ParquetFile(tmp_path / "train" / fmt.shard_name(0)).metadata.num_row_groups == 3
+
+
+def test_write_files_refuses_rows_out_of_order(ray_local, tmp_path):
+    with pytest.raises(Exception, match="out of \\(group_id, aug_index\\) order"):
+        fmt.write_files([[(3, 1), (2, 1)]], encode_rows, str(tmp_path), "train", width=4)

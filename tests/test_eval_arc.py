@@ -25,11 +25,23 @@ def arc_run(ray_local, shared_data, tmp_path_factory):
     paths = [f"data_dir={root / 'data'}", f"run_dir={root / 'run'}", "task=arc", "preset=none",
              f"task.source={shared_data / 'arc' / 'arc-agi'}", "task.subsets=[training,evaluation]",
              f"task.task_ids=[{','.join(TRAINING + EVALUATION)}]", f"task.num_aug={NUM_AUG}"]
-    run_stage(compose("stage=augment", *paths))
+    run_stage(compose("stage=augment", *paths, "task.num_val=1"))
     run_stage(compose("stage=train", *paths, *TINY_MODEL, "train.num_workers=1", "train.global_batch_size=8",
-                      "train.steps=2", "train.eval_every=0"))
+                      "train.steps=2", "train.eval_every=2"))
     metrics = run_stage(compose("stage=eval_arc", *paths, "eval.batch_size=5", f"eval_arc.num_aug={NUM_AUG - 1}"))
     return root, paths, metrics
+
+
+def test_training_validates_with_the_voted_arc_metric(arc_run):
+    """The periodic evaluation of an ARC run scores pass@1/2 after voting over the validation task's versions
+    (task.num_val=1), and best_ is chosen by pass@2."""
+    from pipeline import checkpoints as ckpt
+    from pipeline.metrics_log import read_metrics
+    root, _, _ = arc_run
+    evaluated = [r for r in read_metrics(str(root / "run")) if "eval/exact_accuracy" in r]
+    assert [r["step"] for r in evaluated] == [2]
+    assert all(0 <= evaluated[0][f"eval/pass@{k}"] <= 1 for k in (1, 2))
+    assert ckpt.best_checkpoint(str(root / "run")) is not None
 
 
 def test_submission_covers_exactly_the_test_tasks_and_inputs(arc_run, shared_data):

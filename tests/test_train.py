@@ -270,9 +270,18 @@ def test_cli_exit_code_on_missing_data(tmp_path):
     assert "dataset.json is missing" in result.stdout + result.stderr
 
 
+def test_auto_cpus_give_each_worker_the_most_whole_cpus_that_fit():
+    from pipeline.ray_setup import torch_threads
+    from pipeline.stages.train import whole_cpus_per_worker
+    assert whole_cpus_per_worker([2], 1) == 2          # a laptop's one worker trains on every core
+    assert whole_cpus_per_worker([8, 8], 3) == 4       # 4 + 4 on one node, 4 on the other
+    assert whole_cpus_per_worker([2], 4) == 0.5        # more workers than CPUs: a share each
+    assert torch_threads(0.5) == 1 and torch_threads(10_000) == len(os.sched_getaffinity(0))
+
+
 def test_two_nodes_one_worker_each(tiny_data, tmp_path):
     """Runs last in this file: it replaces the session's Ray with a 2-node cluster, then restores it.
-    It also streams the train split from storage every epoch (the path of splits over train.in_memory_mb)."""
+    It also reads the train split a window of epochs at a time (the path of splits over train.in_memory_mb)."""
     import ray
     from ray.cluster_utils import Cluster
     ray.shutdown()
@@ -291,3 +300,4 @@ def test_two_nodes_one_worker_each(tiny_data, tmp_path):
         cluster.shutdown()
         # the ray_local fixture's settings, for the tests that run after this one
         ray.init(num_cpus=4, include_dashboard=True, logging_level=logging.WARNING, object_store_memory=1024**3)
+
