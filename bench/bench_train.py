@@ -22,7 +22,6 @@ import tempfile
 import time
 
 import numpy as np
-import pyarrow.dataset as pads
 import ray
 import torch
 from hydra import compose, initialize_config_module
@@ -30,6 +29,7 @@ from hydra import compose, initialize_config_module
 from pipeline import storage
 from pipeline.metrics_log import read_metrics
 from pipeline.run import run_stage
+from pipeline.split_reader import SplitFiles
 from record import commit_label
 from pipeline.train_loop import to_examples
 from trm import TRM, act_loss, build_optimizers, refill, set_lr
@@ -55,11 +55,7 @@ def ray_step_seconds(run_dir: str) -> tuple[float, float]:
 
 def plain_step_seconds(data_dir: str, model_config, args) -> float:
     """The trainer's step (refill, forward, ACT loss, backward, both optimisers) in one process."""
-    fs, path = storage.filesystem(storage.join(data_dir, "train"))
-    names = ["inputs", "labels", "puzzle_identifier"]
-    table = pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=names)
-    columns = {k: np.stack(table.column(k).to_numpy(zero_copy_only=False)) if k != "puzzle_identifier"
-               else table.column(k).to_numpy() for k in table.column_names}
+    columns = SplitFiles(storage.join(data_dir, "train")).read_columns(["inputs", "labels", "puzzle_identifier"])
     examples = to_examples(columns)
     torch.manual_seed(0)
     model = TRM(model_config, verbose=False)

@@ -7,7 +7,7 @@ from tests.conftest import compose
 
 
 def test_every_task_module_has_the_hooks_its_stages_call():
-    assert tasks.names() == ["arc", "maze", "sudoku"]
+    assert tasks.names() == ("arc", "maze", "sudoku")
     for name in tasks.names():
         module = tasks.get(name)
         assert callable(module.build) and module.EVAL_STAGE in ("eval", "eval_arc")

@@ -15,14 +15,17 @@ and, when `EVAL_STAGE == "eval"`:
 - `EXTRA_RATES` ({column: metric name}) and `score_batch(batch, size) -> batch`: boolean columns of the
   predictions the stage reports as rates (maze: a valid shortest path); `{}` and no function when none.
 """
+import functools
 import importlib
 import pkgutil
 
 from pipeline.errors import PipelineError
 
 
-def names() -> list[str]:
-    return sorted(module.name for module in pkgutil.iter_modules(__path__))
+@functools.cache
+def names() -> tuple[str, ...]:
+    """The task modules' names (listed once: `get` runs per inference batch and per picture)."""
+    return tuple(sorted(module.name for module in pkgutil.iter_modules(__path__)))
 
 
 def get(name: str):
