@@ -11,14 +11,14 @@ A checkpoint is complete when `meta.json`, `state.pt` and every rank's file exis
 the periodic evaluation is kept apart as `run_dir/best_<step:08d>/` (rank 0's files only: enough to
 evaluate, not to resume). Everything loads with `torch.load(weights_only=True)`.
 """
-import io
 import json
 import logging
 import os
+import posixpath
 import re
+import tempfile
 import zipfile
 
-import fsspec
 import torch
 
 from pipeline import storage
@@ -148,8 +148,15 @@ def training_complete(run_dir: str, steps: int) -> bool:
 
 
 def _torch_load(path: str):
-    with fsspec.open(path, "rb") as f:
-        return torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
+    """torch.load, memory-mapped: tensors are read from the file as they are used instead of through a second
+    copy in memory (a remote file is downloaded to a temporary file first; the mapping outlives the name)."""
+    if not storage.is_remote(path):
+        return torch.load(storage.filesystem(path)[1], map_location="cpu", weights_only=True, mmap=True)
+    with tempfile.TemporaryDirectory() as local:
+        copy = os.path.join(local, posixpath.basename(path))
+        fs, remote = storage.filesystem(path)
+        fs.get_file(remote, copy)
+        return torch.load(copy, map_location="cpu", weights_only=True, mmap=True)
 
 
 def load_checkpoint(path: str) -> tuple[dict, dict, dict]:

@@ -2,8 +2,10 @@
 
 Layout under `data_dir` (local or `s3://`):
 - `train/*.parquet`, `val/*.parquet`, `test/*.parquet`: one row per example, with at least
-  - `inputs`, `labels`: fixed-length uint8 token sequences (Ray tensor columns, `large_list<uint8>` on
-    disk); label 0 is PAD/ignore;
+  - `inputs`, `labels`: fixed-length uint8 token sequences, `fixed_size_binary(seq_len)` on disk (one
+    Parquet value per row: ten times cheaper to write and read than a list of seq_len values); label 0 is
+    PAD/ignore. Read them with `column_numpy` (rows x seq_len uint8) or `read_ray` (Ray tensor columns);
+    both also read the `large_list<uint8>` tensor columns of datasets written before;
   - `puzzle_identifier` (int32): row of the puzzle-embedding table, 0 = blank;
   - `group_id` (int64): the original puzzle/task the row derives from;
   - `aug_index` (int32): 0 = untransformed, k = k-th augmentation of that group.
@@ -118,12 +120,67 @@ def split_stats(split_dir: str) -> dict:
     }
 
 
+TOKEN_COLUMNS = ("inputs", "labels", "preds")     # written as fixed_size_binary(seq_len) (preds: stage=eval's)
+
+
+def token_array(tokens: np.ndarray) -> pa.FixedSizeBinaryArray:
+    """[rows, seq_len] uint8 tokens as one fixed-size binary value per row (zero copy of a C-ordered array)."""
+    tokens = np.ascontiguousarray(tokens, dtype=np.uint8)
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(tokens.shape[1]), tokens.shape[0],
+                                                [None, pa.py_buffer(tokens)])
+
+
+def column_numpy(column) -> np.ndarray:
+    """An Arrow column as numpy: token columns (fixed-size binary, or lists of equal length, plain or Ray's
+    tensor extension) as [rows, seq_len]; the others as 1-D. Token arrays may be read-only views."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    shape = getattr(array.type, "shape", None)      # Ray's tensor type knows its row shape, even with no rows
+    if isinstance(array, pa.ExtensionArray):
+        array = array.storage
+    if pa.types.is_fixed_size_binary(array.type):
+        width, rows = array.type.byte_width, len(array)
+        if rows == 0:
+            return np.zeros((0, width), np.uint8)
+        data = np.frombuffer(array.buffers()[1], np.uint8)
+        return data[array.offset * width:(array.offset + rows) * width].reshape(rows, width)
+    if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
+        if len(array) == 0:
+            return np.zeros((0, *(shape or (0,))), dtype=array.type.value_type.to_pandas_dtype())
+        return array.flatten().to_numpy(zero_copy_only=False).reshape(len(array), -1)
+    return array.to_numpy(zero_copy_only=False)
+
+
 def arrow_table(columns: dict) -> pa.Table:
     """Rows of numpy columns as an Arrow table; 2-D columns become Ray tensor columns (as `map_batches`
-    output would), so the Parquet files look the same whichever way a builder made them."""
+    output would), so in-memory datasets look the same whichever way a builder made them."""
     from ray.data.extensions import ArrowTensorArray
     return pa.table({k: ArrowTensorArray.from_numpy(v) if v.ndim > 1 else pa.array(v)
                      for k, v in columns.items()})
+
+
+def disk_table(table: pa.Table) -> pa.Table:
+    """`table` as it goes to disk: its token columns as fixed-size binary."""
+    for name in TOKEN_COLUMNS:
+        if name in table.column_names and not pa.types.is_fixed_size_binary(table.schema.field(name).type):
+            tokens = column_numpy(table.column(name))
+            if tokens.ndim == 2 and tokens.shape[1]:       # (an empty list column has no width to declare)
+                table = table.set_column(table.schema.get_field_index(name), name, token_array(tokens))
+    return table
+
+
+def read_ray(split_dir: str, columns: list):
+    """A written split (or any folder of shards with token columns) as a Ray Dataset whose token columns are
+    Ray tensors: numpy batches hold them as [rows, seq_len] uint8, whichever encoding the files use."""
+    return ray.data.read_parquet(split_dir, columns=columns).map_batches(_tokens_as_tensors, batch_format="pyarrow")
+
+
+def _tokens_as_tensors(batch: pa.Table) -> pa.Table:
+    from ray.data.extensions import ArrowTensorArray
+    for name in TOKEN_COLUMNS:
+        if name in batch.column_names and pa.types.is_fixed_size_binary(batch.schema.field(name).type):
+            batch = batch.set_column(batch.schema.get_field_index(name), name,
+                                     ArrowTensorArray.from_numpy(column_numpy(batch.column(name))))
+    return batch
 
 
 SHARD = "shard"                  # the helper column naming each row's file; never written
@@ -133,8 +190,8 @@ ORDER_COLUMNS = ("group_id", "aug_index", "is_test_pair", "example_index")   # a
 def _write_options(schema: pa.Schema, options: dict) -> dict:
     """Parquet writer options: zstd, and min/max statistics only for the scalar columns (a token column's
     statistics cost a third of its write time and no reader uses them)."""
-    scalar = [f.name for f in schema if not (pa.types.is_list(f.type) or pa.types.is_large_list(f.type) or
-                                                isinstance(f.type, pa.ExtensionType))]
+    scalar = [f.name for f in schema if f.name not in TOKEN_COLUMNS and not (
+        pa.types.is_list(f.type) or pa.types.is_large_list(f.type) or isinstance(f.type, pa.ExtensionType))]
     return {"compression": "zstd", "write_statistics": scalar, **options}
 
 
@@ -204,7 +261,7 @@ def _stage_fragments(block: pa.Table, *, staging: str) -> pa.Table:
         fs, path = storage.filesystem(storage.join(staging, f"{int(shard):06d}", f"{uuid.uuid4().hex}.parquet"))
         fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         with fs.open(path, "wb") as f:
-            pq.write_table(rows, f, compression="lz4")
+            pq.write_table(disk_table(rows), f, compression="lz4")
     return pa.table({SHARD: pa.array(touched, type=pa.int64())})
 
 
@@ -215,7 +272,7 @@ def _merge_shard(shard: int, staging: str, directory: str, options: dict) -> int
     fragments = storage.list_files(storage.join(staging, f"{shard:06d}"), ".parquet")
     fs, _ = storage.filesystem(directory)
     rows = pa.concat_tables([pq.read_table(storage.filesystem(f)[1], filesystem=fs) for f in fragments])
-    rows = rows.sort_by([(c, "ascending") for c in ORDER_COLUMNS if c in rows.column_names]).combine_chunks()
+    rows = disk_table(rows.sort_by([(c, "ascending") for c in ORDER_COLUMNS if c in rows.column_names]).combine_chunks())
     path = storage.filesystem(storage.join(directory, shard_name(shard)))[1]
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     with fs.open(path, "wb") as f:
@@ -250,7 +307,7 @@ def _write_file(batch, *, encode, directory: str, options: dict, encode_options:
             if ((step_group < 0) | ((step_group == 0) & (step_aug < 0))).any():
                 raise ValueError(f"{path}: the builder's rows are out of (group_id, aug_index) order")
             last = keys[-1:]
-            table = arrow_table(columns)
+            table = disk_table(arrow_table(columns))
             if writer is None:
                 fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
                 handle = fs.open(path, "wb")

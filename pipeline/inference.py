@@ -19,7 +19,7 @@ from pipeline import storage, test_time
 from pipeline.errors import PipelineError
 from pipeline.ray_setup import torch_threads
 from pipeline.train_loop import to_examples
-from trm import EMA, TRM, Carry, evaluate_batch, refill
+from trm import TRM, Carry, evaluate_batch, refill
 from trm.noise import RowKeyedNormal
 
 log = logging.getLogger(__name__)
@@ -62,14 +62,14 @@ def load_model(path: str, use_ema: bool, device) -> TRM:
     """The checkpoint's model in eval mode on `device`: EMA weights when `use_ema`."""
     state, config, manifest = ckpt.load_checkpoint(path)
     model = TRM(ckpt.model_config(config["model"], manifest, source=f"checkpoint {path}: model"), verbose=False)
-    model.load_state_dict(state["model"])
+    weights = dict(state["model"])
     if use_ema:
         if state.get("ema") is None:
             raise PipelineError(f"checkpoint {path} has no EMA weights (trained with train.ema=false); "
                                 f"set eval.ema=false")
-        ema = EMA(model, rate=state["ema"]["rate"])
-        ema.load_state_dict(state["ema"])
-        model = ema.copy_model(model)
+        weights.update(state["ema"]["shadow"])     # into this model: no second copy of the puzzle table
+    model.load_state_dict(weights)
+    del state, weights
     return model.to(device).eval()
 
 

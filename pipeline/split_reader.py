@@ -9,20 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import storage
-from pipeline.dataset_format import read_columns
-
-
-def to_numpy(column: pa.ChunkedArray) -> np.ndarray:
-    """An Arrow column as numpy: token columns (lists of equal length, plain or Ray's tensor extension) as 2-D."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if isinstance(array, pa.ExtensionArray):
-        array = array.storage
-    if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
-        if len(array) == 0:
-            return np.zeros((0, 0), dtype=array.type.value_type.to_pandas_dtype())
-        values = array.flatten().to_numpy(zero_copy_only=False)
-        return values.reshape(len(array), -1)
-    return array.to_numpy(zero_copy_only=False)
+from pipeline.dataset_format import column_numpy, read_columns
 
 
 class SplitFiles:
@@ -47,7 +34,7 @@ class SplitFiles:
         if not self.files:
             return {c: np.zeros(0, np.int64) for c in columns}
         table = read_columns(self.split_dir, columns, self.files)
-        return {c: to_numpy(table.column(c)) for c in columns}
+        return {c: column_numpy(table.column(c)) for c in columns}
 
     def read_rows(self, positions: np.ndarray, columns: list) -> dict:
         """The rows at `positions` (any order, repeats allowed), in that order."""
@@ -76,7 +63,7 @@ class SplitFiles:
             offsets = np.r_[0, np.cumsum(self._row_groups[index][groups])]
             local = offsets[np.searchsorted(groups, group_of_row)] + rows - bounds[group_of_row]
             for c in columns:
-                values = to_numpy(table.column(c).take(pa.array(local)))
+                values = column_numpy(table.column(c).take(pa.array(local)))
                 if c not in unique:
                     unique[c] = np.empty((len(wanted),) + values.shape[1:], values.dtype)
                 unique[c][lo:hi] = values

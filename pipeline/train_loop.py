@@ -233,8 +233,10 @@ def _train_record(step: int, sums: torch.Tensor, global_batch: int, lr: float, s
 
 def _save(step, model, optimizers, ema, carry, stream, best_metric, improved, eval_metrics, config, rank, world,
           metrics_log, report_metrics):
-    """Write this rank's files, then report them into checkpoint_<step> (every rank calls report)."""
+    """Write this rank's files, then report them into checkpoint_<step> (every rank calls report); returns
+    the seconds spent (writing the files locally, reporting: Ray's upload to run_dir)."""
     run_dir = config["run_dir"]
+    began = time.perf_counter()
     with tempfile.TemporaryDirectory() as local:
         torch.save({"carry": carry.state_dict(), "rng": torch.get_rng_state(), "epoch": stream.epoch,
                     "consumed": stream.consumed}, os.path.join(local, ckpt.rank_file(rank)))
@@ -248,8 +250,10 @@ def _save(step, model, optimizers, ema, carry, stream, best_metric, improved, ev
             if improved:
                 _keep_best(local, run_dir, step)
             metrics_log.flush()   # before the checkpoint: a resume truncates to it, so no step is lost
+        written = time.perf_counter()
         ray.train.report(report_metrics, checkpoint=ray.train.Checkpoint.from_directory(local),
                          checkpoint_dir_name=ckpt.checkpoint_name(step))
+    return {"train/checkpoint_write_s": written - began, "train/checkpoint_report_s": time.perf_counter() - written}
 
 
 def _keep_best(local: str, run_dir: str, step: int) -> None:
@@ -317,7 +321,9 @@ def train_loop(config: dict) -> None:
     carry = model.empty_carry(global_batch // world, device)
     step, epoch, consumed, best_metric = 0, 0, 0, None
 
+    io_seconds = {}      # checkpoint reads and writes, shown in the next step's record
     if resume is not None:
+        began = time.perf_counter()
         state, mine, where = _load_resume(resume, rank)
         step, _ = load_training_state(state, model, optimizers, ema=ema)
         best_metric = state.get("best_metric")
@@ -325,6 +331,7 @@ def train_loop(config: dict) -> None:
         carry = Carry.from_state_dict(mine["carry"]).to(device)
         torch.set_rng_state(mine["rng"])
         epoch, consumed = mine["epoch"], mine["consumed"]
+        io_seconds["train/resume_load_s"] = time.perf_counter() - began
         if rank == 0:
             log.info("resumed from %s at step %d", where, step)
     start_step = step
@@ -365,6 +372,8 @@ def train_loop(config: dict) -> None:
         sums = torch.stack([metrics[k] for k in TRAIN_METRICS] + [torch.tensor(float(need), device=device)])
         sums = _all_reduce_sum(sums.double()).cpu()
         record = _train_record(step, sums, global_batch, lr, time.perf_counter() - began, stream.epoch)
+        record.update(io_seconds)
+        io_seconds = {}
         _maybe_fail(config, step, rank, world)
 
         eval_metrics, improved = {}, False
@@ -381,8 +390,8 @@ def train_loop(config: dict) -> None:
             progress.post(record)
         due = (checkpoint_every and step % checkpoint_every == 0) or step == total_steps or bool(eval_metrics)
         if due:
-            _save(step, model, optimizers, ema, carry, stream, best_metric, improved, eval_metrics, config, rank,
-                  world, metrics_log, record)
+            io_seconds = _save(step, model, optimizers, ema, carry, stream, best_metric, improved, eval_metrics,
+                               config, rank, world, metrics_log, record)
     stream.close()
     if rank == 0:
         metrics_log.close()

@@ -64,7 +64,7 @@ def test_files_are_a_function_of_the_rows_not_of_their_blocks(ray_local, tmp_pat
     assert sorted(written[0]) == [f"train/part-{k:06d}.parquet" for k in range(5)]
     for name, table in written[0].items():
         k = int(name[-14:-8])
-        assert table.select(rows.column_names).equals(rows.slice(k * 7 * copies, 7 * copies)), name
+        assert table.select(rows.column_names).equals(fmt.disk_table(rows.slice(k * 7 * copies, 7 * copies))), name
         assert all(table.equals(other[name]) for other in written[1:]), name
 
 

@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from augment import maze, sudoku
+from pipeline import dataset_format as fmt
 from pipeline import inference, storage, test_time
 from pipeline.errors import PipelineError
 from pipeline.run import run_stage
@@ -52,7 +53,7 @@ def sudoku_run(ray_local, tmp_path_factory):
 
 def _table(directory) -> dict:
     table = pq.read_table(str(directory))
-    return {name: table.column(name).to_pylist() for name in table.column_names}
+    return {name: fmt.column_numpy(table.column(name)) for name in table.column_names}
 
 
 @pytest.fixture(scope="module")

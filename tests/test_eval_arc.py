@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline import dataset_format as fmt
 from pipeline.errors import PipelineError
 from pipeline.run import run_stage
 from pipeline.stages.eval_arc import _decode
@@ -77,8 +78,7 @@ def test_submission_covers_exactly_the_test_tasks_and_inputs(arc_run, shared_dat
 def test_rescoring_oracle_predictions_gives_full_marks(arc_run, tmp_path):
     """Predictions equal to the labels of every version, decoded as eval_arc does, must vote the truth."""
     root, paths, _ = arc_run
-    import ray
-    batch = ray.data.read_parquet(str(root / "data" / "test")).take_batch(100_000, batch_format="numpy")
+    batch = fmt.read_ray(str(root / "data" / "test"), None).take_batch(100_000, batch_format="numpy")
     batch["preds"] = batch["labels"]
     batch["q_halt"] = np.zeros(len(batch["labels"]), np.float32)
     oracle = _decode(batch)
@@ -105,3 +105,14 @@ def test_checkpoint_of_other_data_is_refused(arc_run, tmp_path):
         run_stage(compose("stage=eval_arc", *paths, f"checkpoint={copy}"))
     with pytest.raises(PipelineError, match="no complete checkpoint"):
         run_stage(compose("stage=eval_arc", *paths, f"run_dir={tmp_path / 'empty'}"))
+
+
+def test_fewer_supervision_steps_answer_every_version(arc_run):
+    """eval.max_steps=1 (of N_sup 2) predicts every version after one step and records it; 0 is refused
+    before the previous results are touched."""
+    root, paths, _ = arc_run
+    with pytest.raises(PipelineError, match="eval.max_steps=0"):
+        run_stage(compose("stage=eval_arc", *paths, "eval.max_steps=0"))
+    metrics = run_stage(compose("stage=eval_arc", *paths, "eval.max_steps=1", "eval.batch_size=5"))
+    assert metrics["max_steps"] == 1
+    assert metrics["predictions"] == pq.read_table(str(root / "data" / "test")).num_rows

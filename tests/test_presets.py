@@ -20,7 +20,7 @@ PAPER_PARAMS = {"sudoku_extreme_mlp": 5_028_866, "sudoku_extreme_att": 6_828_034
 def test_preset_composes_and_starts_with_its_command(name):
     lines = (PRESETS / f"{name}.yaml").read_text().splitlines()
     assert lines[0] == "# @package _global_"
-    assert f"python -m pipeline.run" in lines[1] and (name == "none" or name.startswith("demo_")
+    assert "python -m pipeline.run" in lines[1] and (name == "none" or name.startswith("demo_")
                                                        or f"preset={name}" in lines[1])
     cfg = compose(f"preset={name}")
     assert cfg.task.name in DATA_FIELDS

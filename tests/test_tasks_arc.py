@@ -2,8 +2,6 @@
 import json
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
@@ -12,7 +10,7 @@ from pipeline import dataset_format as fmt
 from pipeline import storage
 from pipeline.errors import PipelineError
 from pipeline.run import run_stage
-from tests.conftest import compose
+from tests.conftest import compose, split_columns
 
 TRAINING = ["007bbfb7", "0d3d703e", "8be77c9e"]
 EVALUATION = ["00576224", "4cd1b7b2"]
@@ -38,17 +36,9 @@ def raw_tasks(shared_data, subset):
 
 
 def read_split(data_dir, split):
-    fs, _ = storage.filesystem(str(data_dir))
-    paths = [storage.filesystem(f)[1] for f in storage.list_files(storage.join(str(data_dir), split), ".parquet")]
-    table = pads.dataset(paths, filesystem=fs, format="parquet").to_table()
-    rows = {}
-    for name in table.column_names:
-        column = table.column(name).combine_chunks()
-        column = column.storage if isinstance(column, pa.ExtensionArray) else column
-        rows[name] = (column.flatten().to_numpy().reshape(len(column), -1) if pa.types.is_large_list(column.type)
-                      else np.asarray(column.to_pylist() if name == "task_id" else column.to_numpy(zero_copy_only=False)))
+    rows = split_columns(data_dir, split)
     order = np.lexsort([rows["example_index"], rows["is_test_pair"], rows["aug_index"], rows["group_id"]])
-    return {k: v[order] for k, v in rows.items()}, len(paths)
+    return {k: v[order] for k, v in rows.items()}, len(storage.list_files(storage.join(str(data_dir), split), ".parquet"))
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,5 @@
 """`stage=augment task=maze` end to end on a local Ray: generated, from CSV (local and s3), bad input."""
 import numpy as np
-import pyarrow as pa
-import pyarrow.dataset as pads
 import pytest
 
 from augment import maze
@@ -10,23 +8,16 @@ from pipeline import dataset_format as fmt
 from pipeline import storage
 from pipeline.errors import PipelineError
 from pipeline.run import run_stage
+from tests.conftest import split_columns
 
 SMALL = ("stage=augment", "task=maze", "preset=none", "task.size=9", "task.chunk_size=16", "task.num_val=0",
          "ray.dashboard=false")
 
 
 def read_split(data_dir, split, size):
-    fs, _ = storage.filesystem(str(data_dir))
-    files = storage.list_files(storage.join(str(data_dir), split), ".parquet")
-    paths = [storage.filesystem(f)[1] for f in files]
-    table = pads.dataset(paths, filesystem=fs, format="parquet").to_table()
-    order = np.lexsort([table.column("aug_index").to_numpy(), table.column("group_id").to_numpy()])
-    rows = {name: table.column(name).to_numpy() for name in table.column_names
-            if name not in ("inputs", "labels")}
-    for name in ("inputs", "labels"):
-        column = table.column(name).combine_chunks()
-        column = column.storage if isinstance(column, pa.ExtensionArray) else column
-        rows[name] = column.flatten().to_numpy().reshape(-1, size, size)
+    rows = split_columns(data_dir, split)
+    rows["inputs"], rows["labels"] = (rows[k].reshape(-1, size, size) for k in ("inputs", "labels"))
+    order = np.lexsort([rows["aug_index"], rows["group_id"]])
     return {k: v[order] for k, v in rows.items()}
 
 

@@ -2,8 +2,6 @@
 import csv
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.dataset as pads
 import pytest
 
 from augment import sudoku
@@ -12,20 +10,14 @@ from pipeline import storage
 from pipeline.tasks.sudoku import group_transforms
 from pipeline.errors import PipelineError
 from pipeline.run import run_stage
+from tests.conftest import split_columns
 
 SMALL = ("stage=augment", "task=sudoku", "preset=none", "task.chunk_size=8", "task.num_val=0", "ray.dashboard=false")
 
 
 def read_split(data_dir, split, n):
-    fs, _ = storage.filesystem(str(data_dir))
-    paths = [storage.filesystem(f)[1] for f in storage.list_files(storage.join(str(data_dir), split), ".parquet")]
-    table = pads.dataset(paths, filesystem=fs, format="parquet").to_table()
-    order = np.lexsort([table.column("aug_index").to_numpy(), table.column("group_id").to_numpy()])
-    rows = {c: table.column(c).to_numpy() for c in table.column_names if c not in ("inputs", "labels")}
-    for name in ("inputs", "labels"):
-        column = table.column(name).combine_chunks()
-        column = column.storage if isinstance(column, pa.ExtensionArray) else column
-        rows[name] = column.flatten().to_numpy().reshape(-1, n * n)
+    rows = split_columns(data_dir, split)
+    order = np.lexsort([rows["aug_index"], rows["group_id"]])
     return {k: v[order] for k, v in rows.items()}
 
 

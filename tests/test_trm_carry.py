@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from trm import TRM, TRMConfig, refill
+from trm import TRM, refill
 from tests.test_trm_model import one_thread  # noqa: F401 (autouse: one torch thread)
 from tests.test_trm_model import examples, tiny
 

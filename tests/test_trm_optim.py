@@ -84,5 +84,7 @@ def test_ema_averages_parameters_but_not_buffers():
     averaged = ema.copy_model(model)
     torch.testing.assert_close(averaged.lm_head.weight, start + 0.1)
     assert torch.equal(averaged.puzzle_emb.weights, model.puzzle_emb.weights)
+    assert averaged.puzzle_emb.weights.data_ptr() == model.puzzle_emb.weights.data_ptr()   # shared, not copied
+    assert averaged.lm_head.weight.data_ptr() != model.lm_head.weight.data_ptr()
     assert "puzzle_emb.weights" not in ema.shadow and "H_init" not in ema.shadow
     torch.testing.assert_close(model.lm_head.weight, start + 1.0)  # the live model is untouched

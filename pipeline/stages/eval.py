@@ -56,7 +56,7 @@ def run(cfg) -> dict:
         ckpt.check_fits(path, saved_manifest, data_manifest, f"data_dir={cfg.data_dir}")
         if not storage.list_files(source, ".parquet"):
             raise PipelineError(f"no test puzzles under {source}: rebuild the dataset with stage=augment")
-        ds = ray.data.read_parquet(source, columns=INPUT_COLUMNS)
+        ds = fmt.read_ray(source, INPUT_COLUMNS)
     if e.limit:
         ds = ds.limit(int(e.limit))
     ds = in_input_order(ds)      # the same batches on every run: the same float rounding

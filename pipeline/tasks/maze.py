@@ -13,7 +13,6 @@ import logging
 import math
 
 import numpy as np
-import pyarrow as pa
 import ray
 
 from augment import dihedral, maze
@@ -281,10 +280,7 @@ def _parse_and_validate(part: sources.PuzzleRows, size: int):
 def _read_inputs(split_dir: str, size: int) -> np.ndarray:
     if not storage.list_files(split_dir, ".parquet"):
         return np.zeros((0, size, size), dtype=np.uint8)
-    column = fmt.read_columns(split_dir, ["inputs"]).column("inputs").combine_chunks()
-    if isinstance(column, pa.ExtensionArray):      # Ray's tensor type, once Ray is imported
-        column = column.storage
-    return column.flatten().to_numpy().reshape(-1, size, size)
+    return fmt.column_numpy(fmt.read_columns(split_dir, ["inputs"]).column("inputs")).reshape(-1, size, size)
 
 
 def _path_len_histogram(split_dir: str) -> dict:
