@@ -133,7 +133,7 @@ def main():
         results.append(Stage("train", train, logs).run(stop=checkpoint_done))
         results.append(Stage("train (resumed)", train, logs).run())
         results.append(Stage("eval_arc", ["stage=eval_arc", *common, f"eval_arc.num_aug={args.eval_num_aug}",
-                                          f"eval.max_steps={args.eval_steps}", "eval.batch_size=8"], logs).run())
+                                          f"eval.max_steps={args.eval_steps}", "eval.batch_size=8", "eval.num_actors=2"], logs).run())
         report(results, fs, args)
     finally:
         server.kill()
