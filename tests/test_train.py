@@ -220,7 +220,7 @@ def test_unreadable_checkpoint_falls_back_to_the_newest_readable(baseline, tiny_
     truncate(os.path.join(newest, ckpt.rank_file(1)))
     assert "rank_1.pt is unreadable" in ckpt.unreadable_reason(newest)
     assert not ckpt.training_complete(run_dir, STEPS)
-    with caplog.at_level(logging.WARNING, logger="pipeline.stages.train"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.train_recipe"):
         train(tiny_data, run_dir)
     assert f"skipping checkpoint {newest}: rank_1.pt is unreadable" in caplog.text
     assert ckpt.unreadable_reason(newest) is None and ckpt.training_complete(run_dir, STEPS)
@@ -272,7 +272,7 @@ def test_cli_exit_code_on_missing_data(tmp_path):
 
 def test_auto_cpus_give_each_worker_the_most_whole_cpus_that_fit():
     from pipeline.ray_setup import torch_threads
-    from pipeline.stages.train import whole_cpus_per_worker
+    from pipeline.train_recipe import whole_cpus_per_worker
     assert whole_cpus_per_worker([2], 1) == 2          # a laptop's one worker trains on every core
     assert whole_cpus_per_worker([8, 8], 3) == 4       # 4 + 4 on one node, 4 on the other
     assert whole_cpus_per_worker([2], 4) == 0.5        # more workers than CPUs: a share each

@@ -41,7 +41,7 @@ def stage_done(cfg, stage: str) -> bool:
 
 def summary_lines(cfg, timings: dict) -> list:
     """What a user wants after the demo: data made, training, held-out accuracy per step, where files are."""
-    from pipeline.stages.train import summarize
+    from pipeline.train_recipe import summarize
     manifest = dataset_format.read_manifest(cfg.data_dir)
     trained = summarize(cfg.run_dir)
     stage = _eval_stage(cfg)

@@ -1,0 +1,248 @@
+"""What every training stage shares (torchtune's recipe idea): a stage says what to train as a `TrainRecipe`,
+`fit` runs it the same way for all.
+
+`stage=train` is one such stage (`pipeline/stages/train.py`); a fine-tuning or adaptation stage is another:
+it builds its dataset and its starting weights (a checkpoint folder), names its options section, and calls
+`fit`. `fit` owns the rest: the options' checks, whether run_dir's newest readable checkpoint is resumed
+(`<section>.resume`) and fits this run (dataset fingerprint, model, batch, EMA, world size), the starting
+weights of a fresh run, CPUs / GPUs per worker, Ray Train's storage, failure restarts and checkpoint
+retention, the live progress line, the curves and the summary. The per-worker loop is
+`pipeline.train_loop.train_loop`, the same for every stage; the checkpoint layout is `pipeline.checkpoints`'.
+
+Memory of the puzzle-embedding table (float32, replicated on every worker and saved in each
+checkpoint): num_puzzle_identifiers x hidden_size x 4 bytes, e.g. ARC-AGI-1 aug-1000 876,406 x 512 x 4
+= 1.8 GB (ARC-AGI-2 about the same per id), plus up to global_batch_size rows of gradient per step;
+Sudoku and Maze use 1 row per puzzle (a few MB).
+"""
+import logging
+import posixpath
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import ray
+
+from pipeline import checkpoints as ckpt
+from pipeline import fingerprint, storage
+from pipeline.errors import PipelineError
+from pipeline.metrics_log import read_metrics, write_curves
+from pipeline.progress import Board, DriverProgress
+from pipeline.ray_setup import init_ray
+from pipeline.train_loop import train_loop
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """One training run as a stage describes it.
+
+    cfg: the resolved config (seed, ray, logger; saved into every checkpoint);
+    options: the loop's options, the keys of `conf/train/default.yaml` (a stage may merge its own onto them);
+    section: the config section the options came from, as the errors name them (`train`);
+    data_dir / manifest: the dataset trained on; run_dir: where checkpoints and metrics go;
+    model_config: the network (`trm.TRMConfig`);
+    start_weights: for a fresh run only, returns the checkpoint folder whose (EMA) weights it starts from,
+    or None to start from the seed's initialisation; not called when run_dir is resumed.
+    """
+    cfg: object
+    options: dict
+    section: str
+    data_dir: str
+    manifest: dict
+    run_dir: str
+    model_config: object
+    start_weights: Callable[[], str | None] | None = None
+
+
+def _resume_mode(value, section: str) -> str:
+    mode = {True: "true", False: "false"}.get(value, str(value).lower())
+    if mode not in ("auto", "true", "false"):
+        raise PipelineError(f"{section}.resume={value!r}: use auto, true or false")
+    return mode
+
+
+def _check_options(t, section: str) -> None:
+    workers, batch = int(t["num_workers"]), int(t["global_batch_size"])
+    if workers < 1 or batch < 1 or int(t["steps"]) < 1:
+        raise PipelineError(f"{section}.num_workers, {section}.global_batch_size and {section}.steps must be positive")
+    if batch % workers:
+        raise PipelineError(f"{section}.global_batch_size={batch} must be a multiple of {section}.num_workers={workers} "
+                            f"(each worker holds an equal share of the batch)")
+
+
+def _check_resumable(path: str, recipe: "TrainRecipe") -> int:
+    """Check that the checkpoint fits this run, from its small JSON files (the weights are the workers' to
+    read: at ARC scale state.pt holds 1.8 GB); return its step."""
+    manifest, model_config, options, section = recipe.manifest, recipe.model_config, recipe.options, recipe.section
+    saved, saved_manifest, meta = (storage.read_json(storage.join(path, name))
+                                   for name in (ckpt.CONFIG, ckpt.MANIFEST, ckpt.META))
+    if section not in saved:
+        raise PipelineError(f"checkpoint {path} was not written by a {section} run; use another run_dir")
+    ckpt.check_fits(path, saved_manifest, manifest, f"data_dir={recipe.data_dir}")
+    trained_on, here = saved_manifest.get("fingerprint"), manifest.get("fingerprint")
+    changed = fingerprint.differences(trained_on, here) if trained_on and here else []
+    if changed:
+        raise PipelineError(f"checkpoint {path} was trained on another dataset than the one at {recipe.data_dir} "
+                            f"({fingerprint.describe(changed)}); use another run_dir for this dataset, or the "
+                            f"data_dir it was trained on")
+    saved_model = ckpt.model_config(saved["model"], saved_manifest, source=f"checkpoint {path}: model")
+    if saved_model != model_config:
+        diff = {k: (v, getattr(model_config, k)) for k, v in asdict(saved_model).items()
+                if getattr(model_config, k) != v}
+        raise PipelineError(f"checkpoint {path} has a different model (saved, requested): {diff}; "
+                            f"use another run_dir or the saved model.* values")
+    for key in ("global_batch_size", "ema"):
+        saved_value = saved[section][key]
+        if saved_value != options[key]:
+            raise PipelineError(f"checkpoint {path} was trained with {section}.{key}={saved_value}, "
+                                f"not {options[key]}; resuming exactly needs the same value")
+    if int(meta["world_size"]) != int(options["num_workers"]):
+        raise PipelineError(f"checkpoint {path} was written by {meta['world_size']} workers; set "
+                            f"{section}.num_workers={meta['world_size']} to resume it (each worker's carry and data "
+                            f"position are saved)")
+    return int(meta["step"])
+
+
+def _storage(run_dir: str) -> tuple[str, str]:
+    """(storage_path, name) for Ray Train's RunConfig."""
+    if storage.is_remote(run_dir):
+        scheme, rest = run_dir.split("://", 1)
+        if "/" not in rest.strip("/"):
+            raise PipelineError(f"run_dir={run_dir} needs a folder inside the bucket, e.g. {run_dir}/run")
+        parent, name = posixpath.split(rest.rstrip("/"))
+        return f"{scheme}://{parent}", name
+    parent, name = posixpath.split(run_dir.rstrip("/"))
+    return parent, name
+
+
+def _resources(t) -> tuple[bool, float]:
+    use_gpu = t["use_gpu"]
+    if str(use_gpu).lower() == "auto":
+        use_gpu = ray.cluster_resources().get("GPU", 0) > 0
+    cpus = t["cpus_per_worker"]
+    if str(cpus).lower() == "auto":
+        # Training reads its rows without Ray Data (pipeline.split_reader), so nothing else needs CPUs while it runs.
+        nodes = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")]
+        cpus = 1 if use_gpu else whole_cpus_per_worker(nodes, int(t["num_workers"]))
+    return bool(use_gpu), float(cpus)
+
+
+def whole_cpus_per_worker(node_cpus: list, workers: int) -> float:
+    """The most whole CPUs c such that `workers` workers of c CPUs fit on nodes with these CPU counts; a share
+    of a CPU when there are more workers than CPUs."""
+    for c in range(int(max(node_cpus, default=1)), 0, -1):
+        if sum(int(n // c) for n in node_cpus) >= workers:
+            return float(c)
+    return max(0.1, int(10 * sum(node_cpus) / workers) / 10)
+
+
+def _check_splits(recipe: "TrainRecipe") -> bool:
+    """Check the train split is there; return whether periodic evaluation runs (on the validation split)."""
+    train_dir = storage.join(recipe.data_dir, "train")
+    if not storage.list_files(train_dir, ".parquet"):
+        raise PipelineError(f"no Parquet files under {train_dir}: rebuild the dataset with stage=augment")
+    # Periodic evaluation (and best_) reads the validation split only: selecting on the test split would
+    # select on the split stage=eval reports.
+    if int(recipe.options["eval_every"] or 0) <= 0:
+        return False
+    if not recipe.manifest.get("splits", {}).get("val", {}).get("examples", 0):
+        log.info("the dataset has no validation split (task.num_val=0): no periodic evaluation, no best_")
+        return False
+    return True
+
+
+def model_size(model_config) -> tuple[int, int]:
+    """(network parameters, puzzle-embedding entries), counted on a model built without memory."""
+    import torch
+
+    from trm import TRM
+    with torch.device("meta"):
+        return TRM(model_config, verbose=False).num_params()
+
+
+def summarize(run_dir: str) -> dict:
+    records = read_metrics(run_dir)
+    last = records[-1] if records else {}
+    evals = [r for r in records if "eval/exact_accuracy" in r]
+    speeds = [r["train/samples_per_s"] for r in records[len(records) // 2:] if "train/samples_per_s" in r]
+    return {
+        "run_dir": run_dir, "step": last.get("step", 0), "lm_loss": last.get("train/lm_loss"),
+        "eval_exact_accuracy": evals[-1]["eval/exact_accuracy"] if evals else None,
+        "samples_per_s": sum(speeds) / len(speeds) if speeds else None,
+        "latest_checkpoint": ckpt.latest_checkpoint(run_dir), "best_checkpoint": ckpt.best_checkpoint(run_dir),
+    }
+
+
+def _print_summary(summary: dict) -> None:
+    fmt_value = lambda v: "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
+    print("\n".join(f"{key:>20}: {fmt_value(value)}" for key, value in summary.items()), flush=True)
+
+
+def fit(recipe: TrainRecipe) -> dict:
+    """Train as `recipe` says on Ray Train: resume from run_dir's newest readable checkpoint (as
+    `<section>.resume` allows) or start from `recipe.start_weights()`; returns the run's summary."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from pipeline.config import redact, saved_config
+
+    cfg, t, section, run_dir = recipe.cfg, recipe.options, recipe.section, recipe.run_dir
+    _check_options(t, section)
+    mode = _resume_mode(t["resume"], section)
+    latest, skipped = ckpt.resumable_checkpoint(run_dir)
+    for path, reason in skipped:
+        log.warning("skipping checkpoint %s: %s", path, reason)
+    if latest and mode == "false":
+        raise PipelineError(f"run_dir={run_dir} already holds checkpoints (latest {latest}) and {section}.resume=false; "
+                            f"choose another run_dir or delete it")
+    if not latest and mode == "true":
+        unreadable = f" ({len(skipped)} unreadable: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise PipelineError(f"{section}.resume=true but run_dir={run_dir} holds no complete checkpoint{unreadable}")
+    step = 0
+    if latest:
+        step = _check_resumable(latest, recipe)
+        if step >= int(t["steps"]):
+            log.info("training in %s is complete (step %d); nothing to do", run_dir, step)
+            summary = summarize(run_dir)
+            _print_summary(summary)
+            return summary
+        log.info("resuming from %s (step %d of %d)%s", latest, step, int(t["steps"]),
+                 f", the newest readable of {len(skipped) + 1}" if skipped else "")
+    init_from = recipe.start_weights() if recipe.start_weights and not latest else None
+
+    init_ray(cfg.ray)
+    use_gpu, cpus = _resources(t)
+    storage_path, name = _storage(run_dir)
+    has_eval = _check_splits(recipe)
+    board = Board.remote()
+    loop_config = {
+        "train": dict(t), "model": asdict(recipe.model_config), "run_dir": run_dir,
+        "seed": int(cfg.seed), "saved_config": {**saved_config(cfg), section: redact(dict(t))}, "manifest": recipe.manifest, "has_eval": has_eval,
+        "logger": cfg.logger, "wandb_project": t["wandb_project"], "init_from": init_from,
+        "resume_from": latest, "skipped_checkpoints": [posixpath.basename(p.rstrip("/")) for p, _ in skipped],
+        "progress_board": board, "data_dir": recipe.data_dir, "cpus": cpus,
+    }
+    trainer = TorchTrainer(
+        train_loop, train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=int(t["num_workers"]), use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": cpus, **({"GPU": 1} if use_gpu else {})},
+                                     placement_strategy=t["placement_strategy"]),
+        run_config=RunConfig(name=name, storage_path=storage_path,
+                             failure_config=FailureConfig(max_failures=int(t["max_failures"])),
+                             checkpoint_config=CheckpointConfig(num_to_keep=t["keep_last"]),
+                             logging_config=LoggingConfig(log_level=str(t["ray_log_level"]).upper())),
+    )
+    network, table = model_size(recipe.model_config)
+    log.info("training a TRM of %s network parameters (+ %s puzzle-embedding entries) for %d steps on %d "
+             "worker(s) (%s, %.2g CPU each), batch %d, into %s", f"{network:,}", f"{table:,}", int(t["steps"]),
+             int(t["num_workers"]), "GPU" if use_gpu else "CPU", cpus, int(t["global_batch_size"]), run_dir)
+    try:
+        with DriverProgress(board, int(t["steps"]), step):
+            trainer.fit()
+    except ray.train.TrainingFailedError:
+        log.error("training failed; rerun the same command to continue from the latest checkpoint in %s", run_dir)
+        raise
+    write_curves(run_dir)
+    summary = summarize(run_dir)
+    _print_summary(summary)
+    return summary
