@@ -142,6 +142,12 @@ def actor_resources(eval_cfg) -> dict:
     actors = int(eval_cfg.num_actors) if eval_cfg.num_actors else max(1, gpus)
     if gpus:
         return {"actors": actors, "num_gpus": 1, "num_cpus": cpus, "device": "cuda", "threads": cpus}
+    # The reads feeding the actors need a CPU of their own: actors holding every CPU wait for them forever.
+    most = max(1, (int(ray.cluster_resources().get("CPU", 1)) - 1) // cpus)
+    if actors > most:
+        log.warning("eval.num_actors=%d x eval.cpus_per_actor=%d would hold every CPU the reads need: %d actor(s)",
+                    actors, cpus, most)
+        actors = most
     return {"actors": actors, "num_gpus": 0, "num_cpus": cpus, "device": "cpu", "threads": cpus}
 
 

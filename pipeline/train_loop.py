@@ -364,8 +364,10 @@ def train_loop(config: dict) -> None:
         step += 1
         lr = set_lr(optimizers, step, warmup_steps=int(t["lr_warmup_steps"]), total_steps=total_steps,
                     lr_min_ratio=float(t["lr_min_ratio"]))
+        trunk_frozen = step <= int(t.get("embedding_only_steps") or 0)     # stage=adapt's first phase
         for optimizer in optimizers:
-            optimizer.step()
+            if not (trunk_frozen and optimizer is optimizers[0] and len(optimizers) > 1):
+                optimizer.step()
             optimizer.zero_grad()
         if ema is not None:
             ema.update(model)

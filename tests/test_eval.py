@@ -190,3 +190,11 @@ def test_png_title_says_when_the_puzzle_was_solved():
     assert solved_title(np.array([wrong, right, right]), labels) == "solved at step 2 of 3"
     assert solved_title(np.array([right, right, wrong]), labels) == "right at step 1, wrong again at step 3"
     assert solved_title(np.array([wrong, wrong]), labels) == "not solved in 2 steps"
+
+
+def test_cpu_actors_leave_the_reads_a_cpu(ray_local):
+    """Actors holding every CPU would wait forever for the reads that feed them (the session's Ray has 4)."""
+    from omegaconf import OmegaConf
+    wanted = OmegaConf.create({"num_actors": 4, "cpus_per_actor": 1})
+    assert inference.actor_resources(wanted)["actors"] == 3
+    assert inference.actor_resources(OmegaConf.create({"num_actors": None, "cpus_per_actor": 2}))["actors"] == 1

@@ -1,0 +1,118 @@
+"""`stage=adapt`: test-time training of a trained ARC model on tasks it never saw.
+
+`python -m pipeline.run stage=adapt task=arc task.source=<new tasks> adapt.base=<checkpoint folder>
+ data_dir=<their dataset> run_dir=<adapted run>`   (then `stage=eval_arc` with the same data_dir and run_dir)
+
+A TRM answers only tasks whose puzzle-embedding rows it trained (blank rows score 0). This stage builds the
+new tasks' dataset as `stage=augment` does (or keeps it), then starts from `adapt.base` (a checkpoint folder
+of this project, or a reference run): its network (EMA weights where saved) and a new puzzle table holding
+one row per version of the new tasks, each the mean of the base's trained rows (`run_dir/adapt_start/`,
+written once). It trains on the new tasks' demonstration pairs with the train.* options through the same
+recipe and loop as `stage=train` (resumable, multi-worker, s3://): the embeddings alone for the first
+`adapt.embedding_only_fraction` of the steps, then everything (`adapt.mode=full`), or the embeddings alone
+throughout (`adapt.mode=embeddings`). The base checkpoint is only read.
+"""
+import copy
+import logging
+import os
+import tempfile
+
+import torch
+from omegaconf import OmegaConf, open_dict
+
+from pipeline import checkpoints as ckpt
+from pipeline import reference_checkpoint, storage
+from pipeline.errors import PipelineError
+from pipeline.stages import augment
+from pipeline.train_recipe import TrainRecipe, fit
+
+log = logging.getLogger(__name__)
+
+START = "adapt_start"          # run_dir/adapt_start/: the weights adaptation starts from
+MODES = ("full", "embeddings")
+
+
+def embedding_only_steps(mode: str, fraction: float, steps: int) -> int:
+    """Steps that train the embeddings alone: all of them for `embeddings`, the first `fraction` for `full`."""
+    if mode not in MODES:
+        raise PipelineError(f"adapt.mode={mode!r}: use {' or '.join(MODES)}")
+    if not 0 <= fraction <= 1:
+        raise PipelineError(f"adapt.embedding_only_fraction={fraction}: must be in [0, 1]")
+    return int(steps) if mode == "embeddings" else int(round(fraction * int(steps)))
+
+
+def mean_rows(table: torch.Tensor, rows: int) -> torch.Tensor:
+    """A table of `rows` rows for new puzzles: row 0 (the blank identifier) kept, every other row the mean of
+    the base's trained rows (those not all zero: the table starts at zero and only trained rows move)."""
+    trained = table[1:][table[1:].abs().sum(1) > 0]
+    mean = trained.mean(0) if len(trained) else torch.zeros(table.shape[1], dtype=table.dtype)
+    new = mean.expand(rows, -1).clone()
+    new[0] = table[0]
+    return new
+
+
+def _base(cfg) -> str:
+    if not cfg.adapt.base:
+        raise PipelineError("stage=adapt needs adapt.base=<checkpoint folder> (the trained model to adapt)")
+    path = reference_checkpoint.prepare(storage.to_absolute(str(cfg.adapt.base)), cfg.run_dir, require_test=False)
+    if not ckpt.is_complete(path, need_ranks=False):
+        raise PipelineError(f"adapt.base={cfg.adapt.base}: neither a checkpoint folder ({ckpt.META} and "
+                            f"{ckpt.STATE}) nor a reference run")
+    run_dir = cfg.run_dir.rstrip("/") + "/"
+    if path.startswith(run_dir) and not path.startswith(storage.join(cfg.run_dir, reference_checkpoint.AUTO_IMPORT)):
+        raise PipelineError(f"adapt.base={path} lies inside run_dir={cfg.run_dir}: adapt into another run_dir "
+                            f"(the base checkpoint is never written to)")
+    return path
+
+
+def _model_section(base_path: str, manifest: dict) -> dict:
+    """The base's model options, its data fields taken from the new dataset (which must match its shape)."""
+    saved, base_manifest = (storage.read_json(storage.join(base_path, n)) for n in (ckpt.CONFIG, ckpt.MANIFEST))
+    for key in ("task", "seq_len", "vocab_size"):
+        if base_manifest.get(key) != manifest.get(key):
+            raise PipelineError(f"adapt.base {base_path} was trained on data with {key}={base_manifest.get(key)!r}, "
+                                f"the new tasks' dataset has {key}={manifest.get(key)!r} (build it with the base's "
+                                f"task.canvas)")
+    return {k: v for k, v in saved["model"].items() if k not in ckpt.MANIFEST_FIELDS}
+
+
+def _write_start(cfg, base_path: str, manifest: dict) -> str:
+    """run_dir/adapt_start/: the base's network (EMA weights where saved, unless adapt.ema=false) and a table
+    of mean rows for the new dataset's identifiers; written once, meta.json last."""
+    dest = storage.join(cfg.run_dir, START)
+    if ckpt.is_complete(dest, need_ranks=False):
+        return dest
+    state, _, _ = ckpt.load_checkpoint(base_path)
+    weights = dict(state["model"])
+    if cfg.adapt.ema and state.get("ema"):
+        weights.update(state["ema"]["shadow"])
+    weights["puzzle_emb.weights"] = mean_rows(weights["puzzle_emb.weights"], int(manifest["num_puzzle_identifiers"]))
+    del state
+    with tempfile.TemporaryDirectory() as local:
+        torch.save({"model": weights, "ema": None}, os.path.join(local, ckpt.STATE))
+        ckpt.write_json(os.path.join(local, ckpt.CONFIG), {"model": OmegaConf.to_container(cfg.model, resolve=True)})
+        ckpt.write_json(os.path.join(local, ckpt.MANIFEST), manifest)
+        ckpt.write_json(os.path.join(local, ckpt.META), {"step": 0, "world_size": 1, "adapted_from": base_path})
+        ckpt.upload_files(local, [ckpt.STATE, ckpt.CONFIG, ckpt.MANIFEST, ckpt.META], dest)
+    log.info("adaptation starts from %s: %s's network, %d new puzzle-embedding rows at the mean of its trained rows",
+             dest, base_path, int(manifest["num_puzzle_identifiers"]) - 1)
+    return dest
+
+
+def run(cfg) -> dict:
+    if cfg.task.name != "arc":
+        raise PipelineError(f"stage=adapt trains ARC tasks' embeddings; task={cfg.task.name} has no new tasks to adapt to")
+    base_path = _base(cfg)
+    manifest = augment.run(cfg)
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.model = _model_section(base_path, manifest)
+    options = OmegaConf.to_container(cfg.train, resolve=True)
+    options["embedding_only_steps"] = embedding_only_steps(str(cfg.adapt.mode), float(cfg.adapt.embedding_only_fraction),
+                                                           int(options["steps"]))
+    model_config = ckpt.model_config(OmegaConf.to_container(cfg.model, resolve=True), manifest)
+    log.info("adapting to %d tasks for %d steps, the first %d on the embeddings alone (adapt.mode=%s)",
+             manifest["splits"]["train"]["groups"], options["steps"], options["embedding_only_steps"], cfg.adapt.mode)
+    return fit(TrainRecipe(cfg=cfg, options=options, section="train", data_dir=cfg.data_dir, manifest=manifest,
+                           run_dir=cfg.run_dir, model_config=model_config,
+                           start_weights=lambda: _write_start(cfg, base_path, manifest)))
