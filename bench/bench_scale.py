@@ -1,7 +1,7 @@
 """Full-size rehearsal of the ARC-AGI-1 preset on this machine, data and checkpoints on a loopback S3 server.
 
 python bench/bench_scale.py [--steps 20] [--batch 2] [--fail-at 7] [--kill-after 10] [--eval-num-aug 0]
-                            [--eval-steps 1] [--source ../shared/data/arc/arc-agi]
+                            [--eval-steps 1 | --skip-eval] [--source ../shared/data/arc/arc-agi]
 
 Runs the user's commands as subprocesses against a moto S3 server (its own process, so its memory is not
 counted in theirs), in order:
@@ -21,6 +21,7 @@ metrics.jsonl); and whether every step 1..N was logged exactly once across the f
 import argparse
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -108,6 +109,7 @@ def main():
     parser.add_argument("--kill-after", type=int, default=10, help="kill the command once this checkpoint is complete")
     parser.add_argument("--eval-num-aug", type=int, default=0)
     parser.add_argument("--eval-steps", type=int, default=1)
+    parser.add_argument("--skip-eval", action="store_true", help="stop after training (the eval_arc part takes ~22 min)")
     parser.add_argument("--source", default=str(SHARED_ARC))
     parser.add_argument("--logs", default="/tmp/bench-scale", help="folder for each command's output")
     args = parser.parse_args()
@@ -120,21 +122,24 @@ def main():
              f"train.steps={args.steps}", "train.checkpoint_every=5", "train.eval_every=0",
              f"train.fail_once_at_step={args.fail_at}", "train.lr_warmup_steps=5"]
     fs = s3()
-    done_marker = f"{BUCKET}/run/checkpoint_{args.kill_after:08d}/meta.json"
+    folder = f"{BUCKET}/run/checkpoint_{args.kill_after:08d}"
 
     def checkpoint_done() -> bool:
+        """Every file of the checkpoint is there (rank 0's meta.json lands before the other ranks' files)."""
         fs.invalidate_cache()
-        return fs.exists(done_marker)
+        return all(fs.exists(f"{folder}/{name}") for name in ("meta.json", "state.pt", "rank_0.pt", "rank_1.pt"))
 
     print(f"# python bench/bench_scale.py --steps {args.steps} --batch {args.batch} --fail-at {args.fail_at} "
-          f"--kill-after {args.kill_after} --eval-num-aug {args.eval_num_aug} --eval-steps {args.eval_steps}   "
-          f"(commit {commit_label()}, {os.cpu_count()} CPUs)", flush=True)
+          f"--kill-after {args.kill_after} " + ("--skip-eval" if args.skip_eval else
+                                                f"--eval-num-aug {args.eval_num_aug} --eval-steps {args.eval_steps}") +
+          f"   (commit {commit_label()}, {os.cpu_count()} CPUs)", flush=True)
     try:
         results = [Stage("augment", ["stage=augment", *common, f"task.source={args.source}"], logs).run()]
         results.append(Stage("train", train, logs).run(stop=checkpoint_done))
         results.append(Stage("train (resumed)", train, logs).run())
-        results.append(Stage("eval_arc", ["stage=eval_arc", *common, f"eval_arc.num_aug={args.eval_num_aug}",
-                                          f"eval.max_steps={args.eval_steps}", "eval.batch_size=8"], logs).run())
+        if not args.skip_eval:
+            results.append(Stage("eval_arc", ["stage=eval_arc", *common, f"eval_arc.num_aug={args.eval_num_aug}",
+                                              f"eval.max_steps={args.eval_steps}", "eval.batch_size=8"], logs).run())
         report(results, fs, args)
     finally:
         server.kill()
@@ -152,7 +157,6 @@ def report(results: list, fs, args) -> None:
     last = f"{BUCKET}/run/checkpoint_{args.steps:08d}"
     state_gb = fs.size(f"{last}/state.pt") / 1e9
     rank_mb = sum(fs.size(f"{last}/rank_{r}.pt") for r in range(2)) / 1e6
-    metrics = json.loads(fs.cat(f"{BUCKET}/run/eval_arc/metrics.json"))
     train = results[1]
     first = records[0]["time"] - train["started"]
     print(f"ARC-AGI-1 x1000: train {manifest['splits']['train']['examples']:,} rows, "
@@ -164,7 +168,9 @@ def report(results: list, fs, args) -> None:
               f"{'  killed once checkpoint ' + str(args.kill_after) + ' was complete' if r['killed'] else ''}")
         for gb, name in r["largest"]:
             print(f"{'':<20}{gb:6.2f} GB  {name[:80]}")
-    print(f"\ntime to the first step: {first:.1f} s from the command's start")
+    resumed = re.findall(r"resumed from (\S+) at step (\d+)", (Path(args.logs) / "train_resumed.log").read_text())
+    print(f"\nthe rerun resumed from: {resumed[0][0] if resumed else 'nothing'}")
+    print(f"time to the first step: {first:.1f} s from the command's start")
     seconds = [r["train/samples_per_s"] for r in records if "train/samples_per_s" in r]
     print(f"samples/s per step (global batch {args.batch}): median {sorted(seconds)[len(seconds) // 2]:.3f}")
     for key in ("train/checkpoint_write_s", "train/checkpoint_report_s", "train/resume_load_s"):
@@ -175,6 +181,9 @@ def report(results: list, fs, args) -> None:
     repeated = sorted({s for s in steps if steps.count(s) > 1})
     print(f"metrics.jsonl: steps {min(steps)}..{max(steps)}, {len(steps)} records; missing {lost or 'none'}, "
           f"repeated {repeated or 'none'}")
+    if args.skip_eval:
+        return
+    metrics = json.loads(fs.cat(f"{BUCKET}/run/eval_arc/metrics.json"))
     passes = "  ".join(f"pass@{k} {metrics[f'pass@{k}']:.4f}" for k in (1, 2) if f"pass@{k}" in metrics)
     print(f"eval_arc: {metrics['tasks']} tasks, {metrics['test_inputs']} test inputs, {metrics['predictions']:,} "
           f"predictions (max_steps {args.eval_steps}); {passes} (20 steps of training: a rehearsal, not a result)")
