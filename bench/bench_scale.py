@@ -23,12 +23,13 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from pipeline import storage
+from pipeline.ray_setup import free_port
 from proc_memory import PeakMemory, _tree
 from record import commit_label
 
@@ -37,15 +38,9 @@ BUCKET = "scale"
 ENV = {"AWS_ACCESS_KEY_ID": "bench-key-id", "AWS_SECRET_ACCESS_KEY": "bench-secret", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_s3() -> subprocess.Popen:
     """moto's S3 server on a loopback port, with the bucket made; sets AWS_ENDPOINT_URL for the commands."""
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.environ.update(ENV, AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}")
@@ -57,11 +52,6 @@ def start_s3() -> subprocess.Popen:
         except Exception:       # not listening yet
             time.sleep(0.2)
     sys.exit("the moto S3 server did not start")
-
-
-def s3():
-    import s3fs
-    return s3fs.S3FileSystem(client_kwargs={"endpoint_url": os.environ["AWS_ENDPOINT_URL"]})
 
 
 class Stage:
@@ -121,7 +111,7 @@ def main():
     train = ["stage=train", *common, "train.num_workers=2", f"train.global_batch_size={args.batch}",
              f"train.steps={args.steps}", "train.checkpoint_every=5", "train.eval_every=0",
              f"train.fail_once_at_step={args.fail_at}", "train.lr_warmup_steps=5"]
-    fs = s3()
+    fs = storage.filesystem(f"s3://{BUCKET}")[0]     # the endpoint from AWS_ENDPOINT_URL, as the stages
     folder = f"{BUCKET}/run/checkpoint_{args.kill_after:08d}"
 
     def checkpoint_done() -> bool:

@@ -173,6 +173,19 @@ def load_checkpoint(path: str) -> tuple[dict, dict, dict]:
     return state, config, manifest
 
 
+def model_weights(state: dict, path: str, ema_option: str | None = None) -> dict:
+    """The model's state_dict from a checkpoint's training state with its parameters replaced by the EMA
+    weights: where the checkpoint saved them, or, when `ema_option` (the config key that asked for them) is
+    given, required, the error naming that key. (For the raw weights, use `state["model"]`.)"""
+    weights = dict(state["model"])
+    shadow = (state.get("ema") or {}).get("shadow")
+    if shadow is None and ema_option:
+        raise PipelineError(f"checkpoint {path} has no EMA weights (trained with train.ema=false); set "
+                            f"{ema_option}=false")
+    weights.update(shadow or {})
+    return weights
+
+
 def load_rank_state(path: str, rank: int) -> dict:
     """The per-rank part (carry, RNG, data position) of a checkpoint folder."""
     file = storage.join(path, rank_file(rank))

@@ -62,12 +62,8 @@ def load_model(path: str, use_ema: bool, device) -> TRM:
     """The checkpoint's model in eval mode on `device`: EMA weights when `use_ema`."""
     state, config, manifest = ckpt.load_checkpoint(path)
     model = TRM(ckpt.model_config(config["model"], manifest, source=f"checkpoint {path}: model"), verbose=False)
-    weights = dict(state["model"])
-    if use_ema:
-        if state.get("ema") is None:
-            raise PipelineError(f"checkpoint {path} has no EMA weights (trained with train.ema=false); "
-                                f"set eval.ema=false")
-        weights.update(state["ema"]["shadow"])     # into this model: no second copy of the puzzle table
+    # the EMA weights into this one model: no second copy of the puzzle table
+    weights = ckpt.model_weights(state, path, ema_option="eval.ema") if use_ema else state["model"]
     model.load_state_dict(weights)
     del state, weights
     return model.to(device).eval()

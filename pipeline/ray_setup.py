@@ -56,7 +56,7 @@ def in_input_order(ds):
     return ds
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -88,7 +88,7 @@ def init_ray(ray_cfg) -> None:
         kwargs["object_store_memory"] = int(ray_cfg.object_store_memory)
     # The GCS port is chosen here so that RAY_ADDRESS can name it before any Ray process starts: every
     # process of this cluster inherits it and never looks for another one.
-    port = _free_port()
+    port = free_port()
     os.environ["RAY_GCS_SERVER_PORT"] = str(port)
     os.environ["RAY_ADDRESS"] = _started_address = f"127.0.0.1:{port}"
     log.info("starting a local Ray with %s CPUs", num_cpus)

@@ -46,6 +46,13 @@ class Settings:
                 "tta": self.tta, "select": select, "seed": self.seed}
 
 
+def max_steps(eval_cfg) -> int | None:
+    """`eval.max_steps`: a positive number of supervision steps, or None for the model's N_sup."""
+    if eval_cfg.max_steps is not None and int(eval_cfg.max_steps) < 1:
+        raise PipelineError(f"eval.max_steps={eval_cfg.max_steps} must be >= 1 (or null: the model's N_sup)")
+    return None if eval_cfg.max_steps is None else int(eval_cfg.max_steps)
+
+
 def settings_from_config(eval_cfg, seed: int, task: str) -> Settings:
     """`eval.max_steps`, `eval.trajectories`, `eval.noise`, `eval.tta`, `eval.select`, `eval.seed` (null: `seed`)."""
     select = eval_cfg.select
@@ -56,14 +63,12 @@ def settings_from_config(eval_cfg, seed: int, task: str) -> Settings:
     for name in ("trajectories", "tta"):
         if int(eval_cfg[name]) < 1:
             raise PipelineError(f"eval.{name}={eval_cfg[name]} must be >= 1")
-    if eval_cfg.max_steps is not None and int(eval_cfg.max_steps) < 1:
-        raise PipelineError(f"eval.max_steps={eval_cfg.max_steps} must be >= 1 (or null: the model's N_sup)")
     if float(eval_cfg.noise) < 0:
         raise PipelineError(f"eval.noise={eval_cfg.noise} must be >= 0")
     most = tasks.get(task).MAX_TTA
     if most is not None and int(eval_cfg.tta) > most:
         raise PipelineError(f"eval.tta={eval_cfg.tta}: a {task} puzzle has {most} versions at most")
-    return Settings(max_steps=None if eval_cfg.max_steps is None else int(eval_cfg.max_steps),
+    return Settings(max_steps=max_steps(eval_cfg),
                     trajectories=int(eval_cfg.trajectories), noise=float(eval_cfg.noise), tta=int(eval_cfg.tta),
                     select=select, seed=int(seed if eval_cfg.seed is None else eval_cfg.seed))
 

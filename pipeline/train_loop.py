@@ -312,7 +312,7 @@ def train_loop(config: dict) -> None:
     resume = _resume_source(config)
     if config.get("init_from") and resume is None:   # fine-tuning: the weights (EMA where saved), no optimiser state
         state, _, _ = ckpt.load_checkpoint(config["init_from"])
-        model.load_state_dict({**state["model"], **((state.get("ema") or {}).get("shadow") or {})})
+        model.load_state_dict(ckpt.model_weights(state, config["init_from"]))
     optimizers = build_optimizers(model, lr=t["lr"], weight_decay=t["weight_decay"],
                                   betas=(t["beta1"], t["beta2"]), puzzle_emb_lr=t["puzzle_emb_lr"],
                                   puzzle_emb_weight_decay=t["puzzle_emb_weight_decay"])

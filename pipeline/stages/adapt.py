@@ -83,9 +83,7 @@ def _write_start(cfg, base_path: str, manifest: dict) -> str:
     if ckpt.is_complete(dest, need_ranks=False):
         return dest
     state, _, _ = ckpt.load_checkpoint(base_path)
-    weights = dict(state["model"])
-    if cfg.adapt.ema and state.get("ema"):
-        weights.update(state["ema"]["shadow"])
+    weights = ckpt.model_weights(state, base_path) if cfg.adapt.ema else dict(state["model"])
     weights["puzzle_emb.weights"] = mean_rows(weights["puzzle_emb.weights"], int(manifest["num_puzzle_identifiers"]))
     del state
     with tempfile.TemporaryDirectory() as local:

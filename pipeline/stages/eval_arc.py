@@ -43,7 +43,8 @@ def run(cfg) -> dict:
         raise PipelineError(f"eval_arc.pass_ks={list(ea.pass_ks)}: need positive integers")
     if ea.num_aug is not None and int(ea.num_aug) < 0:
         raise PipelineError(f"eval_arc.num_aug={ea.num_aug}: must be >= 0 (or null for every version)")
-    _settings(cfg.eval)            # its errors before anything is removed
+    # one pass of eval.max_steps supervision steps per version (the versions vote); checked before anything is removed
+    settings = test_time.Settings(max_steps=test_time.max_steps(cfg.eval))
     manifest = fmt.read_task_manifest(cfg)
     if manifest.get("task") != "arc":
         raise PipelineError(f"data_dir={cfg.data_dir} holds a {manifest.get('task')!r} dataset; stage=eval_arc needs "
@@ -70,7 +71,7 @@ def run(cfg) -> dict:
         init_ray(cfg.ray)
         info.update(checkpoint=path, checkpoint_step=meta.get("step"), ema=bool(cfg.eval.ema),
                     halt_on_q=bool(cfg.eval.halt_on_q), max_steps=cfg.eval.max_steps)
-        predict_to_parquet(cfg, path, predictions_dir)
+        predict_to_parquet(cfg, path, predictions_dir, settings)
 
     predictions = ray.data.read_parquet(predictions_dir, columns=["task_id", "example_index", "answer_hash", "height",
                                                                    "width", "answer", "q_halt"])
@@ -103,22 +104,14 @@ def ground_truth(data_dir: str, manifest: dict) -> tuple[dict, dict]:
     return counts, truth
 
 
-def _settings(eval_cfg) -> test_time.Settings:
-    """One pass of `eval.max_steps` supervision steps (null: N_sup) per version; the versions vote."""
-    steps = eval_cfg.max_steps
-    if steps is not None and int(steps) < 1:
-        raise PipelineError(f"eval.max_steps={steps} must be >= 1 (or null: the model's N_sup)")
-    return test_time.Settings(max_steps=None if steps is None else int(steps))
-
-
-def predict_to_parquet(cfg, path: str, predictions_dir: str) -> None:
+def predict_to_parquet(cfg, path: str, predictions_dir: str, settings: test_time.Settings) -> None:
     test_dir = storage.join(cfg.data_dir, "test")
     if not storage.list_files(test_dir, ".parquet"):
         raise PipelineError(f"no test rows under {test_dir}: rebuild the dataset with stage=augment")
     ds = fmt.read_ray(test_dir, ["inputs", "labels", *PASSTHROUGH])
     if cfg.eval_arc.num_aug is not None:
         ds = ds.map_batches(_versions_up_to, batch_format="numpy", fn_kwargs=dict(num_aug=int(cfg.eval_arc.num_aug)))
-    ds = inference.predict(ds, path, cfg.eval, passthrough=PASSTHROUGH, settings=_settings(cfg.eval))
+    ds = inference.predict(ds, path, cfg.eval, passthrough=PASSTHROUGH, settings=settings)
     ds.map_batches(_decode, batch_format="numpy").write_parquet(predictions_dir, compression="zstd")
 
 

@@ -32,12 +32,7 @@ def run(cfg) -> dict:
     state, saved, manifest = ckpt.load_checkpoint(path)
     meta = storage.read_json(storage.join(path, ckpt.META))
     config = ckpt.model_config(saved["model"], manifest, source=f"checkpoint {path}: model")
-    weights = dict(state["model"])
-    if cfg.export.ema:
-        if state.get("ema") is None:
-            raise PipelineError(f"checkpoint {path} has no EMA weights (trained with train.ema=false); set "
-                                f"export.ema=false")
-        weights.update(state["ema"]["shadow"])
+    weights = ckpt.model_weights(state, path, ema_option="export.ema") if cfg.export.ema else dict(state["model"])
     names = _identifier_names(path, saved, manifest, cfg) if manifest.get("task") == "arc" else None
     files = ref.write_reference({k: v.to(torch.float32) for k, v in weights.items()}, config, saved, manifest,
                                 int(meta["step"]), dest, names)
