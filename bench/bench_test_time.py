@@ -55,7 +55,7 @@ def git(*args: str) -> str:
 def checkpoint(out: Path, task: str, seed: int) -> tuple[list, list]:
     """(data_dir/run_dir overrides, training command), training the checkpoint when run_dir has none."""
     paths = [f"data_dir={out / task / 'data'}", f"run_dir={out / task / 'run'}"]
-    command = ["python", "-m", "pipeline.run", *TASKS[task], f"seed={seed}", "ray.dashboard=false", *paths]
+    command = ["python", "-m", "pipeline.run", *TASKS[task], f"seed={seed}", *paths]
     if not finished(str(out / task / "run")):
         log = out / f"train_{task}.log"
         log.parent.mkdir(parents=True, exist_ok=True)

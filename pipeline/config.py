@@ -1,4 +1,5 @@
 """Config resolution shared by every stage: absolute paths, and configs that are safe to save."""
+import logging
 import os
 import re
 import sys
@@ -8,6 +9,8 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline import storage
 from pipeline.errors import PipelineError
 from pipeline.storage import to_absolute
+
+log = logging.getLogger(__name__)
 
 # Config keys whose values must never be written to a manifest, checkpoint or log.
 _SECRET_KEY = re.compile(r"(secret|password|passwd|token|api_key|apikey|access_key|credential)", re.IGNORECASE)
@@ -47,6 +50,9 @@ def _check_outputs_outlive_ray_job(cfg: DictConfig) -> None:
                 f"absolute path on storage every node shares)")
 
 
+TRAINING_STAGES = ("train", "all", "adapt")    # the stages that start Ray Train
+
+
 def resolve_config(cfg: DictConfig) -> DictConfig:
     """Return a copy with `data_dir`/`run_dir` absolute (default `outputs/<run_name or task>/{data,run}`).
 
@@ -60,6 +66,12 @@ def resolve_config(cfg: DictConfig) -> DictConfig:
     name = cfg.get("run_name") or cfg.task.name
     cfg.data_dir = to_absolute(cfg.data_dir or os.path.join("outputs", name, "data"))
     cfg.run_dir = to_absolute(cfg.run_dir or os.path.join("outputs", name, "run"))
+    if cfg.stage in TRAINING_STAGES and not cfg.ray.get("address") and not cfg.ray.get("dashboard", True):
+        # Ray Train's placement-group cleaner asks the State API, which the dashboard serves, about its
+        # controller every second and logs a warning each time it cannot (hundreds of lines per run).
+        log.warning("ray.dashboard=false ignored for stage=%s: Ray Train needs the State API the dashboard "
+                    "serves", cfg.stage)
+        cfg.ray.dashboard = True
     OmegaConf.set_struct(cfg, True)
     return cfg
 

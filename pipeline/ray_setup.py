@@ -47,6 +47,14 @@ def quiet_expected_ray_warnings() -> None:
             target.addFilter(_DropExpected())
 
 
+def apply_train_log_level(level: str) -> None:
+    """In a training worker: hold Ray Train's per-report INFO line ("Reporting training result N: ...", one
+    per checkpoint with every metric) to `train.ray_log_level`. Ray names that module's logger by its file
+    path, so RunConfig's LoggingConfig, which filters the `ray.train` loggers, never reaches it."""
+    from ray.train.v2._internal.execution import context
+    logging.getLogger(context.__file__).setLevel(level.upper())
+
+
 def in_input_order(ds):
     """`ds` (and every dataset derived from it, which copies its context) with Ray Data's `preserve_order`:
     blocks in index order rather than in the order Ray's tasks finish. An aid, not a guarantee: files and

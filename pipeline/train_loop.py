@@ -35,7 +35,7 @@ from pipeline import arc_validation, storage
 from pipeline import checkpoints as ckpt
 from pipeline.metrics_log import MetricsLog
 from pipeline.progress import Poster
-from pipeline.ray_setup import quiet_expected_ray_warnings, torch_threads
+from pipeline.ray_setup import apply_train_log_level, quiet_expected_ray_warnings, torch_threads
 from pipeline.sampling import GroupSampler
 from pipeline.split_reader import SplitFiles
 from trm import EMA, TRM, Carry, TRMConfig, act_loss, average_gradients, build_optimizers, evaluate_batch
@@ -300,6 +300,7 @@ def train_loop(config: dict) -> None:
     saved_config, manifest, logger, wandb_project."""
     quiet_expected_ray_warnings()
     t = config["train"]
+    apply_train_log_level(str(t["ray_log_level"]))
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()

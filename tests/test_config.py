@@ -85,3 +85,10 @@ def test_relative_outputs_are_refused_inside_a_ray_job(tmp_path, monkeypatch):
 def test_relative_outputs_are_fine_outside_a_ray_job(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert resolve_config(compose("stage=augment")).data_dir.startswith(str(tmp_path))
+
+
+@pytest.mark.parametrize("stage", ["train", "all", "adapt"])
+def test_training_stages_keep_the_dashboard(stage):
+    """Ray Train's placement-group cleaner warns every second without the State API the dashboard serves."""
+    assert resolve_config(compose(f"stage={stage}", "ray.dashboard=false")).ray.dashboard is True
+    assert resolve_config(compose("stage=augment", "ray.dashboard=false")).ray.dashboard is False

@@ -26,3 +26,21 @@ def test_local_ray_is_found_by_its_own_workers_beside_another_ray(ray_local):
     done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=180, env=env_free)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.startswith("ok")
+
+
+def test_train_log_level_reaches_ray_trains_report_logger():
+    """Ray Train logs "Reporting training result ..." with every metric at each checkpoint through a logger named
+    by its file path, which RunConfig's LoggingConfig does not filter; train.ray_log_level must hold it back."""
+    import logging
+
+    from ray.train.v2._internal.execution import context
+
+    from pipeline.ray_setup import apply_train_log_level
+    before = context.logger.level
+    try:
+        apply_train_log_level("warning")
+        assert not context.logger.isEnabledFor(logging.INFO)
+        apply_train_log_level("INFO")
+        assert context.logger.isEnabledFor(logging.INFO)
+    finally:
+        context.logger.setLevel(before)

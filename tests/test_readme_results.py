@@ -37,12 +37,13 @@ def latest_record(command: str) -> list[list[str]]:
 
 
 def as_record_row(row: list[str]) -> tuple:
-    """README cells -> (model, seed, wall, [val,] exact, per-step...) as the bench prints them."""
+    """README cells -> (model, seed, wall, [val,] exact, per-step...) as the bench prints them (ARC: val, pass@1,
+    pass@2; a cell the bench prints as `-`, such as the identity baseline's seed, stays `-`)."""
     name, seed, wall, *accuracies, steps = row         # accuracies: [exact] or [validation, exact]
-    model = "no recursion" if name.startswith("no recursion") else "TRM"
+    model = next((m for m in ("no recursion", "identity") if name.startswith(m)), "TRM")
+    fraction = lambda cell: cell if cell == "-" else f"{float(cell.removesuffix(' %')) / 100:.3f}"  # noqa: E731
     per_step = [f"{float(v) / 100:.3f}" for v in steps.replace("%", "").split("/")]
-    return (model, seed, wall.removesuffix(" s"), *(f"{float(a.removesuffix(' %')) / 100:.3f}" for a in accuracies),
-            *per_step)
+    return (model, seed, wall.removesuffix(" s"), *map(fraction, accuracies), *per_step)
 
 
 def parse_record_row(words: list[str]) -> tuple:
