@@ -70,9 +70,10 @@ def bench_seed(seed: int, held_out: list, args, common: list) -> dict:
             walls = {"pre-train": pipeline(folder, log, "task=arc", f"seed={seed}", *common,
                                            f"task.exclude_task_ids={listed}", "run_name=base")}
             base = ckpt.latest_checkpoint(str(folder / "outputs" / "base" / "run"))
+            # no validation split: the new tasks' test inputs are all there is to answer
             new_tasks = [*common, f"task.task_ids={listed}", f"task.subsets=[{args.subset}]", f"seed={seed}",
-                         f"data_dir={folder / 'new_tasks'}", f"train.steps={args.adapt_steps}", "train.eval_every=0",
-                         f"train.checkpoint_every={args.adapt_steps}"]
+                         f"data_dir={folder / 'new_tasks'}", "task.num_val=0", "train.eval_every=0",
+                         f"train.steps={args.adapt_steps}", f"train.checkpoint_every={args.adapt_steps}"]
             results = {}
             for mode in ("embeddings", "full"):
                 run_dir = folder / f"adapt_{mode}"
@@ -80,8 +81,10 @@ def bench_seed(seed: int, held_out: list, args, common: list) -> dict:
                                                   f"adapt.base={base}", f"adapt.mode={mode}", f"run_dir={run_dir}")
                 pipeline(folder, log, "stage=eval_arc", "task=arc", *new_tasks, f"run_dir={run_dir}")
                 results[f"adapt {mode}"] = passes(run_dir)
-            start_dir = folder / "no_training"      # (a): eval_arc of adapt_start, written before any step
-            pipeline(folder, log, "stage=eval_arc", "task=arc", *new_tasks, f"run_dir={start_dir}",
+            # (a): eval_arc of adapt_start, written before any step; its network already is the base's EMA
+            # weights, saved as its plain weights (eval.ema=false reads those)
+            start_dir = folder / "no_training"
+            pipeline(folder, log, "stage=eval_arc", "task=arc", *new_tasks, f"run_dir={start_dir}", "eval.ema=false",
                      f"checkpoint={folder / 'adapt_embeddings' / 'adapt_start'}")
             results["base + mean rows"] = passes(start_dir)
         except subprocess.CalledProcessError:
