@@ -180,8 +180,8 @@ def model_weights(state: dict, path: str, ema_option: str | None = None) -> dict
     weights = dict(state["model"])
     shadow = (state.get("ema") or {}).get("shadow")
     if shadow is None and ema_option:
-        raise PipelineError(f"checkpoint {path} has no EMA weights (trained with train.ema=false); set "
-                            f"{ema_option}=false")
+        raise PipelineError(f"checkpoint {path} has no EMA weights (trained with train.ema=false, or stage=adapt's "
+                            f"adapt_start/, whose weights already are its base's EMA weights); set {ema_option}=false")
     weights.update(shadow or {})
     return weights
 
