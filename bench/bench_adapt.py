@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from record import commit_label
+from shared_data import with_arc_source
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -33,7 +34,6 @@ from augment import arc  # noqa: E402
 from pipeline import arc_sources  # noqa: E402
 from pipeline import checkpoints as ckpt  # noqa: E402
 
-ARC_SOURCE = ROOT.parent / "shared" / "data" / "arc" / "arc-agi"
 SETTINGS = ("base + mean rows", "adapt embeddings", "adapt full")
 
 
@@ -100,7 +100,7 @@ def main():
     parser.add_argument("--adapt-steps", type=int, default=600)
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="Hydra overrides for every run")
     args = parser.parse_args()
-    common = [*([] if any(s.startswith("task.source=") for s in args.set) else [f"task.source={ARC_SOURCE}"]), *args.set]
+    common = with_arc_source(args.set)
     source, candidates = demo_tasks(common)
     args.subset = next(s.split("=", 1)[1] for s in [*common, "task.test_subset=training"] if s.startswith("task.test_subset="))
     held_out = sorted(np.random.default_rng(0).choice(candidates, size=args.held_out, replace=False).tolist())

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from proc_memory import PeakMemory
 from record import commit_label
+from shared_data import SHARED_ARC
 
-SHARED_ARC = Path(__file__).resolve().parents[2] / "shared" / "data" / "arc" / "arc-agi"
 # Reference builder (TRM e7b6871), 2 vCPU: wall s, peak RSS GB, output GB.
 REFERENCE = {10: (9.38, 0.25, 0.0901), 100: (59.1, 1.77, 0.799), 1000: (636.9, 15.5, 7.27)}
 

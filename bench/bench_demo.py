@@ -21,13 +21,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from record import commit_label
+from shared_data import with_arc_source
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from augment import arc  # noqa: E402
 from pipeline import arc_voting  # noqa: E402
 from pipeline.stages.eval_arc import ground_truth  # noqa: E402
 
-ARC_SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "arc" / "arc-agi"
 ABLATION = ["model.H_cycles=1", "model.L_cycles=1", "model.halt_max_steps=1"]
 
 
@@ -71,8 +71,8 @@ def main():
                         help="demos run at once (accuracy does not depend on it; wall time does: each demo "
                              "trains on one CPU, so on 2 cores 2 jobs share the machine)")
     args = parser.parse_args()
-    if args.task == "arc" and not any(s.startswith("task.source=") for s in args.set):
-        args.set = [f"task.source={ARC_SOURCE}", *args.set]
+    if args.task == "arc":
+        args.set = with_arc_source(args.set)
     cases = [("TRM", seed, args.set) for seed in args.seeds]
     if not args.no_ablation:
         cases += [("no recursion", seed, args.set + ABLATION) for seed in args.seeds[:1]]

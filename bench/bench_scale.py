@@ -32,8 +32,8 @@ from pipeline import storage
 from pipeline.ray_setup import free_port
 from proc_memory import PeakMemory, _tree
 from record import commit_label
+from shared_data import SHARED_ARC
 
-SHARED_ARC = Path(__file__).resolve().parents[2] / "shared" / "data" / "arc" / "arc-agi"
 BUCKET = "scale"
 ENV = {"AWS_ACCESS_KEY_ID": "bench-key-id", "AWS_SECRET_ACCESS_KEY": "bench-secret", "AWS_DEFAULT_REGION": "us-east-1"}
 
