@@ -265,22 +265,17 @@ def _keep_best(local: str, run_dir: str, step: int) -> None:
             storage.remove(path)
 
 
-def _resume_source(config: dict):
-    """What this attempt resumes from: the checkpoint Ray Train hands over (after a worker failure, the
-    newest this run reported) unless the driver found it unreadable; else the driver's choice, the newest
-    readable checkpoint of run_dir (a path), or None for a fresh start."""
+def _resume_source(config: dict) -> str | None:
+    """The checkpoint folder this attempt resumes from: the one Ray Train hands over (after a worker failure,
+    the newest this run reported) unless the driver found it unreadable; else the driver's choice, the newest
+    readable checkpoint of run_dir, or None for a fresh start. Ray Train's checkpoints are run_dir's own
+    folders (its storage_path/name is run_dir), so the handed-over one is read by path: each worker then reads
+    state.pt and its own rank file, where the Checkpoint's as_directory() would download every rank's files."""
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None and posixpath.basename(checkpoint.path.rstrip("/")) not in config["skipped_checkpoints"]:
-        return checkpoint
+    name = posixpath.basename(checkpoint.path.rstrip("/")) if checkpoint is not None else None
+    if name is not None and name not in config["skipped_checkpoints"]:
+        return storage.join(config["run_dir"], name)
     return config["resume_from"]
-
-
-def _load_resume(source, rank: int) -> tuple[dict, dict, str]:
-    """(training state, this rank's state, where from) of a Ray Checkpoint or a checkpoint folder path."""
-    if isinstance(source, str):
-        return ckpt.load_checkpoint(source)[0], ckpt.load_rank_state(source, rank), source
-    with source.as_directory() as local:
-        return ckpt.load_checkpoint(local)[0], ckpt.load_rank_state(local, rank), source.path
 
 
 def _maybe_fail(config: dict, step: int, rank: int, world: int) -> None:
@@ -325,7 +320,7 @@ def train_loop(config: dict) -> None:
     io_seconds = {}      # checkpoint reads and writes, shown in the next step's record
     if resume is not None:
         began = time.perf_counter()
-        state, mine, where = _load_resume(resume, rank)
+        state, mine = ckpt.load_checkpoint(resume)[0], ckpt.load_rank_state(resume, rank)
         step, _ = load_training_state(state, model, optimizers, ema=ema)
         best_metric = state.get("best_metric")
         del state
@@ -334,7 +329,7 @@ def train_loop(config: dict) -> None:
         epoch, consumed = mine["epoch"], mine["consumed"]
         io_seconds["train/resume_load_s"] = time.perf_counter() - began
         if rank == 0:
-            log.info("resumed from %s at step %d", where, step)
+            log.info("resumed from %s at step %d", resume, step)
     start_step = step
 
     train_split = SplitFiles(storage.join(config["data_dir"], "train"))

@@ -17,6 +17,7 @@ import torch
 
 from pipeline import checkpoints as ckpt
 from pipeline import dataset_format as fmt
+from pipeline import storage
 from pipeline.errors import PipelineError
 from pipeline.metrics_log import read_metrics
 from pipeline.run import run_stage
@@ -176,6 +177,15 @@ def test_worker_failure_restarts_from_checkpoint_exactly(baseline, tiny_data, tm
     train(tiny_data, run_dir, "train.fail_once_at_step=7", "train.max_failures=1")
     assert os.path.exists(os.path.join(run_dir, ".chaos_failed_once"))   # it did fail once
     assert logged_steps(run_dir) == list(range(1, STEPS + 1))           # no step lost or repeated
+    assert_same_state(final_state(run_dir), final_state(baseline[0]))
+
+
+def test_worker_failure_on_s3_restarts_from_checkpoint_exactly(baseline, tiny_data, s3_bucket):
+    # the checkpoint Ray Train hands the restarted worker is read from run_dir on S3 by its name
+    run_dir = f"{s3_bucket}/runs/restarted"
+    train(tiny_data, run_dir, "train.fail_once_at_step=7", "train.max_failures=1")
+    assert storage.exists(storage.join(run_dir, ".chaos_failed_once"))
+    assert logged_steps(run_dir) == list(range(1, STEPS + 1))
     assert_same_state(final_state(run_dir), final_state(baseline[0]))
 
 
