@@ -174,6 +174,8 @@ def main():
              f"load average {os.getloadavg()[0]:.1f} at the start (a shared machine: times are indicative)"]
     limits = {task: int(n) for task, n in (item.split("=") for item in args.limit)}
     earlier = args.record.read_text() + "\n" if args.append and args.record and args.record.exists() else ""
+    for task in args.tasks:   # before this process's Ray: a training run started after it would join it
+        checkpoint(args.out, task, args.seed)   # (RAY_ADDRESS is inherited), dashboard off, its log flooded
     start_ray(config("ray.dashboard=false").ray)
     for i, task in enumerate(args.tasks):
         bench_task(task, args.out, args, limits.get(task), lines)
