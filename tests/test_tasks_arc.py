@@ -105,6 +105,28 @@ def test_real_tasks_rows_map_back_to_the_json_grids(kaggle_build, shared_data):
     assert json.loads((data_dir / manifest["test_puzzles_file"]).read_text()) == {t: raw[t] for t in EVALUATION}
 
 
+def test_val_from_demos_lends_the_last_demonstration_of_each_test_task(ray_local, shared_data, tmp_path):
+    """task.val_from_demos=true: 4cd1b7b2 (3 demonstrations) validates on its last one, which no longer trains;
+    00576224 (2) keeps both; the test pairs stay in test and nothing else moves."""
+    raw = {**raw_tasks(shared_data, "training"), **raw_tasks(shared_data, "evaluation")}
+    manifest = run_stage(compose(*BASE, f"task.source={shared_data / 'arc' / 'arc-agi'}", "task.val_from_demos=true",
+                                 ids_override(TRAINING + EVALUATION), f"data_dir={tmp_path / 'data'}"))
+    val, _ = read_split(tmp_path / "data", "val")
+    train, _ = read_split(tmp_path / "data", "train")
+    test, _ = read_split(tmp_path / "data", "test")
+    versions, lent = NUM_AUG + 1, len(raw["4cd1b7b2"]["train"]) - 1
+    assert manifest["val_demonstrations"] == 1 and len(val["inputs"]) == versions
+    assert set(val["task_id"]) == {"4cd1b7b2"} and (val["example_index"] == lent).all()
+    assert not val["is_test_pair"].any() and (val["offset_row"] == 0).all() and (val["offset_col"] == 0).all()
+    back = arc.to_original(val["labels"], val["dihedral"], val["colour_map"], np.zeros((versions, 2), np.int8))
+    assert all(grid.tolist() == raw["4cd1b7b2"]["train"][lent]["output"] for grid in back)
+    in_train = lambda task, index: ((train["task_id"] == task) & ~train["is_test_pair"]  # noqa: E731
+                                    & (train["example_index"] == index)).sum()
+    assert in_train("4cd1b7b2", lent) == 0 and in_train("4cd1b7b2", 0) == versions
+    assert in_train("00576224", 1) == versions
+    assert len(test["inputs"]) == versions * sum(len(raw[t]["test"]) for t in EVALUATION)
+
+
 def write_task_folder(raw, folder):
     for subset, tasks in raw.items():
         (folder / subset).mkdir(parents=True)

@@ -15,7 +15,9 @@ time (`dataset_format.write_files`), so no process ever holds more than a row gr
 
 Routing as the reference: demo pairs of every task -> train; test pairs of `task.test_subset` -> test;
 test pairs of the other subsets -> train, except those of `task.num_val` seeded tasks -> val (their
-demonstrations still train, so the model knows their identifiers). Train rows are translated on the canvas; test rows sit at
+demonstrations still train, so the model knows their identifiers). With `task.val_from_demos=true`, each
+test task with at least 3 demonstrations lends its last one to val instead of train: a validation signal on
+the very tasks that are scored that never reads their test pairs. Train rows are translated on the canvas; test rows sit at
 (0, 0) (as do val rows) and share the identifier of their (task, version). Every row carries its transform (`dihedral`,
 `colour_map`, `offset_row`, `offset_col`) so a prediction maps back exactly (`augment.arc.to_original`).
 A task's versions and offsets depend only on `seed` and its task id.
@@ -40,6 +42,7 @@ PLAN_STREAM, TRANSLATE_STREAM = 1, 2       # independent random streams per task
 IDENTIFIERS_FILE = "identifiers.parquet"
 TEST_PUZZLES_FILE = "test_puzzles.json"
 EXAMPLES_SHOWN = 5                         # overlaps quoted in an error message
+MIN_DEMOS_TO_LEND = 3                      # task.val_from_demos: a task keeps at least 2 demonstrations to train on
 # Canvases are ~83% PAD: zstd alone shrinks them ~20x, and skipping Parquet's dictionary encoding of the
 # 2 x 900 tokens per row saves about a quarter of the write time (files about 2x larger; measured).
 PARQUET_OPTIONS = {"use_dictionary": ["task_id"]}
@@ -102,12 +105,16 @@ def build(cfg, data_dir: str) -> dict:
     records = {"train": [], "val": [], "test": []}
     skipped = 0
     held = _validation_groups(groups, test_subset, int(task.num_val), seed)
+    val_demos = bool(task.val_from_demos)
     for group_id, ((subset, tid, t), (dihedral, maps), first_id) in enumerate(zip(groups, plans, first_ids)):
         common = dict(task_id=tid, group_id=group_id, first_id=int(first_id), dihedral=dihedral, colour_maps=maps)
         known_tests = [(i, p, True) for i, p in enumerate(t.test) if p[1] is not None]
         train = [(i, p, False) for i, p in enumerate(t.train)]
         if subset == test_subset:
             records["test"].append(dict(common, pairs=[(i, p, True) for i, p in enumerate(t.test)]))
+            if val_demos and len(train) >= MIN_DEMOS_TO_LEND:    # its last demonstration validates instead
+                *train, lent = train
+                records["val"].append(dict(common, pairs=[lent]))
         elif group_id in held:         # its demonstrations are trained on, its test pairs validate
             records["val"].append(dict(common, pairs=known_tests))
         else:
@@ -135,6 +142,7 @@ def build(cfg, data_dir: str) -> dict:
         "test_subset": test_subset, "num_aug": num_aug, "version_names": task.get("identifiers"),
         "versions": int(sizes.sum()), "augmentation_shortfall": short,
         "test_tasks": {tid: len(t.test) for tid, t in test_tasks.items()},
+        "val_demonstrations": sum(1 for r in records["val"] if not r["pairs"][0][2]),
         "test_outputs_known": all(t.has_test_outputs for t in test_tasks.values()),
         "skipped_test_pairs_without_output": skipped,
         "identifiers_file": IDENTIFIERS_FILE, "test_puzzles_file": TEST_PUZZLES_FILE,
