@@ -248,12 +248,14 @@ def test_small_canvas_keeps_the_tasks_that_fit_and_maps_back(ray_local, shared_d
 
 
 def test_demo_preset_builds_the_tasks_the_readme_describes(ray_local, shared_data, tmp_path):
-    """preset demo_arc: the 46 ARC-AGI-1 training tasks that fit 6x6 are scored (53 test inputs), 13 evaluation
-    and 6 ConceptARC tasks only train, 8 of those lend their test pairs to the validation split."""
+    """preset demo_arc: the 46 ARC-AGI-1 training tasks that fit 6x6 are scored (53 test inputs), the 43 of them
+    with at least 3 demonstrations lend their last one to the validation split, 13 evaluation and 6 ConceptARC
+    tasks only train."""
     manifest = run_stage(compose("stage=augment", "task=arc", f"task.source={shared_data / 'arc' / 'arc-agi'}",
                                  f"data_dir={tmp_path / 'data'}"))
     assert manifest["seq_len"] == 36
     assert manifest["subsets"] == {"training": 46, "evaluation": 13, "concept": 6}
-    assert manifest["splits"]["test"]["groups"] == 46 and manifest["splits"]["val"]["groups"] == 8
+    assert manifest["splits"]["test"]["groups"] == 46 and manifest["splits"]["val"]["groups"] == 43
+    assert manifest["val_demonstrations"] == 43
     tasks = json.loads((tmp_path / "data" / "test_puzzles.json").read_text())
     assert len(tasks) == 46 and sum(len(t["test"]) for t in tasks.values()) == 53
