@@ -1,11 +1,13 @@
 """The CPU demo, as a user runs it, over several seeds, and without recursion for comparison.
 
-python bench/bench_demo.py [--seeds 0 1 2 3 4] [--task sudoku|maze|arc] [--no-ablation] [--set task.style=random ...] [--jobs 1]
+python bench/bench_demo.py [--seeds 0 1 2 3 4] [--task sudoku|maze|arc] [--no-ablation | --ablation-seeds N]
+                           [--set task.style=random ...] [--jobs 1]
 
 Each run is `python -m pipeline.run task=T seed=S` plus the `--set` overrides (and the ablation's: T=1,
-n=1, N_sup=1) in its own temporary folder; the table gives wall time, the validation split's exact accuracy
-at the final checkpoint (training's last periodic evaluation: what a preset may be tuned on) and the test
-split's (eval/metrics.json: what the README reports). For ARC (task.source defaults to the ARC data beside
+n=1, N_sup=1, on the first N seeds) in its own temporary folder; the table gives wall time, the validation
+split's exact accuracy at the checkpoint the test split was scored with (the final one, or the preset's
+`checkpoint: best`; its step is printed below the table; the validation split is what a preset may be tuned
+on) and the test split's (eval/metrics.json: what the README reports). For ARC (task.source defaults to the ARC data beside
 the project) the validation column is pass@2 and the test columns are eval_arc's pass@1 and pass@2, all after
 voting over the versions, and a last row scores the baseline that answers every test input with the input itself. Record with `python bench/bench_demo.py ... | tee -a bench/results/demo.txt`: the
 first line names the command and the commit, and the README's tables must match the latest record.
@@ -38,17 +40,18 @@ def run_demo(task: str, seed: int, extra: list) -> dict:
                        cwd=folder, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wall = time.perf_counter() - start
         run = Path(folder) / "outputs" / f"demo_{task}" / "run"       # the demo preset's run_name
-        # The validation split's score at the last periodic evaluation (the final checkpoint): exact accuracy,
-        # for ARC pass@2 after voting, as the test split is scored.
-        evaluated = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
-                     if "eval/exact_accuracy" in r]
+        metrics = json.loads((run / ("eval_arc" if task == "arc" else "eval") / "metrics.json").read_text())
+        # The validation split's score at the periodic evaluation of the checkpoint the test split was scored
+        # with (the final one, or best_ where the preset says checkpoint=best): exact accuracy, for ARC pass@2
+        # after voting, as the test split is scored.
+        evaluated = {r["step"]: r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+                     if "eval/exact_accuracy" in r}
         key = "eval/pass@2" if task == "arc" else "eval/exact_accuracy"
-        result = {"wall_s": wall, "val": evaluated[-1][key] if evaluated else float("nan")}
+        scored = evaluated.get(metrics.get("checkpoint_step"), evaluated[max(evaluated)] if evaluated else {})
+        result = {"wall_s": wall, "val": scored.get(key, float("nan")), "step": metrics.get("checkpoint_step")}
         if task == "arc":
-            metrics = json.loads((run / "eval_arc" / "metrics.json").read_text())
             return {**result, "exact": metrics["pass@1"], "per_step": [metrics["pass@2"]],
                     "identity": identity_baseline(str(run.parent / "data"))}
-        metrics = json.loads((run / "eval" / "metrics.json").read_text())
     return {**result, "exact": metrics["exact_accuracy"], "per_step": metrics["exact_accuracy_per_step"]}
 
 
@@ -68,6 +71,7 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--task", default="sudoku")
     parser.add_argument("--no-ablation", action="store_true")
+    parser.add_argument("--ablation-seeds", type=int, default=1, help="how many of --seeds the ablation runs")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="Hydra overrides for every run")
     parser.add_argument("--jobs", type=int, default=1,
                         help="demos run at once (accuracy does not depend on it; wall time does: each demo "
@@ -77,7 +81,7 @@ def main():
         args.set = with_arc_source(args.set)
     cases = [("TRM", seed, args.set) for seed in args.seeds]
     if not args.no_ablation:
-        cases += [("no recursion", seed, args.set + ABLATION) for seed in args.seeds[:1]]
+        cases += [("no recursion", seed, args.set + ABLATION) for seed in args.seeds[:args.ablation_seeds]]
     # The header names the command as typed: tests/test_readme_results.py finds a README table's record by it.
     print(f"# python bench/bench_demo.py {' '.join(sys.argv[1:])}".rstrip()
           + f" (commit {commit_label()}, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs)")
@@ -92,6 +96,8 @@ def main():
     if args.task == "arc":
         identity = results[0].result()["identity"]
         print(f"{'identity':<13} {'-':>4} {'-':>7} {'-':>6} {identity[0]:>7.3f}  {identity[1]:.3f}")
+    print("# step of the checkpoint scored: " + ", ".join(f"{name} {seed}: {r.result()['step']}"
+                                                        for (name, seed, _), r in zip(cases, results)))
     if len(cases) > 1:
         # ARC ranks by pass@2, the ARC Prize measure; the others by the final answer's exact accuracy
         measure, score = ("pass@2", lambda r: r["per_step"][0]) if args.task == "arc" else ("exact", lambda r: r["exact"])
