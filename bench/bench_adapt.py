@@ -35,9 +35,11 @@ from pipeline import arc_sources  # noqa: E402
 from pipeline import checkpoints as ckpt  # noqa: E402
 
 SETTINGS = ("base + mean rows", "adapt embeddings", "adapt full")
-# The recorded runs' data (the demo preset's validation split before task.val_from_demos): the held-out tasks
-# adapt on all their demonstrations, and pre-training sees the same pairs as in the record.
-PRE_TRAINING_DATA = ["task.num_val=8", "task.val_from_demos=false"]
+# The demo preset as the recorded runs had it: the validation split before task.val_from_demos (the held-out
+# tasks adapt on all their demonstrations, pre-training sees the same pairs), the reference's halt exploration,
+# and the latest checkpoint scored (the adapted runs have no validation split, so no best_).
+RECORDED_PRESET = ["task.num_val=8", "task.val_from_demos=false", "model.halt_exploration_prob=0.1",
+                   "checkpoint=latest"]
 
 
 def demo_tasks(overrides: list) -> tuple:
@@ -103,7 +105,7 @@ def main():
     parser.add_argument("--adapt-steps", type=int, default=600)
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="Hydra overrides for every run")
     args = parser.parse_args()
-    common = with_arc_source(PRE_TRAINING_DATA + args.set)
+    common = with_arc_source(RECORDED_PRESET + args.set)
     source, candidates = demo_tasks(common)
     args.subset = next(s.split("=", 1)[1] for s in [*common, "task.test_subset=training"] if s.startswith("task.test_subset="))
     held_out = sorted(np.random.default_rng(0).choice(candidates, size=args.held_out, replace=False).tolist())
