@@ -172,13 +172,20 @@ def test_rerun_of_complete_run_does_nothing(baseline, tiny_data):
     assert os.path.getmtime(os.path.join(run_dir, "metrics.jsonl")) == before
 
 
+def test_worker_failure_restarts_from_checkpoint_exactly(baseline, tiny_data, tmp_path):
+    run_dir = str(tmp_path / "run")
+    train(tiny_data, run_dir, "train.fail_once_at_step=7", "train.max_failures=1")
+    assert os.path.exists(os.path.join(run_dir, ".chaos_failed_once"))   # it did fail once
+    assert logged_steps(run_dir) == list(range(1, STEPS + 1))           # no step lost or repeated
+    assert_same_state(final_state(run_dir), final_state(baseline[0]))
+
+
 def test_worker_failure_on_s3_restarts_from_checkpoint_exactly(baseline, tiny_data, s3_bucket):
-    # The checkpoint Ray Train hands the restarted worker is read from run_dir by its name; S3 is the stricter
-    # case of the same path through pipeline.storage (a local run_dir gave the same result and is not rerun).
+    # the checkpoint Ray Train hands the restarted worker is read from run_dir on S3 by its name
     run_dir = f"{s3_bucket}/runs/restarted"
     train(tiny_data, run_dir, "train.fail_once_at_step=7", "train.max_failures=1")
-    assert storage.exists(storage.join(run_dir, ".chaos_failed_once"))   # it did fail once
-    assert logged_steps(run_dir) == list(range(1, STEPS + 1))           # no step lost or repeated
+    assert storage.exists(storage.join(run_dir, ".chaos_failed_once"))
+    assert logged_steps(run_dir) == list(range(1, STEPS + 1))
     assert_same_state(final_state(run_dir), final_state(baseline[0]))
 
 
