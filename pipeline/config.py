@@ -64,6 +64,8 @@ def _check_packages_not_shadowed(cfg: DictConfig) -> None:
     stops with "cannot import name ... from 'trm' (unknown location)", far from the cause.
     """
     cwd = Path.cwd().resolve()
+    local_outputs = {key: Path(cfg[key]).resolve() for key in ("data_dir", "run_dir")
+                     if not storage.is_remote(cfg[key])}
     for name in PACKAGES:
         folder = cwd / name
         if folder == PACKAGES_ROOT / name:     # run from the checkout: that folder is the package
@@ -72,9 +74,8 @@ def _check_packages_not_shadowed(cfg: DictConfig) -> None:
             raise PipelineError(f"the folder {folder} has the name of this project's package {name!r} and would "
                                 f"be imported in its place by Ray workers, which import from the working "
                                 f"directory first: run from another directory, or rename that folder")
-        for key in ("data_dir", "run_dir"):
-            path = None if storage.is_remote(cfg[key]) else Path(cfg[key]).resolve()
-            if path is not None and (path == folder or folder in path.parents):
+        for key, path in local_outputs.items():
+            if path == folder or folder in path.parents:
                 raise PipelineError(f"{key}={cfg[key]} would create the folder {folder}, named like this "
                                     f"project's package {name!r}, which Ray workers would then import in its "
                                     f"place (they import from the working directory first): choose another "
