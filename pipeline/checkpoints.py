@@ -21,7 +21,7 @@ import zipfile
 
 import torch
 
-from pipeline import storage
+from pipeline import load_errors, storage
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ def load_checkpoint(path: str) -> tuple[dict, dict, dict]:
         config = storage.read_json(storage.join(path, CONFIG))
         manifest = storage.read_json(storage.join(path, MANIFEST))
     except Exception as err:  # torch, JSON and filesystem errors all mean the same to the user
-        raise PipelineError(f"checkpoint {path} is unreadable: {type(err).__name__}: {err}") from err
+        raise PipelineError(f"checkpoint {path} is unreadable: {load_errors.describe(err)}") from None
     return state, config, manifest
 
 
@@ -192,7 +192,7 @@ def load_rank_state(path: str, rank: int) -> dict:
     try:
         return _torch_load(file)
     except Exception as err:
-        raise PipelineError(f"checkpoint file {file} is unreadable: {type(err).__name__}: {err}") from err
+        raise PipelineError(f"checkpoint file {file} is unreadable: {load_errors.describe(err)}") from None
 
 
 def check_fits(path: str, saved_manifest: dict, manifest: dict, where: str, also=()) -> None:

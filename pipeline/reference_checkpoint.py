@@ -23,6 +23,7 @@ come from the tensors' shapes, the sequence length from the dataset the vocabula
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import tempfile
@@ -35,10 +36,12 @@ import yaml
 from pipeline import arc_identifiers
 from pipeline import checkpoints as ckpt
 from pipeline import dataset_format as fmt
-from pipeline import storage
+from pipeline import load_errors, storage
 from pipeline.config import redact
 from pipeline.errors import PipelineError
 from trm import TRM, TRMConfig
+
+log = logging.getLogger(__name__)
 
 AUTO_IMPORT = "reference_import"   # run_dir folder for checkpoint= / train.init_from= given a reference run
 CONFIG_FILE = "all_config.yaml"
@@ -55,6 +58,14 @@ SAME_NAME = ("hidden_size", "num_heads", "expansion", "L_layers", "H_cycles", "L
 # The reference's datasets by vocabulary: (task, seq_len, manifest fields of this project's data stage)
 REFERENCE_DATA = {11: ("sudoku", 81, {"size": 9, "box": [3, 3]}), 6: ("maze", 900, {"size": 30}),
                   12: ("arc", 900, {})}
+
+# The dtype the reference stores H_init / L_init in, per TRMConfig.forward_dtype (`auto` exports as bfloat16);
+# every other tensor it saves is float32.
+INITIAL_STATES = ("H_init", "L_init")
+REFERENCE_DTYPES = {"auto": torch.bfloat16, "bfloat16": torch.bfloat16, "float16": torch.float16,
+                    "float32": torch.float32}
+# This project's top-level names in the order of the reference's state_dict (see `_reference_position`)
+REFERENCE_ORDER = ("H_init", "L_init", "embed_tokens", "lm_head", "q_head", "puzzle_emb", "embed_pos", "net")
 
 # (reference inner name, this project's name) prefixes, per tensor; `{i}` is the layer index. Read in
 # order both ways (mlp_t before mlp).
@@ -163,8 +174,7 @@ def read_reference(source: str, identifiers: str | None = None) -> Imported:
     try:
         loaded = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as err:  # a pickle with code in it, a truncated file, not a torch file at all
-        raise PipelineError(f"{step_file} does not load as a plain state_dict with torch.load(weights_only=True): "
-                            f"{type(err).__name__}: {err}") from err
+        raise PipelineError(f"{step_file} was not loaded as a plain state_dict: {load_errors.describe(err)}") from None
     del raw
     raw_state = _state_dict_of(loaded, step_file)
     names = _read_identifiers(identifiers, folder)
@@ -307,12 +317,31 @@ def _check_keys(found: dict, expected: dict, source: str, reference_names: bool)
             raise PipelineError(f"{source}: {show(key)} holds {value.dtype}, not floating-point weights")
 
 
-def to_reference_weights(weights: dict) -> dict:
-    """A `trm.TRM` state_dict under the reference's key names (prefix of a compiled run), every tensor as stored
-    here (float32), so that importing it gives back exactly these weights. The reference keeps H_init / L_init
-    in bfloat16: its `load_checkpoint` (`load_state_dict(assign=True)`) keeps them float32 instead, which
-    promotes its carries, and so its whole forward pass, to float32 (same answers, slower)."""
-    return {EXPORT_PREFIX + _rename(k, _BACK): v.detach().cpu() for k, v in weights.items()}
+def to_reference_weights(weights: dict, config: TRMConfig) -> dict:
+    """A `trm.TRM` state_dict as the reference's `pretrain.py` saves that model: its key names (prefix of a
+    compiled run), its key order (module registration order) and its dtypes: H_init / L_init are buffers in
+    the forward dtype (bfloat16 for `forward_dtype: bfloat16`, which the reference then runs its whole
+    recursion in), everything else float32. Importing the result gives back these weights exactly, except
+    H_init / L_init values that the forward dtype cannot hold, which are rounded as the reference would store
+    them (a warning says by how much)."""
+    initial = REFERENCE_DTYPES[config.forward_dtype]
+    out = {}
+    for key in sorted(weights, key=_reference_position):
+        value = weights[key].detach().cpu()
+        dtype = initial if key in INITIAL_STATES else torch.float32
+        stored = value.to(dtype)
+        if key in INITIAL_STATES and not torch.equal(stored.to(value.dtype), value):
+            change = float((stored.to(torch.float32) - value.to(torch.float32)).abs().max())
+            log.warning("%s rounded to %s as the reference stores it for forward_dtype=%s (largest change %.3g)",
+                        key, str(dtype).removeprefix("torch."), config.forward_dtype, change)
+        out[EXPORT_PREFIX + _rename(key, _BACK)] = stored.contiguous()
+    return out
+
+
+def _reference_position(key: str) -> int:
+    """Where `key` (this project's name) comes in the reference's state_dict: its inner module registers
+    H_init / L_init on itself (first), then embed_tokens, lm_head, q_head, puzzle_emb, embed_pos, L_level."""
+    return next(i for i, prefix in enumerate(REFERENCE_ORDER) if key == prefix or key.startswith(prefix + "."))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -451,7 +480,7 @@ def write_reference(weights: dict, config: TRMConfig, saved: dict, manifest: dic
                     names: list | None = None) -> list[str]:
     """`dest/step_<step>`, `dest/all_config.yaml` (+ `identifiers.json`), each written to a temporary
     name and published; returns the files written."""
-    files = {f"step_{step}": lambda f: torch.save(to_reference_weights(weights), f),
+    files = {f"step_{step}": lambda f: torch.save(to_reference_weights(weights, config), f),
              CONFIG_FILE: lambda f: f.write(yaml.safe_dump(reference_config(config, saved, manifest)).encode())}
     if names is not None:
         files[IDENTIFIERS_FILE] = lambda f: f.write(json.dumps(names).encode())

@@ -28,10 +28,13 @@ def swiglu_width(d: int, expansion: float = 4.0) -> int:
     return -(-round(expansion * d * 2 / 3) // 256) * 256
 
 
-def documented_state(vocab=11, seq_len=81, rows=1, mlp_t=False, learned=False, prefix=PREFIX, seed=0) -> dict:
+def documented_state(vocab=11, seq_len=81, rows=1, mlp_t=False, learned=False, prefix=PREFIX, seed=0,
+                     forward_dtype=torch.bfloat16) -> dict:
     """A reference state_dict written from published_checkpoints.md section 1 alone: key names, shapes
-    ([out, in]), float32 weights and bfloat16 H_init / L_init (the reference's forward dtype)."""
+    ([out, in]), float32 weights and H_init / L_init in the forward dtype (bfloat16 in every published run),
+    in the order pretrain.py saves them (the inner module's own buffers H_init / L_init first)."""
     g = torch.Generator().manual_seed(seed)
+    state = {prefix + name: torch.randn(HIDDEN, generator=g).to(forward_dtype) for name in ("H_init", "L_init")}
     total = 16 + seq_len
     inner = swiglu_width(HIDDEN)
     shapes = {"embed_tokens.embedding_weight": (vocab, HIDDEN), "lm_head.weight": (vocab, HIDDEN),
@@ -48,9 +51,7 @@ def documented_state(vocab=11, seq_len=81, rows=1, mlp_t=False, learned=False, p
             shapes[layer + "self_attn.o_proj.weight"] = (HIDDEN, HIDDEN)
         shapes[layer + "mlp.gate_up_proj.weight"] = (2 * inner, HIDDEN)
         shapes[layer + "mlp.down_proj.weight"] = (HIDDEN, inner)
-    state = {prefix + k: 0.2 * torch.randn(s, generator=g) for k, s in shapes.items()}
-    for name in ("H_init", "L_init"):
-        state[prefix + name] = torch.randn(HIDDEN, generator=g).to(torch.bfloat16)
+    state.update({prefix + k: 0.2 * torch.randn(s, generator=g) for k, s in shapes.items()})
     return state
 
 
@@ -197,20 +198,32 @@ def test_export_then_import_gives_the_same_model(tmp_path, dtype):
     saved = torch.load(tmp_path / "exported" / "step_42", weights_only=True)
     assert all(k.startswith(PREFIX) for k in saved) and f"{PREFIX}L_level.layers.0.self_attn.qkv_proj.weight" in saved
     assert back.config == config and back.step == 42 and back.manifest["size"] == 6
-    expected = averaged.state_dict()
+    # H_init / L_init are stored in the reference's forward dtype: bfloat16 for `auto` (values rounded to it)
+    initial = torch.float32 if dtype == "float32" else torch.bfloat16
+    assert saved[PREFIX + "H_init"].dtype == saved[PREFIX + "L_init"].dtype == initial
+    assert all(v.dtype == torch.float32 for k, v in saved.items() if not k.endswith("_init"))
+    expected = {k: v.to(initial).float() if k.endswith("_init") else v for k, v in averaged.state_dict().items()}
     assert back.weights.keys() == expected.keys()
     assert all(torch.equal(back.weights[k], v) for k, v in expected.items())
 
 
-def test_reference_import_export_import_is_exact(tmp_path):
-    source = write_reference(tmp_path / "ref", documented_state(mlp_t=True), documented_config(mlp_t=True), step=9)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_reference_run_exported_after_import_is_the_file_it_came_from(tmp_path, dtype):
+    """export(import(x)) is x: the keys in pretrain.py's order, their dtypes (H_init / L_init in the forward
+    dtype, which decides the reference's compute dtype) and values; the file is byte for byte the same."""
+    state = documented_state(mlp_t=True, forward_dtype=getattr(torch, dtype))
+    source = write_reference(tmp_path / "ref", state, documented_config(mlp_t=True, forward_dtype=dtype), step=9)
     run_stage(compose("stage=import", f"checkpoint={source}", f"run_dir={tmp_path / 'run'}"))
     first = ref.read_reference(source)
     back = _export_import(tmp_path, str(tmp_path / "run" / "imported_00000009"))
     assert back.config == first.config and back.weights.keys() == first.weights.keys()
     assert all(torch.equal(back.weights[k], v) for k, v in first.weights.items())
-    exported = yaml.safe_load((tmp_path / "exported" / "all_config.yaml").read_text())
-    assert exported["arch"]["forward_dtype"] == "bfloat16" and exported["epochs"] == 50000   # trainer fields kept
+    exported = torch.load(tmp_path / "exported" / "step_9", weights_only=True)
+    assert list(exported) == list(state)
+    assert all(exported[k].dtype == v.dtype and torch.equal(exported[k], v) for k, v in state.items())
+    assert (tmp_path / "exported" / "step_9").read_bytes() == (tmp_path / "ref" / "step_9").read_bytes()
+    config = yaml.safe_load((tmp_path / "exported" / "all_config.yaml").read_text())
+    assert config["arch"]["forward_dtype"] == dtype and config["epochs"] == 50000   # trainer fields kept
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -218,9 +231,10 @@ def test_reference_import_export_import_is_exact(tmp_path):
 
 def _refused(tmp_path, state, config, match, names=None):
     source = write_reference(tmp_path / "ref", state, config, names=names)
-    with pytest.raises(PipelineError, match=match):
+    with pytest.raises(PipelineError, match=match) as err:
         run_stage(compose("stage=import", f"checkpoint={source}", f"run_dir={tmp_path / 'run'}"))
     assert not (tmp_path / "run").exists()
+    return err
 
 
 def test_not_a_state_dict_is_refused(tmp_path):
@@ -231,8 +245,22 @@ class NotAWeight:
     """Pickled by reference: loading it would need to import code."""
 
 
-def test_a_file_with_code_in_it_is_refused(tmp_path):
-    _refused(tmp_path, {"x": NotAWeight()}, documented_config(), "weights_only=True")
+def test_a_file_with_code_in_it_is_refused_in_one_plain_line(tmp_path):
+    """What was refused and why; never torch's advice to load it with weights_only=False, nor colour codes."""
+    def plain(err):
+        text = str(err.value)
+        assert "\n" not in text and "\x1b" not in text and "weights_only" not in text and "safe_globals" not in text
+    plain(_refused(tmp_path, {"x": NotAWeight()}, documented_config(),
+                   r"step_7 was not loaded as a plain state_dict: it holds pickled Python objects besides tensors "
+                   r"\(tests.test_reference_checkpoint.NotAWeight\); loading them would run code"))
+    folder = tmp_path / "ours"
+    folder.mkdir()
+    torch.save({"model": {"x": NotAWeight()}}, folder / ckpt.STATE)
+    for name in (ckpt.META, ckpt.CONFIG, ckpt.MANIFEST):
+        (folder / name).write_text("{}")
+    with pytest.raises(PipelineError, match="unreadable: it holds pickled Python objects besides tensors") as err:
+        ckpt.load_checkpoint(str(folder))
+    plain(err)
 
 
 def test_a_state_dict_of_another_model_is_refused(tmp_path):

@@ -2,8 +2,9 @@
 
 `python -m pipeline.run stage=export [checkpoint=best|latest|<folder>] export.dir=<folder>`
 
-Writes `export.dir/step_<N>` (a plain state_dict under the reference's key names, `_orig_mod.model.inner.`
-prefix; the EMA weights unless `export.ema=false`) and `all_config.yaml` (its `arch:` fields, trainer
+Writes `export.dir/step_<N>` (a plain state_dict as `pretrain.py` saves it: the reference's key names and
+order, `_orig_mod.model.inner.` prefix, H_init / L_init in the forward dtype and the rest float32; the EMA
+weights unless `export.ema=false`) and `all_config.yaml` (its `arch:` fields, trainer
 fields and a `data_manifest:` block the reference ignores), plus for ARC `identifiers.json` naming each
 table row as the reference's builder does. The original `pretrain.py` loads `step_<N>` with
 `load_checkpoint=`; `stage=import` reads the folder back to the same model.
