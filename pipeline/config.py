@@ -3,7 +3,6 @@ import logging
 import os
 import re
 import sys
-from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -51,37 +50,6 @@ def _check_outputs_outlive_ray_job(cfg: DictConfig) -> None:
                 f"absolute path on storage every node shares)")
 
 
-# The project's packages, and the folder they are imported from (a checkout for an editable install).
-PACKAGES = ("augment", "trm", "pipeline")
-PACKAGES_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _check_packages_not_shadowed(cfg: DictConfig) -> None:
-    """Refuse a working directory where a folder named like one of the project's packages hides it.
-
-    Local Ray workers put the driver's working directory first on their import path; a folder `trm/`
-    there (a run_dir=trm, say) is imported in their place as an empty namespace package, and every worker
-    stops with "cannot import name ... from 'trm' (unknown location)", far from the cause.
-    """
-    cwd = Path.cwd().resolve()
-    local_outputs = {key: Path(cfg[key]).resolve() for key in ("data_dir", "run_dir")
-                     if not storage.is_remote(cfg[key])}
-    for name in PACKAGES:
-        folder = cwd / name
-        if folder == PACKAGES_ROOT / name:     # run from the checkout: that folder is the package
-            continue
-        if folder.is_dir():
-            raise PipelineError(f"the folder {folder} has the name of this project's package {name!r} and would "
-                                f"be imported in its place by Ray workers, which import from the working "
-                                f"directory first: run from another directory, or rename that folder")
-        for key, path in local_outputs.items():
-            if path == folder or folder in path.parents:
-                raise PipelineError(f"{key}={cfg[key]} would create the folder {folder}, named like this "
-                                    f"project's package {name!r}, which Ray workers would then import in its "
-                                    f"place (they import from the working directory first): choose another "
-                                    f"{key}")
-
-
 TRAINING_STAGES = ("train", "all", "adapt")    # the stages that start Ray Train
 
 
@@ -98,7 +66,6 @@ def resolve_config(cfg: DictConfig) -> DictConfig:
     name = cfg.get("run_name") or cfg.task.name
     cfg.data_dir = to_absolute(cfg.data_dir or os.path.join("outputs", name, "data"))
     cfg.run_dir = to_absolute(cfg.run_dir or os.path.join("outputs", name, "run"))
-    _check_packages_not_shadowed(cfg)
     if cfg.stage in TRAINING_STAGES and not cfg.ray.get("address") and not cfg.ray.get("dashboard", True):
         # Ray Train's placement-group cleaner asks the State API, which the dashboard serves, about its
         # controller every second and logs a warning each time it cannot (hundreds of lines per run).
@@ -139,7 +106,8 @@ def redact(value):
 
 def command_line() -> str:
     """The command that started this process, redacted, for manifests and checkpoints."""
-    return redact_text(" ".join(["python -m pipeline.run", *sys.argv[1:]]))
+    program = "trm-pipeline" if os.path.basename(sys.argv[0]) == "trm-pipeline" else "python -m pipeline.run"
+    return redact_text(" ".join([program, *sys.argv[1:]]))
 
 
 def saved_config(cfg: DictConfig) -> dict:

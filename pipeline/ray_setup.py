@@ -8,11 +8,14 @@ A local Ray is pinned to its own address: Ray's internal actors (Ray Train's pla
 state API calls) otherwise look the cluster up by scanning the machine, and stop with "Found multiple
 active Ray instances" when any other Ray runs beside it (another user's, a test suite's).
 """
+import contextlib
 import logging
 import os
 import socket
 
 import ray
+
+from pipeline import PACKAGES_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def _from_packages_root():
+    """Run `ray.init` from the folder this project's packages are imported from, then come back.
+
+    A driver's `ray.init` puts its working directory first on every worker's import path (Ray's
+    `py_driver_sys_path`, skipped only for a job with a `working_dir`), and local workers start in it: from
+    a run folder of the original code its `trm.py` / `losses.py`, from any folder a `trm/` or `pipeline.py`,
+    would be imported by the workers in place of the real modules. The packages' own folder shadows nothing.
+    Every path the stages use is absolute by then (`pipeline.config.resolve_config`)."""
+    previous = os.getcwd()
+    os.chdir(PACKAGES_ROOT)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
 def init_ray(ray_cfg) -> None:
     """Start or join Ray unless this process is already connected (tests share one local cluster)."""
     global _started_address
@@ -82,7 +102,8 @@ def init_ray(ray_cfg) -> None:
     address = ray_cfg.get("address") or from_environment
     if address:
         log.info("joining the Ray cluster at %s", address)
-        ray.init(address=address, logging_level=logging.WARNING)
+        with _from_packages_root():
+            ray.init(address=address, logging_level=logging.WARNING)
         return
     # A throw-away local cluster needs no token auth, and no watcher for cloud preemption notices (whose
     # start logs an error-level line); a user's explicit choice is kept.
@@ -101,6 +122,7 @@ def init_ray(ray_cfg) -> None:
     os.environ["RAY_ADDRESS"] = _started_address = f"127.0.0.1:{port}"
     log.info("starting a local Ray with %s CPUs", num_cpus)
     try:
-        ray.init(**kwargs)
+        with _from_packages_root():
+            ray.init(**kwargs)
     finally:   # read by the GCS it started; a later cluster (or `ray start`) of this process must not reuse it
         os.environ.pop("RAY_GCS_SERVER_PORT", None)

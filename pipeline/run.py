@@ -1,4 +1,6 @@
-"""Entry point: `python -m pipeline.run stage=augment|train|eval|eval_arc|all|import|export|adapt task=sudoku|maze|arc ...`.
+"""Entry point: `trm-pipeline stage=augment|train|eval|eval_arc|all|import|export|adapt task=sudoku|maze|arc ...`
+(the console script the install adds), or `python -m pipeline.run ...` (see `pipeline/__init__.py` for what
+each form protects against).
 
 With no arguments it runs the CPU demo (stage=all on a small generated Sudoku).
 """

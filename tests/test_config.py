@@ -92,21 +92,3 @@ def test_training_stages_keep_the_dashboard(stage):
     """Ray Train's placement-group cleaner warns every second without the State API the dashboard serves."""
     assert resolve_config(compose(f"stage={stage}", "ray.dashboard=false")).ray.dashboard is True
     assert resolve_config(compose("stage=augment", "ray.dashboard=false")).ray.dashboard is False
-
-
-@pytest.mark.parametrize("package", ["trm", "augment", "pipeline"])
-def test_a_folder_named_like_a_package_is_refused_naming_it(tmp_path, monkeypatch, package):
-    """Ray workers import from the driver's working directory first: such a folder would replace the package."""
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(PipelineError, match=f"run_dir={tmp_path / package}/run would create the folder"):
-        resolve_config(compose("stage=train", f"run_dir={package}/run"))
-    (tmp_path / package).mkdir()
-    with pytest.raises(PipelineError, match=f"the folder {tmp_path / package} has the name"):
-        resolve_config(compose("stage=augment"))
-
-
-def test_the_checkout_itself_is_a_fine_working_directory(monkeypatch):
-    """There the folders named like the packages are the packages (an editable install)."""
-    from pipeline.config import PACKAGES_ROOT
-    monkeypatch.chdir(PACKAGES_ROOT)
-    assert resolve_config(compose("stage=augment", "data_dir=/tmp/x")).data_dir == "/tmp/x"
