@@ -17,8 +17,8 @@ project's deliberate difference); `puzzle_emb_ndim` equal to `hidden_size` -> nu
 `puzzle_emb_len: 0` -> its computed value. `H_layers` is ignored as the reference ignores it;
 `no_ACT_continue: false` (the reference's broken HRM halting path) has no counterpart and is refused.
 `seq_len`, `vocab_size` and `num_puzzle_identifiers` are not in `all_config.yaml`: vocab and table rows
-come from the tensors' shapes, the sequence length from the dataset the vocabulary names (Sudoku-Extreme
-81, Maze-Hard and ARC 900), or from the `data_manifest:` block this project's export adds.
+come from the tensors' shapes, the sequence length (and the task) as `pipeline.reference_data` says: from
+the weights where they fix it, `+model.seq_len=`, a `data_manifest:` block, or the data given; never guessed.
 """
 import hashlib
 import io
@@ -36,9 +36,10 @@ import yaml
 from pipeline import arc_identifiers
 from pipeline import checkpoints as ckpt
 from pipeline import dataset_format as fmt
-from pipeline import load_errors, storage
+from pipeline import load_errors, reference_data, storage
 from pipeline.config import redact
 from pipeline.errors import PipelineError
+from pipeline.reference_data import DataGiven
 from trm import TRM, TRMConfig
 
 log = logging.getLogger(__name__)
@@ -55,10 +56,6 @@ LOSS_NAME = "losses@ACTLossHead"
 SAME_NAME = ("hidden_size", "num_heads", "expansion", "L_layers", "H_cycles", "L_cycles", "halt_max_steps",
              "halt_exploration_prob", "puzzle_emb_ndim", "puzzle_emb_len", "pos_encodings", "mlp_t", "rms_norm_eps",
              "rope_theta", "forward_dtype")
-# The reference's datasets by vocabulary: (task, seq_len, manifest fields of this project's data stage)
-REFERENCE_DATA = {11: ("sudoku", 81, {"size": 9, "box": [3, 3]}), 6: ("maze", 900, {"size": 30}),
-                  12: ("arc", 900, {})}
-
 # The dtype the reference stores H_init / L_init in, per TRMConfig.forward_dtype (`auto` exports as bfloat16);
 # every other tensor it saves is float32.
 INITIAL_STATES = ("H_init", "L_init")
@@ -156,9 +153,10 @@ def locate(source: str) -> tuple[str, str, int]:
     return path, file, step
 
 
-def read_reference(source: str, identifiers: str | None = None) -> Imported:
-    """Read and check a reference checkpoint (folder or step file, local or remote); PipelineError on any
-    problem, before anything is written."""
+def read_reference(source: str, identifiers: str | None = None, given: DataGiven = DataGiven()) -> Imported:
+    """Read and check a reference checkpoint (folder or step file, local or remote); `given` is what the command
+    line says about its data (`pipeline.reference_data`). PipelineError on any problem, before anything is
+    written."""
     folder, step_file, step = locate(source)
     config_path = storage.join(folder, CONFIG_FILE)
     if not storage.exists(config_path):
@@ -178,7 +176,7 @@ def read_reference(source: str, identifiers: str | None = None) -> Imported:
     del raw
     raw_state = _state_dict_of(loaded, step_file)
     names = _read_identifiers(identifiers, folder)
-    config, manifest = _config(reference_config, raw_state, config_path, step_file)
+    config, manifest = _config(reference_config, raw_state, config_path, step_file, given)
     weights = to_trm_weights(raw_state, config, step_file)
     if names is not None and "puzzle_emb.weights" in weights and len(names) != len(weights["puzzle_emb.weights"]):
         raise PipelineError(f"identifiers file has {len(names):,} names but the puzzle-embedding table of "
@@ -212,7 +210,8 @@ def _read_identifiers(identifiers: str | None, folder: str) -> list | None:
 # ---------------------------------------------------------------------------------------------------
 # Config
 
-def _config(reference_config: dict, raw_state: dict, config_path: str, step_file: str) -> tuple[TRMConfig, dict]:
+def _config(reference_config: dict, raw_state: dict, config_path: str, step_file: str,
+            given: DataGiven) -> tuple[TRMConfig, dict]:
     arch = dict(reference_config.get("arch") or {})
     if arch.get("name") != ARCH_NAME:
         raise PipelineError(f"{config_path}: arch.name={arch.get('name')!r} is not TRM ({ARCH_NAME})")
@@ -244,7 +243,7 @@ def _config(reference_config: dict, raw_state: dict, config_path: str, step_file
         raise PipelineError(f"{config_path}: puzzle_emb_ndim=0 with puzzle_emb_len={values['puzzle_emb_len']} "
                             f"(prefix positions without a table) has no counterpart here")
     state = {strip_prefixes(k): v for k, v in raw_state.items()}
-    manifest = _data_fields(reference_config, state, values, config_path, step_file)
+    manifest = _data_fields(reference_config, state, values, config_path, step_file, given)
     try:
         config = TRMConfig.from_dict({**values, **{k: manifest[k] for k in ckpt.MANIFEST_FIELDS}})
     except ValueError as err:
@@ -252,7 +251,8 @@ def _config(reference_config: dict, raw_state: dict, config_path: str, step_file
     return config, manifest
 
 
-def _data_fields(reference_config: dict, state: dict, values: dict, config_path: str, step_file: str) -> dict:
+def _data_fields(reference_config: dict, state: dict, values: dict, config_path: str, step_file: str,
+                 given: DataGiven) -> dict:
     tokens = state.get("embed_tokens.embedding_weight")
     if tokens is None or tokens.ndim != 2:
         raise PipelineError(f"{step_file} is not a TRM state_dict: no embed_tokens.embedding_weight "
@@ -260,15 +260,10 @@ def _data_fields(reference_config: dict, state: dict, values: dict, config_path:
     vocab = int(tokens.shape[0])
     table = state.get("puzzle_emb.weights")
     rows = int(table.shape[0]) if table is not None and table.ndim == 2 else 1
-    hint = reference_config.get("data_manifest")
-    if isinstance(hint, dict):
-        manifest = dict(hint)
-    elif vocab in REFERENCE_DATA:
-        task, seq_len, extra = REFERENCE_DATA[vocab]
-        manifest = {"task": task, "seq_len": seq_len, **extra}
-    else:
-        raise PipelineError(f"{config_path}: cannot tell the dataset: vocab_size {vocab} is none of the reference's "
-                            f"Sudoku-Extreme (11), Maze-Hard (6) or ARC (12), and there is no data_manifest block")
+    hidden = int(values.get("hidden_size", TRMConfig.hidden_size))
+    has_table = (hidden if values["puzzle_emb_ndim"] is None else values["puzzle_emb_ndim"]) > 0
+    prefix_len = int(values.get("puzzle_emb_len", TRMConfig.puzzle_emb_len)) if has_table else 0
+    manifest = reference_data.data_fields(reference_config, state, vocab, prefix_len, given, config_path)
     manifest.update(vocab_size=vocab, num_puzzle_identifiers=rows, pad_id=0, ignore_label_id=0, blank_identifier_id=0,
                     reference_data_paths=list(reference_config.get("data_paths") or []))
     if manifest["task"] == "arc":
@@ -421,12 +416,12 @@ def fit_to_dataset(imported: Imported, data_dir: str, num_aug: int | None = None
 
 
 def prepare(path: str, run_dir: str, data_dir: str | None = None, identifiers: str | None = None,
-            num_aug: int | None = None, require_test: bool = True) -> str:
+            num_aug: int | None = None, require_test: bool = True, given: DataGiven | None = None) -> str:
     """The checkpoint folder to use for `path`: `path` itself when it is this project's and fits, else a
-    conversion written to `run_dir/reference_import/` (a reference run, or an imported ARC checkpoint fitted
-    to `data_dir`'s puzzle identifiers)."""
+    conversion written to `run_dir/reference_import/` (a reference run, its data as `given` or `data_dir`
+    says, or an imported ARC checkpoint fitted to `data_dir`'s puzzle identifiers)."""
     if is_reference(path):
-        imported = read_reference(path, identifiers)
+        imported = read_reference(path, identifiers, given or DataGiven(data_dir=data_dir))
     elif data_dir is not None and _reference_ordered(path):
         imported = load_imported(path, identifiers)
     else:

@@ -15,12 +15,15 @@ from pipeline import arc_identifiers, storage
 from pipeline import checkpoints as ckpt
 from pipeline import reference_checkpoint as ref
 from pipeline.errors import PipelineError
+from pipeline.reference_data import DataGiven
 from pipeline.run import run_stage
 from tests.conftest import compose
 from trm import EMA, TRM, TRMConfig, refill, training_state
 
 HIDDEN, HEADS, LAYERS = 32, 2, 2
 PREFIX = "_orig_mod.model.inner."
+SUDOKU = DataGiven(seq_len=81)          # what an attention model with rotary positions needs to be told
+SUDOKU_OPTION = "+model.seq_len=81"
 
 
 def swiglu_width(d: int, expansion: float = 4.0) -> int:
@@ -112,8 +115,12 @@ def outputs(model: TRM, seed: int = 1, steps: int = 2) -> list:
 @pytest.mark.parametrize("variant", [dict(), dict(mlp_t=True), dict(learned=True)], ids=["attention", "mlp_t", "learned"])
 def test_documented_layout_imports_to_the_hand_renamed_model_bit_for_bit(tmp_path, variant):
     state = documented_state(**variant)
-    imported = ref.read_reference(write_reference(tmp_path, state, documented_config(**variant)))
+    imported = ref.read_reference(write_reference(tmp_path, state, documented_config(**variant)), given=SUDOKU)
     assert imported.step == 7 and imported.manifest["task"] == "sudoku" and imported.config.seq_len == 81
+    # the token MLP and learned positions fix seq_len (the option then only has to agree); rotary ones do not
+    source = {"mlp_t": "the token MLP's weights", "learned": "the learned position embeddings"}
+    assert imported.manifest["seq_len_source"].startswith(next((v for k, v in source.items() if variant.get(k)),
+                                                               "+model.seq_len"))
     assert imported.config.forward_dtype == "auto" and imported.config.mlp_t == variant.get("mlp_t", False)
     ours = TRM(imported.config, verbose=False)
     ours.load_state_dict(imported.weights)
@@ -130,14 +137,17 @@ def test_documented_layout_imports_to_the_hand_renamed_model_bit_for_bit(tmp_pat
                                     "module._orig_mod.model.inner.", "module.model.inner."])
 def test_every_key_prefix_loads(tmp_path, prefix):
     expected = hand_renamed(documented_state())
-    imported = ref.read_reference(write_reference(tmp_path, documented_state(prefix=prefix), documented_config()))
+    imported = ref.read_reference(write_reference(tmp_path, documented_state(prefix=prefix), documented_config()),
+                                  given=SUDOKU)
     assert imported.weights.keys() == expected.keys()
     assert all(torch.equal(imported.weights[k], v.float()) for k, v in expected.items())
 
 
 def test_stage_import_writes_a_checkpoint_eval_loads(tmp_path):
     source = write_reference(tmp_path / "ref", documented_state(), documented_config(), step=1234)
-    summary = run_stage(compose("stage=import", f"checkpoint={source}/step_1234", f"run_dir={tmp_path / 'run'}"))
+    summary = run_stage(compose("stage=import", f"checkpoint={source}/step_1234", f"run_dir={tmp_path / 'run'}",
+                                SUDOKU_OPTION))
+    assert (summary["seq_len"], summary["seq_len_from"]) == (81, "+model.seq_len")
     path = str(tmp_path / "run" / "imported_00001234")
     assert summary["checkpoint"] == path and ckpt.is_complete(path, need_ranks=False)
     meta = storage.read_json(os.path.join(path, "meta.json"))
@@ -155,15 +165,19 @@ def test_stage_import_writes_a_checkpoint_eval_loads(tmp_path):
 
 def test_import_reads_s3(tmp_path, s3_bucket):
     source = write_reference(f"{s3_bucket}/runs/sudoku", documented_state(), documented_config(), step=5)
-    summary = run_stage(compose("stage=import", f"checkpoint={source}", f"run_dir={tmp_path / 'run'}"))
+    summary = run_stage(compose("stage=import", f"checkpoint={source}", f"run_dir={tmp_path / 'run'}", SUDOKU_OPTION))
     assert summary["step"] == 5 and summary["source"] == f"{source}/step_5"
 
 
-def _our_checkpoint(path, config: TRMConfig, manifest: dict, step=42, seed=3) -> TRM:
-    """A checkpoint folder as training writes it (rank 0's files), with EMA weights that differ from the raw."""
+def _our_checkpoint(path, config: TRMConfig, manifest: dict, step=42, seed=3, initial_dtype=None) -> TRM:
+    """A checkpoint folder as training writes it (rank 0's files), with EMA weights that differ from the raw;
+    H_init / L_init rounded to `initial_dtype` when given."""
     torch.manual_seed(seed)
     model = TRM(config, verbose=False)
     with torch.no_grad():
+        if initial_dtype is not None:
+            for state in (model.H_init, model.L_init):
+                state.copy_(state.to(initial_dtype))
         for p in model.parameters():
             p.normal_(0, 0.2)
         if model.puzzle_emb is not None:
@@ -232,7 +246,7 @@ def test_reference_run_exported_after_import_is_the_file_it_came_from(tmp_path, 
 def _refused(tmp_path, state, config, match, names=None):
     source = write_reference(tmp_path / "ref", state, config, names=names)
     with pytest.raises(PipelineError, match=match) as err:
-        run_stage(compose("stage=import", f"checkpoint={source}", f"run_dir={tmp_path / 'run'}"))
+        run_stage(compose("stage=import", f"checkpoint={source}", f"run_dir={tmp_path / 'run'}", SUDOKU_OPTION))
     assert not (tmp_path / "run").exists()
     return err
 
@@ -377,13 +391,13 @@ def test_named_versions_are_built_identity_first_and_bad_names_refused():
 
 def test_training_state_file_of_a_fork_loads_its_model_entry(tmp_path):
     state = {"model": documented_state(), "optimizers": [{"state": {}, "param_groups": []}], "step": 5}
-    imported = ref.read_reference(write_reference(tmp_path, state, documented_config(), step=5))
+    imported = ref.read_reference(write_reference(tmp_path, state, documented_config(), step=5), given=SUDOKU)
     assert all(torch.equal(imported.weights[k], v.float()) for k, v in hand_renamed(documented_state()).items())
 
 
 def test_export_refuses_to_overwrite_a_run(tmp_path):
     source = write_reference(tmp_path / "ref", documented_state(), documented_config(), step=2)
-    run_stage(compose("stage=import", f"checkpoint={source}", f"run_dir={tmp_path / 'run'}"))
+    run_stage(compose("stage=import", f"checkpoint={source}", f"run_dir={tmp_path / 'run'}", SUDOKU_OPTION))
     with pytest.raises(PipelineError, match="already holds a run"):
         run_stage(compose("stage=export", f"checkpoint={tmp_path / 'run' / 'imported_00000002'}",
                           f"export.dir={source}"))

@@ -26,7 +26,9 @@ def exported(ray_local, tmp_path_factory):
     root = tmp_path_factory.mktemp("reference")
     write_sudoku_dataset(str(root / "data"))
     manifest = {"task": "sudoku", "seq_len": 36, "vocab_size": 8, "num_puzzle_identifiers": 1, "size": 6, "box": [2, 3]}
-    _our_checkpoint(str(root / "ours"), CONFIG, manifest, step=42)
+    # initial states a bfloat16 forward can hold: the export stores them in bfloat16 (forward_dtype auto), so
+    # that the reference run's evaluation on CPU is this checkpoint's bit for bit (other values would be rounded)
+    _our_checkpoint(str(root / "ours"), CONFIG, manifest, step=42, initial_dtype=torch.bfloat16)
     run_stage(compose("stage=export", f"checkpoint={root / 'ours'}", f"export.dir={root / 'reference'}"))
     return root
 

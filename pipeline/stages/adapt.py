@@ -21,7 +21,7 @@ import torch
 from omegaconf import OmegaConf, open_dict
 
 from pipeline import checkpoints as ckpt
-from pipeline import reference_checkpoint, storage
+from pipeline import reference_checkpoint, reference_data, storage
 from pipeline.errors import PipelineError
 from pipeline.stages import augment
 from pipeline.train_recipe import TrainRecipe, fit
@@ -54,7 +54,8 @@ def mean_rows(table: torch.Tensor, rows: int) -> torch.Tensor:
 def _base(cfg) -> str:
     if not cfg.adapt.base:
         raise PipelineError("stage=adapt needs adapt.base=<checkpoint folder> (the trained model to adapt)")
-    path = reference_checkpoint.prepare(storage.to_absolute(str(cfg.adapt.base)), cfg.run_dir, require_test=False)
+    path = reference_checkpoint.prepare(storage.to_absolute(str(cfg.adapt.base)), cfg.run_dir, require_test=False,
+                                        given=reference_data.given(cfg))
     if not ckpt.is_complete(path, need_ranks=False):
         raise PipelineError(f"adapt.base={cfg.adapt.base}: neither a checkpoint folder ({ckpt.META} and "
                             f"{ckpt.STATE}) nor a reference run")

@@ -22,7 +22,7 @@ import ray
 
 from pipeline import checkpoints as ckpt
 from pipeline import dataset_format as fmt
-from pipeline import fingerprint, inference, render, sources, storage, tasks, test_time
+from pipeline import fingerprint, inference, reference_data, render, sources, storage, tasks, test_time
 from pipeline.errors import PipelineError
 from pipeline.ray_setup import in_input_order, init_ray
 
@@ -37,7 +37,7 @@ def run(cfg) -> dict:
     e = cfg.eval
     if int(e.batch_size) < 1 or int(e.render) < 0:
         raise PipelineError(f"eval.batch_size={e.batch_size} must be >= 1 and eval.render={e.render} >= 0")
-    path = inference.resolve_checkpoint(cfg.checkpoint, cfg.run_dir)
+    path = inference.resolve_checkpoint(cfg.checkpoint, cfg.run_dir, given=reference_data.given(cfg))
     config, saved_manifest, meta = inference.checkpoint_info(path)
     task = saved_manifest.get("task")
     module = tasks.get(task)

@@ -19,7 +19,7 @@ import numpy as np
 import ray
 
 from augment import arc
-from pipeline import arc_voting, fingerprint, inference, storage, test_time
+from pipeline import arc_voting, fingerprint, inference, reference_data, storage, test_time
 from pipeline import checkpoints as ckpt
 from pipeline import dataset_format as fmt
 from pipeline.arc_identifiers import IDENTIFIER_FIELDS
@@ -64,7 +64,8 @@ def run(cfg) -> dict:
     else:
         # a reference run or imported ARC checkpoint gets its table rows by name (task.identifiers=)
         path = inference.resolve_checkpoint(cfg.checkpoint, cfg.run_dir, data_dir=cfg.data_dir,
-                                            identifiers=cfg.task.get("identifiers"), num_aug=ea.num_aug)
+                                            identifiers=cfg.task.get("identifiers"), num_aug=ea.num_aug,
+                                            given=reference_data.given(cfg))
         _, saved_manifest, meta = inference.checkpoint_info(path)
         ckpt.check_fits(path, saved_manifest, manifest, f"data_dir={cfg.data_dir}", also=IDENTIFIER_FIELDS)
         storage.remove(out_dir)   # stateless: nothing from an earlier evaluation is pooled in

@@ -1,7 +1,9 @@
 """`stage=import`: a checkpoint of the original TRM code as a checkpoint folder of this project.
 
-`python -m pipeline.run stage=import checkpoint=<reference run folder | step_<N> file> run_dir=<new>`
-(ARC: `task.identifiers=<identifiers.json>` unless it lies beside the checkpoint)
+`trm-pipeline stage=import checkpoint=<reference run folder | step_<N> file> run_dir=<new>`
+(ARC: `task.identifiers=<identifiers.json>` unless it lies beside the checkpoint; an attention model with
+rotary positions also needs its sequence length: `+model.seq_len=` or `data_dir=` its data, see
+`pipeline.reference_data`)
 
 Reads `step_<N>` and `all_config.yaml` (local or `s3://`; `pipeline.reference_checkpoint` says how) and
 writes `run_dir/imported_<N>/`: `state.pt` with the step file's weights as both the raw and the EMA
@@ -13,6 +15,7 @@ the model expects), `identifiers.json` for an ARC run when one is given or lies 
 import logging
 
 from pipeline import reference_checkpoint as ref
+from pipeline import reference_data
 from pipeline import storage
 from pipeline.errors import PipelineError
 
@@ -26,10 +29,11 @@ def run(cfg) -> dict:
     if not ref.is_reference(source):
         raise PipelineError(f"checkpoint={cfg.checkpoint}: not a reference run (a step_<N> file, or a folder with "
                             f"step_<N> beside {ref.CONFIG_FILE})")
-    imported = ref.read_reference(source, cfg.task.get("identifiers"))
+    imported = ref.read_reference(source, cfg.task.get("identifiers"), reference_data.given(cfg))
     dest = ref.write_checkpoint(imported, storage.join(cfg.run_dir, ref.imported_name(imported.step)))
     summary = {"checkpoint": dest, "source": imported.source, "step": imported.step, "sha256": imported.sha256,
-               "task": imported.manifest["task"], "num_puzzle_identifiers": imported.config.num_puzzle_identifiers,
+               "task": imported.manifest["task"], "seq_len": imported.config.seq_len,
+               "seq_len_from": imported.manifest["seq_len_source"], "num_puzzle_identifiers": imported.config.num_puzzle_identifiers,
                "identifiers": imported.names is not None}
     print("\n".join(f"{k:>22}: {v}" for k, v in summary.items()), flush=True)
     if imported.manifest["task"] == "arc" and imported.names is None:

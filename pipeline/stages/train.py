@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from pipeline import checkpoints as ckpt
 from pipeline import dataset_format as fmt
-from pipeline import reference_checkpoint, storage
+from pipeline import reference_checkpoint, reference_data, storage
 from pipeline.errors import PipelineError
 from pipeline.train_recipe import TrainRecipe, fit
 
@@ -23,7 +23,7 @@ def _init_from(cfg, model_config, manifest: dict) -> str:
     gets its table rows fitted to this dataset by name), checked to hold the configured model."""
     source = storage.to_absolute(str(cfg.train.init_from))
     path = reference_checkpoint.prepare(source, cfg.run_dir, cfg.data_dir, cfg.task.get("identifiers"),
-                                        require_test=False)
+                                        require_test=False, given=reference_data.given(cfg))
     if not ckpt.is_complete(path, need_ranks=False):
         raise PipelineError(f"train.init_from={cfg.train.init_from}: neither a checkpoint folder ({ckpt.META} and "
                             f"{ckpt.STATE}) nor a reference run")
