@@ -23,7 +23,8 @@ def _drop_working_directory() -> None:
         cwd = os.path.realpath(os.getcwd())
     except OSError:        # the working directory was deleted: nothing can be imported from it
         return
-    started_by_flag = not sys.argv or sys.argv[0] in ("-m", "-c", "")   # what sys.argv[0] is during `-m`'s import
+    argv = getattr(sys, "argv", None) or [""]      # an embedded interpreter may have none
+    started_by_flag = argv[0] in ("-m", "-c", "")    # sys.argv[0] is "-m" while `-m` imports the package
     if (cwd != PACKAGES_ROOT and sys.path and (started_by_flag or sys.path[0] == "")
             and os.path.realpath(sys.path[0] or os.curdir) == cwd):
         del sys.path[0]
