@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from pipeline.config import resolve_config
 from pipeline.errors import PipelineError
+from pipeline.options_check import check_command_line, check_task_source
 
 log = logging.getLogger("pipeline")
 
@@ -27,6 +28,7 @@ def run_stage(cfg: DictConfig):
     if cfg.stage not in STAGES:
         raise PipelineError(f"stage={cfg.stage!r} is not one of {', '.join(STAGES)}")
     cfg = resolve_config(cfg)
+    check_task_source(cfg)
     module = importlib.import_module(f"pipeline.stages.{cfg.stage}")
     return module.run(cfg)
 
@@ -41,4 +43,9 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    try:
+        check_command_line(sys.argv[1:])   # before Hydra, which would accept `+train.step=3` and ignore it
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     main()
