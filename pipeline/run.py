@@ -1,4 +1,4 @@
-"""Entry point: `python -m pipeline.run stage=augment|train|eval|eval_arc|all|import|export|adapt task=sudoku|maze|arc ...`.
+"""Entry point: `python -m pipeline.run stage=augment|train|eval|eval_arc|all|import|export|adapt|solve task=sudoku|maze|arc ...`.
 
 With no arguments it runs the CPU demo (stage=all on a small generated Sudoku).
 """
@@ -20,7 +20,7 @@ from pipeline.options_check import check_command_line, check_task_source
 
 log = logging.getLogger("pipeline")
 
-STAGES = ("augment", "train", "eval", "eval_arc", "all", "import", "export", "adapt")
+STAGES = ("augment", "train", "eval", "eval_arc", "all", "import", "export", "adapt", "solve")
 
 
 def run_stage(cfg: DictConfig):

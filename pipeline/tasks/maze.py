@@ -48,6 +48,24 @@ def encode_csv(rows, size: int) -> tuple[np.ndarray, np.ndarray]:
     return maze.parse(rows.question, size)[0].reshape(len(rows), -1), maze.parse(rows.answer, size)[0].reshape(len(rows), -1)
 
 
+def question_reasons(questions: list, size: int) -> np.ndarray:
+    """Per maze without an answer, "" or why its question is not one (stage=solve, unanswered eval rows)."""
+    grids, reasons = maze.parse(questions, size)
+    reasons = np.where(reasons != "", "question " + reasons.astype(str), "").astype(object)
+    ok = reasons == ""
+    reasons[ok] = maze.question_errors(grids[ok])
+    return reasons
+
+
+def encode_questions(questions: list, size: int) -> np.ndarray:
+    return maze.parse(questions, size)[0].reshape(len(questions), -1)
+
+
+def format_answers(tokens: np.ndarray, size: int) -> list:
+    """Predicted tokens -> Maze-Hard strings (a padding token, never a cell, shows as '?')."""
+    return [row.replace("\0", "?") for row in maze.format_grids(np.asarray(tokens).reshape(-1, size, size))]
+
+
 def tta_transform(size: int, tta: int, rngs: list):
     """The dihedral symmetries 1..tta-1, the same for every puzzle, as `apply(v, grids, inverse)`."""
     def apply(v: int, grids: np.ndarray, inverse: bool) -> np.ndarray:

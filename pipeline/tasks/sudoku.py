@@ -47,6 +47,22 @@ def encode_csv(rows, size: int) -> tuple[np.ndarray, np.ndarray]:
             sudoku.to_tokens(sudoku.parse(rows.answer, size, False)[0]))
 
 
+def question_reasons(questions: list, size: int) -> np.ndarray:
+    """Per puzzle without an answer, "" or why its question is not one (stage=solve, unanswered eval rows)."""
+    reasons = sudoku.parse(questions, size, True)[1]
+    return np.where(reasons != "", "question " + reasons.astype(str), "").astype(object)
+
+
+def encode_questions(questions: list, size: int) -> np.ndarray:
+    return sudoku.to_tokens(sudoku.parse(questions, size, True)[0])
+
+
+def format_answers(tokens: np.ndarray, size: int) -> list:
+    """Predicted tokens -> CSV strings ('.' where the model left a blank or wrote no digit)."""
+    tokens = np.where((tokens >= 2) & (tokens <= size + 1), tokens, 1)
+    return sudoku.format_grids(sudoku.from_tokens(tokens, size))
+
+
 def tta_transform(size: int, tta: int, rngs: list):
     """Each puzzle's tta - 1 random validity-preserving transforms (relabelling, band/stack/row/column
     shuffles, transpose), drawn from its own generator, as `apply(v, grids, inverse)`."""
