@@ -112,6 +112,23 @@ def test_csv_source_is_encoded_like_the_data_stage(sudoku_run, evaluated, tmp_pa
     assert metrics["token_accuracy_per_step"] == pytest.approx(reference["token_accuracy_per_step"])
     assert metrics["halt_on_q"] and metrics["mean_answer_step"] <= N_SUP
 
+    # Rows without an answer are answered, not scored: the same predictions, only the answered rows counted.
+    blank = [i % 3 == 0 for i in range(len(questions))]
+    csv.write_text("source,question,answer,rating\n" + "".join(
+        f"x,{q},{'' if b else a},\n" for q, a, b in zip(sudoku.format_grids(questions), sudoku.format_grids(answers),
+                                                       blank)))
+    partly = run_stage(compose("stage=eval", *paths, f"eval.source={csv}", "eval.halt_on_q=true"))
+    assert partly["unanswered"] == sum(blank) and partly["count"] == len(blank) - sum(blank)
+    written = _table(root / "run" / "eval" / partly["name"] / "predictions")
+    assert np.array_equal(np.array(written["preds"]),
+                          np.array(_table(root / "run" / "eval" / metrics["name"] / "predictions")["preds"]))
+    kept = ~np.array(blank)
+    assert partly["exact_accuracy"] == pytest.approx((np.array(written["preds"]) == np.array(written["labels"]))
+                                                     .all(1)[kept].mean())
+    csv.write_text("source,question,answer,rating\n" + "".join(f"x,{q},,\n" for q in sudoku.format_grids(questions)))
+    unscored = run_stage(compose("stage=eval", *paths, f"eval.source={csv}"))
+    assert unscored["count"] == 0 and unscored["exact_accuracy"] is None and unscored["puzzles"] == len(blank)
+
     csv.write_text("source,question,answer,rating\nx,12,12,0\n")
     with pytest.raises(PipelineError, match=r"puzzles.csv, line 2: question has 2 characters, expected 36"):
         run_stage(compose("stage=eval", *paths, f"eval.source={csv}"))
