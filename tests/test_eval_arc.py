@@ -116,3 +116,12 @@ def test_fewer_supervision_steps_answer_every_version(arc_run):
     metrics = run_stage(compose("stage=eval_arc", *paths, "eval.max_steps=1", "eval.batch_size=5"))
     assert metrics["max_steps"] == 1
     assert metrics["predictions"] == pq.read_table(str(root / "data" / "test")).num_rows
+
+
+def test_pass_at_k_shown_in_numeric_order_up_to_the_versions_voting():
+    from pipeline.stages.eval_arc import shown_ks
+    metrics = {f"pass@{k}": 0.5 for k in sorted(["1", "10", "100", "1000", "2", "5"])}   # string order, as JSON
+    metrics.update(predictions=8 * 3, test_inputs=3)                                     # 8 versions vote
+    assert shown_ks(metrics) == ([1, 2, 5], [10, 100, 1000], 8)
+    metrics.update(predictions=4 * 3)
+    assert shown_ks(metrics) == ([1, 2], [5, 10, 100, 1000], 4)

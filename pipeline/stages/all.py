@@ -63,8 +63,8 @@ def summary_lines(cfg, timings: dict) -> list:
         lines += [f"held-out  exact accuracy {metrics['exact_accuracy']:.1%} on {metrics['count']:,} puzzles "
                   f"[{took('eval')}]", f"          after each supervision step: {per_step}"]
     else:
-        ks = sorted(int(k[len("pass@"):]) for k in metrics if k.startswith("pass@"))
-        passes = "  ".join(f"pass@{k}: {metrics[f'pass@{k}']:.1%}" for k in ks)
+        from pipeline.stages.eval_arc import shown_ks
+        passes = "  ".join(f"pass@{k}: {metrics[f'pass@{k}']:.1%}" for k in shown_ks(metrics)[0])
         lines.append(f"ARC       {passes}   [{took('eval_arc')}]")
     lines += [f"files     checkpoints, metrics.jsonl: {cfg.run_dir}",
               f"          training curves: {storage.join(cfg.run_dir, 'curves.png')}",

@@ -162,11 +162,24 @@ def score(votes_dir: str, test_counts: dict, truth: dict, ks: list) -> tuple[dic
     return metrics, submission
 
 
+def shown_ks(metrics: dict) -> tuple[list, list, int]:
+    """(the pass@k worth showing, in numeric order; those equal to the last shown; versions voting per input):
+    each version gives one answer, so k beyond the number of versions counts nothing more."""
+    versions = round(metrics["predictions"] / max(1, metrics["test_inputs"]))
+    ks = sorted(int(k[len("pass@"):]) for k in metrics if k.startswith("pass@"))
+    shown = [k for k in ks if k <= versions] or ks[:1]
+    return shown, [k for k in ks if k not in shown], versions
+
+
 def print_table(metrics: dict, ks: list) -> None:
-    lines = [f"eval_arc: {metrics['tasks']} tasks, {metrics['test_inputs']} test inputs, {metrics['predictions']:,} "
-             f"predictions ({metrics['invalid_predictions']:,} without a grid)"]
+    shown, same, versions = shown_ks(metrics)
+    lines = [f"eval_arc: {metrics['tasks']} tasks, {metrics['test_inputs']} test inputs, {versions} versions of each "
+             f"voting: {metrics['predictions']:,} predictions ({metrics['invalid_predictions']:,} gave no grid: no colour "
+             f"cell at the top-left of the canvas, so they cannot vote)"]
     if "checkpoint" in metrics:
-        lines[0] += f", checkpoint {metrics['checkpoint']} (step {metrics['checkpoint_step']})"
+        lines[0] += f"; checkpoint {metrics['checkpoint']} (step {metrics['checkpoint_step']})"
     if "pass@1" in metrics:
-        lines.append("  ".join(f"pass@{k} {metrics[f'pass@{k}']:.4f}" for k in ks))
+        lines.append("  ".join(f"pass@{k} {metrics[f'pass@{k}']:.4f}" for k in shown)
+                     + (f"  (pass@{', '.join(map(str, same))} equal pass@{shown[-1]}: {versions} versions vote)"
+                        if same else ""))
     print("\n".join(lines), flush=True)
