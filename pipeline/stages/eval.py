@@ -230,7 +230,7 @@ def render_puzzles(ds, path: str, eval_cfg, task: str, out_dir: str) -> list:
     files = []
     for i in range(len(batch["inputs"])):
         name = storage.join(out_dir, "render", f"puzzle_{i:03d}.png")
-        title = f"{task} group {int(batch['group_id'][i])}: {solved_title(steps[:, i], batch['labels'][i])}"
+        title = f"{task} test puzzle {int(batch['group_id'][i])}: {solved_title(steps[:, i], batch['labels'][i])}"
         render.write_png(name, render.puzzle_png(task, batch["inputs"][i], steps[:, i], batch["labels"][i], title))
         files.append(name)
     return files

@@ -31,6 +31,7 @@ PROBE_CANDIDATES = 2000
 # The task's hooks for the other stages (pipeline/tasks/__init__.py)
 EVAL_STAGE = "eval"
 PALETTE = ["#ffffff", "#333333", "#f4f4f4", "#2ECC40", "#FF4136", "#0074D9"]   # PAD # ' ' S G o
+LEGEND = "dark: wall    light: open cell    green: start S    red: goal G    blue: path"
 MAX_TTA = NUM_DIHEDRAL
 EXTRA_RATES = {"valid_path": "valid_shortest_path_rate"}
 

@@ -34,6 +34,7 @@ ROWS_PER_AUG_BATCH = 65536    # augmented rows per map_batches call: bounds a ta
 # The task's hooks for the other stages (pipeline/tasks/__init__.py)
 EVAL_STAGE = "eval"
 PALETTE = None                # white cells with their digits: `draw`
+LEGEND = "black: clue given    blue: filled in by the model    red: filled in wrongly (against the target)"
 MAX_TTA = None                # random transforms: any number of versions
 EXTRA_RATES = {}
 
@@ -94,7 +95,7 @@ def draw(ax, grid: np.ndarray, target: np.ndarray | None, givens: np.ndarray | N
         colour = "black"
         if givens is not None and givens[r, c] < 2:
             colour = "red" if target is not None and token != target[r, c] else "#0050c0"
-        ax.text(c, r, str(int(token) - 1), ha="center", va="center", fontsize=7, color=colour)
+        ax.text(c, r, str(int(token) - 1), ha="center", va="center", fontsize=max(6, 84 // n), color=colour)
 
 
 def build(cfg, data_dir: str) -> dict:
