@@ -130,7 +130,7 @@ def csv_dataset(source: str, module, saved_manifest: dict):
             "inputs": inputs[part], "labels": labels[part], "puzzle_identifier": np.zeros(n, np.int32),
             "group_id": np.arange(start, start + n, dtype=np.int64),   # row of the file, from 0
             "aug_index": np.zeros(n, np.int32)}))
-    log.info("eval.source: %d %s puzzles from %s", len(rows), task, rows.origin)
+    log.info("eval.source: %d %s puzzle%s from %s", len(rows), task, "s" * (len(rows) != 1), rows.origin)
     return ray.data.from_arrow(tables)
 
 

@@ -133,8 +133,10 @@ def _generate_splits(cfg, data_dir: str, size: int, min_path_len: int) -> None:
         ds = ray.data.range(chunks, override_num_blocks=max(chunks, 1)).map_batches(
             _generate_chunk, batch_size=1, batch_format="numpy",
             fn_kwargs=dict(gen, split=split, total=total, exclude=exclude, tally=tally))
-        log.info("generating %d %s mazes (%dx%d, %s) in %d chunks", total, split, size, size, task.style,
-                 chunks)
+        what = (f"{int(task.num_train):,} training + {int(task.num_val):,} validation" if split == "train"
+                else f"{total:,} test")
+        log.info("generating %s mazes (%dx%d, %s) in %d chunk%s", what, size, size, task.style, chunks,
+                 "s" * (chunks != 1))
         with TallyBar(tally, total, f"generate {split}", "maze"):
             if split == "train":       # group ids are 0..total-1; the held-out ones are the validation split
                 ds, val = fmt.split_by_groups(ds.materialize(), fmt.held_out_groups(total, int(task.num_val), gen["seed"]))

@@ -179,7 +179,9 @@ def _generated(cfg, n: int, tally) -> dict:
     for split in ("train", "test"):
         total = int(task.num_train) + int(task.num_val) if split == "train" else int(task.num_test)
         chunks = math.ceil(total / gen["chunk_size"])
-        log.info("generating %d %s puzzles (%dx%d) in %d chunks", total, split, n, n, chunks)
+        what = (f"{int(task.num_train):,} training + {int(task.num_val):,} validation" if split == "train"
+                else f"{total:,} test")
+        log.info("generating %s puzzles (%dx%d) in %d chunk%s", what, n, n, chunks, "s" * (chunks != 1))
         out[split] = ray.data.range(chunks, override_num_blocks=max(chunks, 1)).map_batches(
             _generate_chunk, batch_size=1, batch_format="numpy", fn_kwargs=dict(gen, split=split, total=total))
     return out
