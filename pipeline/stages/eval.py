@@ -222,15 +222,17 @@ def solved_title(steps: np.ndarray, labels: np.ndarray) -> str:
         f"right at step {first}, wrong again at step {len(steps)}"
 
 
-def render_puzzles(ds, path: str, eval_cfg, task: str, out_dir: str) -> list:
-    """PNGs of the first `eval.render` puzzles, drawn in the driver (a few puzzles)."""
+def render_puzzles(ds, path: str, eval_cfg, task: str, out_dir: str, name=None) -> list:
+    """PNGs of the first `eval.render` puzzles, drawn in the driver (a few puzzles); `name(batch, i)` names
+    puzzle i in its title (default: its test puzzle number)."""
     batch = ds.limit(int(eval_cfg.render)).take_batch(int(eval_cfg.render), batch_format="numpy")
     model = inference.load_model(path, bool(eval_cfg.ema), "cpu")
     steps = inference.step_predictions(model, batch)
+    name = name or (lambda b, i: f"test puzzle {int(b['group_id'][i])}")
     files = []
     for i in range(len(batch["inputs"])):
-        name = storage.join(out_dir, "render", f"puzzle_{i:03d}.png")
-        title = f"{task} test puzzle {int(batch['group_id'][i])}: {solved_title(steps[:, i], batch['labels'][i])}"
-        render.write_png(name, render.puzzle_png(task, batch["inputs"][i], steps[:, i], batch["labels"][i], title))
-        files.append(name)
+        file = storage.join(out_dir, "render", f"puzzle_{i:03d}.png")
+        title = f"{task} {name(batch, i)}: {solved_title(steps[:, i], batch['labels'][i])}"
+        render.write_png(file, render.puzzle_png(task, batch["inputs"][i], steps[:, i], batch["labels"][i], title))
+        files.append(file)
     return files

@@ -72,6 +72,8 @@ def run(cfg) -> dict:
         info.update(checkpoint=path, checkpoint_step=meta.get("step"), ema=bool(cfg.eval.ema),
                     halt_on_q=bool(cfg.eval.halt_on_q), max_steps=cfg.eval.max_steps)
         predict_to_parquet(cfg, path, predictions_dir, settings)
+        if int(cfg.eval.render):
+            info["rendered"] = render_test_inputs(cfg, path, out_dir)
 
     predictions = ray.data.read_parquet(predictions_dir, columns=["task_id", "example_index", "answer_hash", "height",
                                                                    "width", "answer", "q_halt"])
@@ -113,6 +115,17 @@ def predict_to_parquet(cfg, path: str, predictions_dir: str, settings: test_time
         ds = ds.map_batches(_versions_up_to, batch_format="numpy", fn_kwargs=dict(num_aug=int(cfg.eval_arc.num_aug)))
     ds = inference.predict(ds, path, cfg.eval, passthrough=PASSTHROUGH, settings=settings)
     ds.map_batches(_decode, batch_format="numpy").write_parquet(predictions_dir, compression="zstd")
+
+
+def render_test_inputs(cfg, path: str, out_dir: str) -> list:
+    """PNGs of the first `eval.render` test inputs as the model sees them (the identity version, on its canvas):
+    the answer after each supervision step and the target (`run_dir/eval_arc/render/`)."""
+    from pipeline.stages.eval import render_puzzles
+    ds = fmt.read_ray(storage.join(cfg.data_dir, "test"), ["inputs", "labels", "puzzle_identifier", "task_id",
+                                                           "example_index", "aug_index"])
+    ds = ds.map_batches(_versions_up_to, batch_format="numpy", fn_kwargs=dict(num_aug=0))
+    return render_puzzles(ds, path, cfg.eval, "arc", out_dir,
+                          name=lambda b, i: f"task {b['task_id'][i]}, test input {int(b['example_index'][i]) + 1}")
 
 
 def _versions_up_to(batch, *, num_aug: int) -> dict:
