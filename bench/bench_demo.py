@@ -7,7 +7,7 @@ Each run is `python -m pipeline.run task=T seed=S` plus the `--set` overrides (a
 n=1, N_sup=1, on the first N seeds) in its own temporary folder; the table gives wall time, the validation
 split's exact accuracy at the checkpoint the test split was scored with (the final one, or the preset's
 `checkpoint: best`; its step is printed below the table; the validation split is what a preset may be tuned
-on) and the test split's (eval/metrics.json: what the README reports). For ARC (task.source defaults to the ARC data beside
+on) and the test split's (eval/<name>/metrics.json: what the README reports). For ARC (task.source defaults to the ARC data beside
 the project) the validation column is pass@2 and the test columns are eval_arc's pass@1 and pass@2, all after
 voting over the versions, and a last row scores the baseline that answers every test input with the input itself. Record with `python bench/bench_demo.py ... | tee -a bench/results/demo.txt`: the
 first line names the command and the commit, and the README's tables must match the latest record.
@@ -40,7 +40,9 @@ def run_demo(task: str, seed: int, extra: list) -> dict:
                        cwd=folder, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wall = time.perf_counter() - start
         run = Path(folder) / "outputs" / f"demo_{task}" / "run"       # the demo preset's run_name
-        metrics = json.loads((run / ("eval_arc" if task == "arc" else "eval") / "metrics.json").read_text())
+        # the demo's one evaluation: run_dir/eval_arc/ or run_dir/eval/<name>/ (plain, or best where the preset says)
+        found = run / "eval_arc" / "metrics.json" if task == "arc" else next((run / "eval").glob("*/metrics.json"))
+        metrics = json.loads(found.read_text())
         # The validation split's score at the periodic evaluation of the checkpoint the test split was scored
         # with (the final one, or best_ where the preset says checkpoint=best): exact accuracy, for ARC pass@2
         # after voting, as the test split is scored.

@@ -30,7 +30,7 @@ STATE = "state.pt"
 META = "meta.json"
 CONFIG = "config.json"
 MANIFEST = "manifest.json"
-_NAME = re.compile(r"^(checkpoint|best)_(\d{8})$")
+_NAME = re.compile(r"^(checkpoint|best|imported)_(\d{8})$")   # imported_: stage=import's
 MANIFEST_FIELDS = ("seq_len", "vocab_size", "num_puzzle_identifiers")
 
 
@@ -136,6 +136,14 @@ def latest_checkpoint(run_dir: str) -> str | None:
 def best_checkpoint(run_dir: str) -> str | None:
     """Path of the checkpoint with the best periodic evaluation, or None when no evaluation ran."""
     for _, path in reversed(folders(run_dir, "best")):
+        if is_complete(path, need_ranks=False):
+            return path
+    return None
+
+
+def latest_imported(run_dir: str) -> str | None:
+    """Path of the newest complete `imported_<step>` folder (what `stage=import run_dir=` writes), or None."""
+    for _, path in reversed(folders(run_dir, "imported")):
         if is_complete(path, need_ranks=False):
             return path
     return None

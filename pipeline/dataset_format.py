@@ -347,8 +347,10 @@ def publish_manifest(cfg, data_dir: str, fields: dict) -> dict:
 
 
 def print_summary(manifest: dict, data_dir: str) -> None:
+    order = {"train": 0, "val": 1, "test": 2}      # the same rows in the same order on every run
     rows = [(s, v["examples"], v["puzzles"], v["groups"], v["files"], v["bytes"] / 1e6)
-            for s, v in manifest["splits"].items() if s != "val" or v["examples"]]
+            for s, v in sorted(manifest["splits"].items(), key=lambda item: (order.get(item[0], 3), item[0]))
+            if s != "val" or v["examples"]]
     lines = [f"dataset {manifest['task']} at {data_dir}",
              f"{'split':<6} {'examples':>10} {'puzzles':>9} {'groups':>8} {'files':>6} {'MB':>9}"]
     lines += [f"{s:<6} {e:>10,} {p:>9,} {g:>8,} {f:>6} {mb:>9.2f}" for s, e, p, g, f, mb in rows]

@@ -32,17 +32,22 @@ SECONDS = "seconds"   # the batch's inference time on its actor, on its first ro
 
 def resolve_checkpoint(choice, run_dir: str, data_dir: str | None = None, identifiers: str | None = None,
                        num_aug: int | None = None, given=None) -> str:
-    """The checkpoint folder for `checkpoint=`: null or `latest` (the latest complete one in run_dir), `best`
+    """The checkpoint folder for `checkpoint=`: null or `latest` (the latest complete one in run_dir; without
+    one, the newest `imported_<step>` of stage=import), `best`
     (the best by the periodic evaluation), or a folder path / URL. A reference run folder or `step_<N>` file
     is imported into run_dir first (`pipeline.reference_checkpoint.prepare`); with `data_dir`, an ARC one
     gets its puzzle-embedding rows fitted to that dataset's versions; `given` (`pipeline.reference_data.DataGiven`)
     is what the command line says about a reference run's data."""
     if choice in (None, "latest", "best"):
         path = ckpt.best_checkpoint(run_dir) if choice == "best" else ckpt.latest_checkpoint(run_dir)
+        if path is None and choice != "best":    # a run_dir that stage=import filled: its newest import
+            path = ckpt.latest_imported(run_dir)
+            if path is not None:
+                return resolve_checkpoint(path, run_dir, data_dir, identifiers, num_aug, given)
         if path is None:
             kind = "best (no periodic evaluation ran?)" if choice == "best" else "complete"
-            raise PipelineError(f"no {kind} checkpoint in run_dir={run_dir}: train first (stage=train) or pass "
-                                f"checkpoint=<checkpoint folder>")
+            raise PipelineError(f"no {kind} checkpoint in run_dir={run_dir}: train first (stage=train), import one "
+                                f"(stage=import) or pass checkpoint=<checkpoint folder>")
         return path
     path = reference_checkpoint.prepare(storage.to_absolute(str(choice)), run_dir, data_dir, identifiers, num_aug,
                                         given=given)

@@ -119,20 +119,28 @@ def write_curves(run_dir: str) -> str | None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    panels = [("loss", ["train/lm_loss", "train/q_halt_loss"]),
-              ("accuracy", ["train/accuracy", "train/exact_accuracy", "eval/accuracy", "eval/exact_accuracy"]),
-              ("supervision steps", ["train/steps"])]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5))
-    for ax, (title, keys) in zip(axes, panels):
-        for key in keys:
-            points = [(r["step"], r[key]) for r in records if key in r]
-            if points:
-                xs, ys = zip(*points)
-                ax.plot(xs, ys, marker="o" if key.startswith("eval/") else None, label=key)
+    # (title, y-axis label, [(metric, legend label)]); a panel whose metrics never vary is left out (the
+    # supervision steps of a run that always runs all of them)
+    panels = [("loss", "loss", [("train/lm_loss", "answer loss (train)"), ("train/q_halt_loss", "halting loss (train)")]),
+              ("accuracy", "fraction", [("train/accuracy", "token accuracy (train)"),
+                                        ("train/exact_accuracy", "whole grid exact (train)"),
+                                        ("eval/accuracy", "token accuracy (validation)"),
+                                        ("eval/exact_accuracy", "whole grid exact (validation)"),
+                                        ("eval/pass@2", "ARC pass@2 (validation: picks best_)")]),
+              ("supervision steps per example (train)", "steps", [("train/steps", "mean steps before halting")])]
+    series = {key: [(r["step"], r[key]) for r in records if key in r] for _, _, keys in panels for key, _ in keys}
+    panels = [p for p in panels if len({round(v, 6) for key, _ in p[2] for _, v in series[key]}) > 1 or p[0] != panels[2][0]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, (title, ylabel, keys) in zip(axes[0], panels):
+        for key, label in keys:
+            if series[key]:
+                xs, ys = zip(*series[key])
+                ax.plot(xs, ys, marker="o" if key.startswith("eval/") else None, label=label)
         ax.set_title(title)
-        ax.set_xlabel("step")
+        ax.set_xlabel("training step")
+        ax.set_ylabel(ylabel)
         if ax.lines:
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=8)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)

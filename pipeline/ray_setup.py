@@ -90,10 +90,22 @@ def _from_packages_root():
         os.chdir(previous)
 
 
+def quiet_ray_data(verbose: bool) -> None:
+    """Without `ray.verbose`, no Ray Data progress bars in the driver's terminal (a dozen bars per dataset
+    written, their lines interleaved with Ray's warnings): the stages draw one progress line of their own."""
+    from ray.data import DataContext
+    DataContext.get_current().enable_progress_bars = verbose
+
+
 def init_ray(ray_cfg) -> None:
-    """Start or join Ray unless this process is already connected (tests share one local cluster)."""
+    """Start or join Ray unless this process is already connected (tests share one local cluster).
+
+    Without `ray.verbose=true` Ray's own output (its workers' log lines and warnings, Ray Data's bars) stays
+    out of the terminal: it is in the session's log folder, named once at start."""
     global _started_address
     quiet_expected_ray_warnings()
+    verbose = bool(ray_cfg.get("verbose", False))
+    quiet_ray_data(verbose)
     if ray.is_initialized():
         return
     from_environment = os.environ.get("RAY_ADDRESS")
@@ -103,7 +115,8 @@ def init_ray(ray_cfg) -> None:
     if address:
         log.info("joining the Ray cluster at %s", address)
         with _from_packages_root():
-            ray.init(address=address, logging_level=logging.WARNING)
+            _say_where_logs_are(ray.init(address=address, logging_level=logging.WARNING, log_to_driver=verbose),
+                                verbose)
         return
     # A throw-away local cluster needs no token auth, and no watcher for cloud preemption notices (whose
     # start logs an error-level line); a user's explicit choice is kept.
@@ -112,7 +125,7 @@ def init_ray(ray_cfg) -> None:
     num_cpus = ray_cfg.get("num_cpus") or os.cpu_count()
     # address="local": always a new cluster, never one a `ray start` left running on this machine.
     kwargs = dict(address="local", num_cpus=num_cpus, include_dashboard=bool(ray_cfg.get("dashboard", True)),
-                  logging_level=logging.WARNING)
+                  logging_level=logging.WARNING, log_to_driver=verbose)
     if ray_cfg.get("object_store_memory"):
         kwargs["object_store_memory"] = int(ray_cfg.object_store_memory)
     # The GCS port is chosen here so that RAY_ADDRESS can name it before any Ray process starts: every
@@ -123,6 +136,13 @@ def init_ray(ray_cfg) -> None:
     log.info("starting a local Ray with %s CPUs", num_cpus)
     try:
         with _from_packages_root():
-            ray.init(**kwargs)
+            _say_where_logs_are(ray.init(**kwargs), verbose)
     finally:   # read by the GCS it started; a later cluster (or `ray start`) of this process must not reuse it
         os.environ.pop("RAY_GCS_SERVER_PORT", None)
+
+
+def _say_where_logs_are(context, verbose: bool) -> None:
+    if not verbose:
+        session = (getattr(context, "address_info", None) or {}).get("session_dir")
+        log.info("Ray's own log lines: %s (ray.verbose=true shows them here)",
+                 f"{session}/logs" if session else "the Ray session's logs folder")

@@ -1,7 +1,8 @@
 """PNG pictures of puzzles: the input, the prediction after each supervision step, the target.
 
 Tokens are drawn as coloured cells of the task's `PALETTE` (ARC's ten colours; maze walls, open cells, start,
-goal and path), or by the task's own `draw` (Sudoku: white cells with their digits).
+goal and path), or by the task's own `draw` (Sudoku: white cells with their digits); the task's `LEGEND`
+says what the colours mean, under the panels.
 """
 import io
 
@@ -14,9 +15,11 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 
 from pipeline import storage, tasks  # noqa: E402
 
+DPI = 110    # with 2.4-inch panels: a 6x6 Sudoku's digits about 20 px high
+
 
 def _panel(ax, grid: np.ndarray, task: str, title: str, target: np.ndarray | None, givens: np.ndarray | None):
-    ax.set_title(title, fontsize=8)
+    ax.set_title(title, fontsize=11)
     ax.set_xticks([])
     ax.set_yticks([])
     module = tasks.get(task)
@@ -37,15 +40,16 @@ def puzzle_png(task: str, inputs: np.ndarray, steps: np.ndarray, labels: np.ndar
     panels.append(("target", as_grid(labels)))
     columns = min(len(panels), 9)
     rows = -(-len(panels) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.8 * rows + 0.3), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.6 * rows), squeeze=False)
     givens, target = as_grid(inputs), as_grid(labels)
     for ax, (name, grid) in zip(axes.ravel(), panels):
         _panel(ax, grid, task, name, None if name == "target" else target, None if name == "input" else givens)
     for ax in axes.ravel()[len(panels):]:
         ax.axis("off")
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title, fontsize=12)
+    fig.supxlabel(tasks.get(task).LEGEND, fontsize=10)   # what the colours mean, under the panels
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return buffer.getvalue()
 

@@ -1,5 +1,5 @@
-"""Entry point: `trm-pipeline stage=augment|train|eval|eval_arc|all|import|export|adapt task=sudoku|maze|arc ...`
-(the console script the install adds), or `python -m pipeline.run ...` (see `pipeline/__init__.py` for what
+"""Entry point: `trm-pipeline stage=augment|train|eval|eval_arc|all|import|export|adapt|solve task=sudoku|maze|arc
+...` (the console script the install adds), or `python -m pipeline.run ...` (see `pipeline/__init__.py` for what
 each form protects against).
 
 With no arguments it runs the CPU demo (stage=all on a small generated Sudoku).
@@ -18,19 +18,30 @@ from omegaconf import DictConfig
 
 from pipeline.config import resolve_config
 from pipeline.errors import PipelineError
+from pipeline.next_steps import next_line
+from pipeline.options_check import check_command_line, check_task_source
 
 log = logging.getLogger("pipeline")
 
-STAGES = ("augment", "train", "eval", "eval_arc", "all", "import", "export", "adapt")
+STAGES = ("augment", "train", "eval", "eval_arc", "all", "import", "export", "adapt", "solve")
 
 
 def run_stage(cfg: DictConfig):
     """Resolve paths, then call `pipeline.stages.<stage>.run(cfg)`; what tests call instead of the CLI."""
     if cfg.stage not in STAGES:
         raise PipelineError(f"stage={cfg.stage!r} is not one of {', '.join(STAGES)}")
+    # the options that choose folders, as the user gave them: the next command repeats them
+    given = {key: cfg[key] for key in ("data_dir", "run_dir") if cfg.get(key)}
+    if cfg.task.name != "sudoku":
+        given = {"task": cfg.task.name, **given}
     cfg = resolve_config(cfg)
+    check_task_source(cfg)
     module = importlib.import_module(f"pipeline.stages.{cfg.stage}")
-    return module.run(cfg)
+    result = module.run(cfg)
+    line = next_line(cfg, given)
+    if line:
+        print(line, flush=True)
+    return result
 
 
 @hydra.main(config_path="conf", config_name="config", version_base=None)
@@ -43,4 +54,9 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    try:
+        check_command_line(sys.argv[1:])   # before Hydra, which would accept `+train.step=3` and ignore it
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     main()

@@ -10,4 +10,6 @@ if ! command -v nvidia-smi >/dev/null 2>&1; then
   # Elsewhere set TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu to fetch the CPU wheel.
   python -m pip install -q "torch==2.13.0" ${TORCH_CPU_INDEX:+--index-url "$TORCH_CPU_INDEX"}
 fi
-python -m pip install -q -c constraints.txt -e ".${extra}"
+# setuptools prints a banner on every editable install about folders named like the package; the pipeline
+# refuses such a working directory itself (pipeline/config.py), so the banner would only alarm.
+PYTHONWARNINGS="ignore:Editable installation" python -m pip install -q -c constraints.txt -e ".${extra}"

@@ -50,7 +50,7 @@ _MOTO = _start_moto()   # before any Ray process starts, so workers see AWS_ENDP
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data not found at {SHARED_DATA}")
+        pytest.skip(f"shared data not found at {SHARED_DATA}: set TRM_SHARED_DATA=<folder with arc/, sudoku/>")
     return SHARED_DATA
 
 

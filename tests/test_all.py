@@ -19,12 +19,12 @@ def test_all_runs_every_stage_then_skips_them(ray_local, tmp_path, capsys):
     paths = (f"data_dir={tmp_path / 'data'}", f"run_dir={tmp_path / 'run'}")
     first = run_stage(compose(*TINY, *paths))
     assert all(seconds is not None for seconds in first["timings"].values())
-    metrics = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "run" / "eval" / "plain" / "metrics.json").read_text())
     assert len(metrics["exact_accuracy_per_step"]) == 2
     assert (tmp_path / "run" / "curves.png").exists() and list((tmp_path / "run" / "eval").rglob("*.png"))
     summary = capsys.readouterr().out
     assert "after each supervision step: 1:" in summary and "4 steps" in summary
-    assert f"puzzle PNGs (answer after each step): {tmp_path / 'run' / 'eval' / 'render'}" in summary
+    assert f"puzzle PNGs (answer after each step): {tmp_path / 'run' / 'eval' / 'plain' / 'render'}" in summary
 
     # Credentials live in the environment only: no manifest, config, checkpoint or log holds them.
     secrets = [os.environ["AWS_ACCESS_KEY_ID"].encode(), os.environ["AWS_SECRET_ACCESS_KEY"].encode()]
@@ -39,7 +39,7 @@ def test_all_runs_every_stage_then_skips_them(ray_local, tmp_path, capsys):
     # More steps: training goes on from step 4 and the new final checkpoint is evaluated; data kept.
     third = run_stage(compose(*TINY, *paths, "train.steps=6"))
     assert third["timings"]["augment"] is None and None not in (third["timings"]["train"], third["timings"]["eval"])
-    assert json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())["checkpoint_step"] == 6
+    assert json.loads((tmp_path / "run" / "eval" / "plain" / "metrics.json").read_text())["checkpoint_step"] == 6
     # Another evaluation option: only the evaluation reruns.
     fourth = run_stage(compose(*TINY, *paths, "train.steps=6", "eval.render=0"))
     assert fourth["timings"]["train"] is None and fourth["timings"]["eval"] is not None

@@ -65,12 +65,12 @@ def evaluated(sudoku_run):
 def test_eval_writes_metrics_per_step_predictions_and_pngs(sudoku_run, evaluated, capsys):
     root, paths = sudoku_run
     metrics = evaluated
-    saved = json.loads((root / "run" / "eval" / "metrics.json").read_text())
+    saved = json.loads((root / "run" / "eval" / "plain" / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(metrics))
     assert metrics["checkpoint"].endswith("checkpoint_00000004") and metrics["checkpoint_step"] == 4
     assert len(metrics["exact_accuracy_per_step"]) == len(metrics["token_accuracy_per_step"]) == N_SUP
     assert metrics["exact_accuracy"] == metrics["exact_accuracy_per_step"][-1]     # answers at the last step
-    rows = _table(root / "run" / "eval" / "predictions")
+    rows = _table(root / "run" / "eval" / "plain" / "predictions")
     assert metrics["count"] == len(rows["preds"]) > 10                             # spans several batches
     preds, labels = np.array(rows["preds"]), np.array(rows["labels"])
     # The metrics are recomputed here from the written predictions, independently of the stage.
@@ -78,15 +78,22 @@ def test_eval_writes_metrics_per_step_predictions_and_pngs(sudoku_run, evaluated
     assert metrics["token_accuracy"] == pytest.approx((preds == labels).mean())
     assert metrics["token_accuracy"] > 0                                            # the givens, at least
     assert 1 <= metrics["mean_halting_step"] <= N_SUP
-    pngs = sorted(os.listdir(root / "run" / "eval" / "render"))
+    pngs = sorted(os.listdir(root / "run" / "eval" / "plain" / "render"))
     assert pngs == ["puzzle_000.png", "puzzle_001.png"]
-    assert (root / "run" / "eval" / "render" / pngs[0]).read_bytes()[:4] == b"\x89PNG"
+    assert (root / "run" / "eval" / "plain" / "render" / pngs[0]).read_bytes()[:4] == b"\x89PNG"
 
-    run_stage(compose("stage=eval", *paths, "eval.limit=5", "eval.render=0"))  # stateless: earlier outputs gone
-    assert not (root / "run" / "eval" / "render").exists()
-    assert len(_table(root / "run" / "eval" / "predictions")["preds"]) == 5
+    # Other settings: their own folder, the plain evaluation kept; both in the results table.
+    limited = run_stage(compose("stage=eval", *paths, "eval.limit=5", "eval.render=0"))
+    assert limited["name"] == "limit5" and not (root / "run" / "eval" / "limit5" / "render").exists()
+    assert len(_table(root / "run" / "eval" / "limit5" / "predictions")["preds"]) == 5
+    assert len(_table(root / "run" / "eval" / "plain" / "predictions")["preds"]) == metrics["count"]
+    assert os.listdir(root / "run" / "eval" / "plain" / "render") == pngs
+    table = json.loads((root / "run" / "eval" / "results.json").read_text())
+    assert [(r["name"], r["count"], r["settings"][0]["exact_accuracy"]) for r in table] == [
+        ("plain", metrics["count"], metrics["exact_accuracy"]), ("limit5", 5, limited["exact_accuracy"])]
     out = capsys.readouterr().out
     assert "exact accuracy" in out and len([line for line in out.splitlines() if line.strip()[:1].isdigit()]) >= N_SUP
+    assert "limit5" in out.split("results table")[-1] and "plain" in out.split("results table")[-1]
 
 
 def test_csv_source_is_encoded_like_the_data_stage(sudoku_run, evaluated, tmp_path):
@@ -104,6 +111,23 @@ def test_csv_source_is_encoded_like_the_data_stage(sudoku_run, evaluated, tmp_pa
     assert metrics["exact_accuracy_per_step"] == pytest.approx(reference["exact_accuracy_per_step"])
     assert metrics["token_accuracy_per_step"] == pytest.approx(reference["token_accuracy_per_step"])
     assert metrics["halt_on_q"] and metrics["mean_answer_step"] <= N_SUP
+
+    # Rows without an answer are answered, not scored: the same predictions, only the answered rows counted.
+    blank = [i % 3 == 0 for i in range(len(questions))]
+    csv.write_text("source,question,answer,rating\n" + "".join(
+        f"x,{q},{'' if b else a},\n" for q, a, b in zip(sudoku.format_grids(questions), sudoku.format_grids(answers),
+                                                       blank)))
+    partly = run_stage(compose("stage=eval", *paths, f"eval.source={csv}", "eval.halt_on_q=true"))
+    assert partly["unanswered"] == sum(blank) and partly["count"] == len(blank) - sum(blank)
+    written = _table(root / "run" / "eval" / partly["name"] / "predictions")
+    assert np.array_equal(np.array(written["preds"]),
+                          np.array(_table(root / "run" / "eval" / metrics["name"] / "predictions")["preds"]))
+    kept = ~np.array(blank)
+    assert partly["exact_accuracy"] == pytest.approx((np.array(written["preds"]) == np.array(written["labels"]))
+                                                     .all(1)[kept].mean())
+    csv.write_text("source,question,answer,rating\n" + "".join(f"x,{q},,\n" for q in sudoku.format_grids(questions)))
+    unscored = run_stage(compose("stage=eval", *paths, f"eval.source={csv}"))
+    assert unscored["count"] == 0 and unscored["exact_accuracy"] is None and unscored["puzzles"] == len(blank)
 
     csv.write_text("source,question,answer,rating\nx,12,12,0\n")
     with pytest.raises(PipelineError, match=r"puzzles.csv, line 2: question has 2 characters, expected 36"):
@@ -147,14 +171,15 @@ def test_test_time_settings_score_every_selector_from_one_run(sudoku_run, capsys
     assert len(metrics["exact_accuracy_per_step"]) == 5 and settings[0]["exact_accuracy"] == metrics["exact_accuracy"]
     assert all(s["exact_accuracy"] <= s["oracle_rate"] == metrics["oracle_rate"] for s in settings)
     assert metrics["seconds_per_puzzle"] > 0 and metrics["wall_seconds"] > 0
-    rows = _table(root / "run" / "eval" / "predictions")
+    assert metrics["name"] == "steps5-k3-noise0.3-tta2-select-q_halt+vote+first_halt"   # kept apart from plain
+    rows = _table(root / "run" / "eval" / metrics["name"] / "predictions")
     preds, labels = np.array(rows["preds"]), np.array(rows["labels"])
     assert metrics["exact_accuracy"] == pytest.approx((preds == labels).all(1).mean())
     assert metrics["oracle_rate"] == pytest.approx(np.mean(rows["oracle"]))
     assert set(rows["answer_copy"]) <= set(range(6)) and 1 <= min(rows["answer_step"]) <= max(rows["answer_step"]) <= 5
     assert "oracle" in capsys.readouterr().out
     again = run_stage(compose("stage=eval", *paths, *options))   # the same seed: the same noise and transforms
-    assert np.array_equal(np.array(_table(root / "run" / "eval" / "predictions")["preds"]), preds)
+    assert np.array_equal(np.array(_table(root / "run" / "eval" / metrics["name"] / "predictions")["preds"]), preds)
     assert again["settings"][1]["exact_accuracy"] == settings[1]["exact_accuracy"]
 
 

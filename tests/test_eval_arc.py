@@ -29,7 +29,8 @@ def arc_run(ray_local, shared_data, tmp_path_factory):
     run_stage(compose("stage=augment", *paths, "task.num_val=1"))
     run_stage(compose("stage=train", *paths, *TINY_MODEL, "train.num_workers=1", "train.global_batch_size=8",
                       "train.steps=2", "train.eval_every=2"))
-    metrics = run_stage(compose("stage=eval_arc", *paths, "eval.batch_size=5", f"eval_arc.num_aug={NUM_AUG - 1}"))
+    metrics = run_stage(compose("stage=eval_arc", *paths, "eval.batch_size=5", f"eval_arc.num_aug={NUM_AUG - 1}",
+                                "eval.render=1"))
     return root, paths, metrics
 
 
@@ -64,6 +65,8 @@ def test_submission_covers_exactly_the_test_tasks_and_inputs(arc_run, shared_dat
     assert sorted(set(rows["aug_index"])) == list(range(NUM_AUG)) and metrics["num_aug"] == NUM_AUG - 1
     assert metrics["predictions"] == len(rows["aug_index"]) == sum(len(solutions[t]) for t in EVALUATION) * NUM_AUG
     assert metrics["tasks"] == 2 and metrics["checkpoint"].endswith("checkpoint_00000002")
+    assert metrics["rendered"] == [str(root / "run" / "eval_arc" / "render" / "puzzle_000.png")]   # ARC pictures too
+    assert (root / "run" / "eval_arc" / "render" / "puzzle_000.png").read_bytes()[:4] == b"\x89PNG"
     votes = pq.read_table(str(root / "run" / "eval_arc" / "votes")).to_pydict()
     assert {"task_id", "example_index", "rank", "answer_hash", "count", "mean_confidence", "correct"} <= set(votes)
     assert set(votes["task_id"]) <= set(EVALUATION)
@@ -116,3 +119,12 @@ def test_fewer_supervision_steps_answer_every_version(arc_run):
     metrics = run_stage(compose("stage=eval_arc", *paths, "eval.max_steps=1", "eval.batch_size=5"))
     assert metrics["max_steps"] == 1
     assert metrics["predictions"] == pq.read_table(str(root / "data" / "test")).num_rows
+
+
+def test_pass_at_k_shown_in_numeric_order_up_to_the_versions_voting():
+    from pipeline.stages.eval_arc import shown_ks
+    metrics = {f"pass@{k}": 0.5 for k in sorted(["1", "10", "100", "1000", "2", "5"])}   # string order, as JSON
+    metrics.update(predictions=8 * 3, test_inputs=3)                                     # 8 versions vote
+    assert shown_ks(metrics) == ([1, 2, 5], [10, 100, 1000], 8)
+    metrics.update(predictions=4 * 3)
+    assert shown_ks(metrics) == ([1, 2], [5, 10, 100, 1000], 4)

@@ -78,3 +78,12 @@ def test_arc_reference_run_gets_its_rows_on_data_built_from_its_names(ray_local,
     table = state["_orig_mod.model.inner.puzzle_emb.weights"]
     for row, name in zip(versions["puzzle_identifier"], versions["name"]):
         assert torch.equal(fitted["model"]["puzzle_emb.weights"][row], table[names.index(name)]), name
+
+
+def test_eval_finds_the_checkpoint_imported_into_its_run_dir(exported, capsys):
+    run_dir = exported / "imported_run"
+    run_stage(compose("stage=import", f"checkpoint={exported / 'reference'}", f"run_dir={run_dir}"))
+    assert "next: python -m pipeline.run stage=eval" in capsys.readouterr().out
+    metrics = run_stage(compose("stage=eval", "task=sudoku", f"data_dir={exported / 'data'}", f"run_dir={run_dir}",
+                                "eval.batch_size=16"))
+    assert metrics["checkpoint"] == str(run_dir / "imported_00000042") and metrics["checkpoint_step"] == 42

@@ -11,13 +11,18 @@ import logging
 import posixpath
 import time
 
-from pipeline import dataset_format, fingerprint, storage, tasks
+from pipeline import dataset_format, eval_results, fingerprint, storage, tasks
 
 log = logging.getLogger(__name__)
 
 
 def _eval_stage(cfg) -> str:
     return tasks.get(cfg.task.name).EVAL_STAGE
+
+
+def _eval_dir(cfg, stage: str) -> str:
+    """Where the evaluation stage writes: run_dir/eval/<name>/ (stage=eval) or run_dir/eval_arc/."""
+    return eval_results.output_dir(cfg) if stage == "eval" else storage.join(cfg.run_dir, stage)
 
 
 def stage_done(cfg, stage: str) -> bool:
@@ -30,7 +35,7 @@ def stage_done(cfg, stage: str) -> bool:
     from pipeline import checkpoints, inference
     if stage == "train":
         return checkpoints.training_complete(cfg.run_dir, int(cfg.train.steps))
-    metrics_path = storage.join(cfg.run_dir, stage, "metrics.json")
+    metrics_path = storage.join(_eval_dir(cfg, stage), "metrics.json")
     if not storage.exists(metrics_path):
         return False
     path = inference.resolve_checkpoint(cfg.checkpoint, cfg.run_dir)
@@ -45,26 +50,31 @@ def summary_lines(cfg, timings: dict) -> list:
     manifest = dataset_format.read_manifest(cfg.data_dir)
     trained = summarize(cfg.run_dir)
     stage = _eval_stage(cfg)
-    metrics = storage.read_json(storage.join(cfg.run_dir, stage, "metrics.json"))
+    metrics = storage.read_json(storage.join(_eval_dir(cfg, stage), "metrics.json"))
     took = lambda s: "skipped (already complete)" if timings.get(s) is None else f"{timings[s]:.0f} s"  # noqa: E731
     splits = manifest["splits"]
     lines = ["", "=" * 72, f"TRM pipeline summary ({cfg.task.name})",
              f"data      {splits['train']['examples']:,} training / {splits.get('val', {}).get('examples', 0):,} "
              f"validation / {splits['test']['examples']:,} test examples at {cfg.data_dir}   [{took('augment')}]",
              f"training  {trained['step']:,} steps, final lm loss {trained['lm_loss'] or float('nan'):.4f}, "
-             f"{trained['samples_per_s'] or 0:.0f} samples/s   [{took('train')}]"]
+             f"{trained['samples_per_s'] or 0:.0f} samples/s (mean of the second half of training)   [{took('train')}]"]
     if stage == "eval":
         per_step = "  ".join(f"{i + 1}:{v:.1%}" for i, v in enumerate(metrics["exact_accuracy_per_step"]))
         lines += [f"held-out  exact accuracy {metrics['exact_accuracy']:.1%} on {metrics['count']:,} puzzles "
                   f"[{took('eval')}]", f"          after each supervision step: {per_step}"]
     else:
-        passes = "  ".join(f"{k}: {v:.1%}" for k, v in metrics.items() if k.startswith("pass@"))
+        from pipeline.stages.eval_arc import shown_ks
+        passes = "  ".join(f"pass@{k}: {metrics[f'pass@{k}']:.1%}" for k in shown_ks(metrics)[0])
         lines.append(f"ARC       {passes}   [{took('eval_arc')}]")
     lines += [f"files     checkpoints, metrics.jsonl: {cfg.run_dir}",
               f"          training curves: {storage.join(cfg.run_dir, 'curves.png')}",
-              f"          evaluation metrics and predictions: {storage.join(cfg.run_dir, stage)}"]
+              f"          evaluation metrics and predictions: {_eval_dir(cfg, stage)}"]
     if metrics.get("rendered"):
         lines.append(f"          puzzle PNGs (answer after each step): {posixpath.dirname(metrics['rendered'][0])}")
+    results = eval_results.read_results(cfg.run_dir) if stage == "eval" else []
+    if len(results) > 1:
+        lines += ["evaluations kept in run_dir/eval/ (plain and each test-time setting, per checkpoint):",
+                  *("          " + line for line in eval_results.table_lines(results))]
     lines += [f"wall time {sum(t for t in timings.values() if t):.0f} s", "=" * 72]
     return lines
 

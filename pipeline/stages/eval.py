@@ -2,7 +2,9 @@
 
 `python -m pipeline.run stage=eval task=sudoku [checkpoint=best|latest|<folder>] [eval.source=<csv>] [eval.render=4]`
 
-Stateless: one checkpoint in, `run_dir/eval/` out (replaced on every run): `predictions/part-<k>.parquet` (one row
+One checkpoint in, `run_dir/eval/<name>/` out, `<name>` naming the settings that differ from the plain pass
+(`pipeline.eval_results`: `plain`, `tta8`, `best-k8-noise0.1`...; the folder of the same name is replaced, the
+others kept), and a row in the results table `run_dir/eval/results.json`: `predictions/part-<k>.parquet` (one row
 per puzzle, in the test split's (group_id, aug_index) order: tokens, prediction, halt logit, steps, correctness), `render/*.png` with `eval.render=N`, and
 `metrics.json`, written last. The puzzles are `data_dir/test`, or with `eval.source=` any
 Sudoku-Extreme / Maze-Hard style CSV (a file, a folder's `test.csv`, `s3://`, `hf:`), encoded as the
@@ -22,7 +24,7 @@ import ray
 
 from pipeline import checkpoints as ckpt
 from pipeline import dataset_format as fmt
-from pipeline import fingerprint, inference, reference_data, render, sources, storage, tasks, test_time
+from pipeline import eval_results, fingerprint, inference, reference_data, render, sources, storage, tasks, test_time
 from pipeline.errors import PipelineError
 from pipeline.ray_setup import in_input_order, init_ray
 
@@ -61,8 +63,9 @@ def run(cfg) -> dict:
         ds = ds.limit(int(e.limit))
     ds = in_input_order(ds)      # the same batches on every run: the same float rounding
 
-    out_dir = storage.join(cfg.run_dir, "eval")
-    storage.remove(out_dir)   # stateless: nothing from an earlier evaluation survives
+    name = eval_results.evaluation_name(cfg)
+    out_dir = eval_results.output_dir(cfg)
+    storage.remove(out_dir)   # nothing from an earlier evaluation with these settings survives; others are kept
     start = time.perf_counter()
     predicted = inference.predict(ds, path, e, passthrough=INPUT_COLUMNS, settings=settings, task=task,
                                   size=int(saved_manifest["size"]))
@@ -79,8 +82,12 @@ def run(cfg) -> dict:
                    fingerprint=fingerprint.evaluation_fingerprint(cfg, "eval", path, meta.get("step"), data_manifest))
     if int(e.render):
         metrics["rendered"] = render_puzzles(ds, path, e, task, out_dir)
+    metrics["name"] = name
     storage.write_json_atomic(storage.join(out_dir, "metrics.json"), metrics)
     print_table(metrics, module.EXTRA_RATES)
+    results = eval_results.record(cfg.run_dir, name, metrics)
+    print("\n".join([f"results table ({eval_results.results_path(cfg.run_dir)}):", *eval_results.table_lines(results),
+                     f"this evaluation: {out_dir}"]), flush=True)
     return metrics
 
 
@@ -92,7 +99,14 @@ def csv_dataset(source: str, module, saved_manifest: dict):
     size, task = int(saved_manifest["size"]), saved_manifest["task"]
     loaded = sources.read_puzzle_source(storage.to_absolute(source))
     rows = loaded["test"] if "test" in loaded else loaded["all"]
-    reasons = module.csv_reasons(rows, size)
+    # a row with an empty answer is answered, not scored (its labels stay 0: nothing to score against)
+    unanswered = np.array([not a.strip() for a in rows.answer], dtype=bool)
+    answered = np.flatnonzero(~unanswered)
+    reasons = np.full(len(rows), "", dtype=object)
+    if answered.size:
+        reasons[answered] = module.csv_reasons(rows.take(answered), size)
+    if unanswered.any():
+        reasons[unanswered] = module.question_reasons([q for q, u in zip(rows.question, unanswered) if u], size)
     bad = np.flatnonzero(reasons != "")
     if bad.size:
         more = f" (and {bad.size - 1} more bad rows)" if bad.size > 1 else ""
@@ -100,7 +114,14 @@ def csv_dataset(source: str, module, saved_manifest: dict):
                             f"{task} size is {size}){more}")
     if not len(rows):
         raise PipelineError(f"eval.source: {rows.origin} holds no puzzles")
-    inputs, labels = module.encode_csv(rows, size)
+    inputs = np.zeros((len(rows), size * size), np.uint8)
+    labels = np.zeros_like(inputs)
+    if answered.size:
+        inputs[answered], labels[answered] = module.encode_csv(rows.take(answered), size)
+    if unanswered.any():
+        inputs[unanswered] = module.encode_questions([q for q, u in zip(rows.question, unanswered) if u], size)
+        log.info("eval.source: %d of %d puzzles have no answer: they are answered (predictions/), not scored",
+                 unanswered.sum(), len(rows))
     tables = []
     for start in range(0, len(rows), CSV_CHUNK):
         part = slice(start, start + CSV_CHUNK)
@@ -109,7 +130,7 @@ def csv_dataset(source: str, module, saved_manifest: dict):
             "inputs": inputs[part], "labels": labels[part], "puzzle_identifier": np.zeros(n, np.int32),
             "group_id": np.arange(start, start + n, dtype=np.int64),   # row of the file, from 0
             "aug_index": np.zeros(n, np.int32)}))
-    log.info("eval.source: %d %s puzzles from %s", len(rows), task, rows.origin)
+    log.info("eval.source: %d %s puzzle%s from %s", len(rows), task, "s" * (len(rows) != 1), rows.origin)
     return ray.data.from_arrow(tables)
 
 
@@ -144,39 +165,45 @@ def _totals(predicted, select: tuple, rates: dict) -> dict:
 def summarize(totals: dict, rates: dict, settings: test_time.Settings) -> dict:
     """metrics.json's numbers from the summed totals; `rates`: the task's EXTRA_RATES."""
     rows, count = int(totals["rows"]), int(totals["count"])
-    if count == 0:
-        raise PipelineError("none of the evaluated puzzles has a label to score against")
-    per_step = {name: (totals[column] / (count * settings.copies)).tolist() for name, column in
+    # puzzles without an answer (an eval.source row with an empty answer) are answered, not scored
+    scored = (lambda value: float(value) / count) if count else (lambda value: None)  # noqa: E731
+    per_step = {name: (totals[column] / (count * settings.copies)).tolist() if count else [] for name, column in
                 (("exact_accuracy_per_step", "step_exact_sum"), ("token_accuracy_per_step", "step_token_accuracy_sum"),
                  ("q_halt_accuracy_per_step", "step_q_halt_accuracy_sum"))}
-    metrics = {"count": count, "puzzles": rows, "exact_accuracy": float(totals["exact"]) / count,
-               "token_accuracy": float(totals["token_accuracy"]) / count,
+    metrics = {"count": count, "puzzles": rows, "unanswered": rows - count, "exact_accuracy": scored(totals["exact"]),
+               "token_accuracy": scored(totals["token_accuracy"]),
                "mean_halting_step": float(totals["halt_step"]) / rows,
                "mean_answer_step": float(totals["answer_step"]) / rows, **per_step}
     metrics.update({name: float(totals[column]) / rows for column, name in rates.items()})
     seconds = float(totals["seconds"]) / rows
-    metrics.update(oracle_rate=float(totals["oracle"]) / count, seconds_per_puzzle=seconds, settings=[
-        {**settings.describe(name, len(per_step["exact_accuracy_per_step"])),
-         "exact_accuracy": float(totals[f"exact_{name}"]) / count, "oracle_rate": float(totals["oracle"]) / count,
-         "seconds_per_puzzle": seconds} for name in settings.select])
+    n_steps = len(totals["step_exact_sum"])
+    metrics.update(oracle_rate=scored(totals["oracle"]), seconds_per_puzzle=seconds, settings=[
+        {**settings.describe(name, n_steps), "exact_accuracy": scored(totals[f"exact_{name}"]),
+         "oracle_rate": scored(totals["oracle"]), "seconds_per_puzzle": seconds} for name in settings.select])
     return metrics
 
 
 def print_table(metrics: dict, rates: dict) -> None:
-    lines = [f"eval {metrics['task']}: {metrics['count']:,} puzzles, checkpoint {metrics['checkpoint']} "
+    lines = [f"eval {metrics['task']}: {metrics['count']:,} puzzles scored, checkpoint {metrics['checkpoint']} "
              f"(step {metrics['checkpoint_step']}, {'EMA' if metrics['ema'] else 'raw'} weights)",
              f"{'step':>5} {'exact':>8} {'token':>8} {'q_halt':>8}"]
     for i, (exact, token, q) in enumerate(zip(metrics["exact_accuracy_per_step"], metrics["token_accuracy_per_step"],
                                               metrics["q_halt_accuracy_per_step"])):
         lines.append(f"{i + 1:>5} {exact:>8.4f} {token:>8.4f} {q:>8.4f}")
-    lines.append(f"exact accuracy {metrics['exact_accuracy']:.4f}, token accuracy {metrics['token_accuracy']:.4f}, "
-                 f"mean halting step {metrics['mean_halting_step']:.2f}")
+    if metrics["count"]:
+        lines.append(f"exact accuracy {metrics['exact_accuracy']:.4f}, token accuracy {metrics['token_accuracy']:.4f}, "
+                     f"mean first step with q_halt > 0: {metrics['mean_halting_step']:.2f} (the answer is step "
+                     f"{metrics['mean_answer_step']:.2f}'s on average)")
+    if metrics["unanswered"]:
+        lines.append(f"{metrics['unanswered']:,} puzzles without an answer in the file: answered (predictions/), "
+                     f"not scored")
     lines += [f"{name.replace('_', ' ')} {metrics[name]:.4f}" for name in rates.values()]
     lines.append(f"{'steps':>5} {'K':>4} {'noise':>6} {'tta':>4} {'select':>10} {'exact':>8} {'oracle':>8} "
                  f"{'s/puzzle':>9}")
     for s in metrics["settings"]:
+        exact, oracle = ("-" if v is None else f"{v:.4f}" for v in (s["exact_accuracy"], s["oracle_rate"]))
         lines.append(f"{s['max_steps']:>5} {s['trajectories']:>4} {s['noise']:>6g} {s['tta']:>4} {s['select']:>10} "
-                     f"{s['exact_accuracy']:>8.4f} {s['oracle_rate']:>8.4f} {s['seconds_per_puzzle']:>9.5f}")
+                     f"{exact:>8} {oracle:>8} {s['seconds_per_puzzle']:>9.5f}")
     print("\n".join(lines), flush=True)
 
 
@@ -195,15 +222,17 @@ def solved_title(steps: np.ndarray, labels: np.ndarray) -> str:
         f"right at step {first}, wrong again at step {len(steps)}"
 
 
-def render_puzzles(ds, path: str, eval_cfg, task: str, out_dir: str) -> list:
-    """PNGs of the first `eval.render` puzzles, drawn in the driver (a few puzzles)."""
+def render_puzzles(ds, path: str, eval_cfg, task: str, out_dir: str, name=None) -> list:
+    """PNGs of the first `eval.render` puzzles, drawn in the driver (a few puzzles); `name(batch, i)` names
+    puzzle i in its title (default: its test puzzle number)."""
     batch = ds.limit(int(eval_cfg.render)).take_batch(int(eval_cfg.render), batch_format="numpy")
     model = inference.load_model(path, bool(eval_cfg.ema), "cpu")
     steps = inference.step_predictions(model, batch)
+    name = name or (lambda b, i: f"test puzzle {int(b['group_id'][i])}")
     files = []
     for i in range(len(batch["inputs"])):
-        name = storage.join(out_dir, "render", f"puzzle_{i:03d}.png")
-        title = f"{task} group {int(batch['group_id'][i])}: {solved_title(steps[:, i], batch['labels'][i])}"
-        render.write_png(name, render.puzzle_png(task, batch["inputs"][i], steps[:, i], batch["labels"][i], title))
-        files.append(name)
+        file = storage.join(out_dir, "render", f"puzzle_{i:03d}.png")
+        title = f"{task} {name(batch, i)}: {solved_title(steps[:, i], batch['labels'][i])}"
+        render.write_png(file, render.puzzle_png(task, batch["inputs"][i], steps[:, i], batch["labels"][i], title))
+        files.append(file)
     return files

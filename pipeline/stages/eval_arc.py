@@ -73,6 +73,8 @@ def run(cfg) -> dict:
         info.update(checkpoint=path, checkpoint_step=meta.get("step"), ema=bool(cfg.eval.ema),
                     halt_on_q=bool(cfg.eval.halt_on_q), max_steps=cfg.eval.max_steps)
         predict_to_parquet(cfg, path, predictions_dir, settings)
+        if int(cfg.eval.render):
+            info["rendered"] = render_test_inputs(cfg, path, out_dir)
 
     predictions = ray.data.read_parquet(predictions_dir, columns=["task_id", "example_index", "answer_hash", "height",
                                                                    "width", "answer", "q_halt"])
@@ -114,6 +116,17 @@ def predict_to_parquet(cfg, path: str, predictions_dir: str, settings: test_time
         ds = ds.map_batches(_versions_up_to, batch_format="numpy", fn_kwargs=dict(num_aug=int(cfg.eval_arc.num_aug)))
     ds = inference.predict(ds, path, cfg.eval, passthrough=PASSTHROUGH, settings=settings)
     ds.map_batches(_decode, batch_format="numpy").write_parquet(predictions_dir, compression="zstd")
+
+
+def render_test_inputs(cfg, path: str, out_dir: str) -> list:
+    """PNGs of the first `eval.render` test inputs as the model sees them (the identity version, on its canvas):
+    the answer after each supervision step and the target (`run_dir/eval_arc/render/`)."""
+    from pipeline.stages.eval import render_puzzles
+    ds = fmt.read_ray(storage.join(cfg.data_dir, "test"), ["inputs", "labels", "puzzle_identifier", "task_id",
+                                                           "example_index", "aug_index"])
+    ds = ds.map_batches(_versions_up_to, batch_format="numpy", fn_kwargs=dict(num_aug=0))
+    return render_puzzles(ds, path, cfg.eval, "arc", out_dir,
+                          name=lambda b, i: f"task {b['task_id'][i]}, test input {int(b['example_index'][i]) + 1}")
 
 
 def _versions_up_to(batch, *, num_aug: int) -> dict:
@@ -163,11 +176,24 @@ def score(votes_dir: str, test_counts: dict, truth: dict, ks: list) -> tuple[dic
     return metrics, submission
 
 
+def shown_ks(metrics: dict) -> tuple[list, list, int]:
+    """(the pass@k worth showing, in numeric order; those equal to the last shown; versions voting per input):
+    each version gives one answer, so k beyond the number of versions counts nothing more."""
+    versions = round(metrics["predictions"] / max(1, metrics["test_inputs"]))
+    ks = sorted(int(k[len("pass@"):]) for k in metrics if k.startswith("pass@"))
+    shown = [k for k in ks if k <= versions] or ks[:1]
+    return shown, [k for k in ks if k not in shown], versions
+
+
 def print_table(metrics: dict, ks: list) -> None:
-    lines = [f"eval_arc: {metrics['tasks']} tasks, {metrics['test_inputs']} test inputs, {metrics['predictions']:,} "
-             f"predictions ({metrics['invalid_predictions']:,} without a grid)"]
+    shown, same, versions = shown_ks(metrics)
+    lines = [f"eval_arc: {metrics['tasks']} tasks, {metrics['test_inputs']} test inputs, {versions} versions of each "
+             f"voting: {metrics['predictions']:,} predictions ({metrics['invalid_predictions']:,} gave no grid: no colour "
+             f"cell at the top-left of the canvas, so they cannot vote)"]
     if "checkpoint" in metrics:
-        lines[0] += f", checkpoint {metrics['checkpoint']} (step {metrics['checkpoint_step']})"
+        lines[0] += f"; checkpoint {metrics['checkpoint']} (step {metrics['checkpoint_step']})"
     if "pass@1" in metrics:
-        lines.append("  ".join(f"pass@{k} {metrics[f'pass@{k}']:.4f}" for k in ks))
+        lines.append("  ".join(f"pass@{k} {metrics[f'pass@{k}']:.4f}" for k in shown)
+                     + (f"  (pass@{', '.join(map(str, same))} equal pass@{shown[-1]}: {versions} versions vote)"
+                        if same else ""))
     print("\n".join(lines), flush=True)

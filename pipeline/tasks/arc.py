@@ -52,6 +52,7 @@ EVAL_STAGE = "eval_arc"
 ARC_COLOURS = ["#000000", "#0074D9", "#FF4136", "#2ECC40", "#FFDC00", "#AAAAAA", "#F012BE", "#FF851B",
                "#7FDBFF", "#870C25"]
 PALETTE = ["#111111", "#555555"] + ARC_COLOURS          # PAD, EOS, colours 0..9
+LEGEND = "ARC's ten colours; near-black: outside the grid    grey: the end-of-grid marker"
 
 
 def build(cfg, data_dir: str) -> dict:

@@ -31,6 +31,7 @@ PROBE_CANDIDATES = 2000
 # The task's hooks for the other stages (pipeline/tasks/__init__.py)
 EVAL_STAGE = "eval"
 PALETTE = ["#ffffff", "#333333", "#f4f4f4", "#2ECC40", "#FF4136", "#0074D9"]   # PAD # ' ' S G o
+LEGEND = "dark: wall    light: open cell    green: start S    red: goal G    blue: path"
 MAX_TTA = NUM_DIHEDRAL
 EXTRA_RATES = {"valid_path": "valid_shortest_path_rate"}
 
@@ -46,6 +47,24 @@ def csv_reasons(rows, size: int) -> np.ndarray:
 
 def encode_csv(rows, size: int) -> tuple[np.ndarray, np.ndarray]:
     return maze.parse(rows.question, size)[0].reshape(len(rows), -1), maze.parse(rows.answer, size)[0].reshape(len(rows), -1)
+
+
+def question_reasons(questions: list, size: int) -> np.ndarray:
+    """Per maze without an answer, "" or why its question is not one (stage=solve, unanswered eval rows)."""
+    grids, reasons = maze.parse(questions, size)
+    reasons = np.where(reasons != "", "question " + reasons.astype(str), "").astype(object)
+    ok = reasons == ""
+    reasons[ok] = maze.question_errors(grids[ok])
+    return reasons
+
+
+def encode_questions(questions: list, size: int) -> np.ndarray:
+    return maze.parse(questions, size)[0].reshape(len(questions), -1)
+
+
+def format_answers(tokens: np.ndarray, size: int) -> list:
+    """Predicted tokens -> Maze-Hard strings (a padding token, never a cell, shows as '?')."""
+    return [row.replace("\0", "?") for row in maze.format_grids(np.asarray(tokens).reshape(-1, size, size))]
 
 
 def tta_transform(size: int, tta: int, rngs: list):
@@ -114,8 +133,10 @@ def _generate_splits(cfg, data_dir: str, size: int, min_path_len: int) -> None:
         ds = ray.data.range(chunks, override_num_blocks=max(chunks, 1)).map_batches(
             _generate_chunk, batch_size=1, batch_format="numpy",
             fn_kwargs=dict(gen, split=split, total=total, exclude=exclude, tally=tally))
-        log.info("generating %d %s mazes (%dx%d, %s) in %d chunks", total, split, size, size, task.style,
-                 chunks)
+        what = (f"{int(task.num_train):,} training + {int(task.num_val):,} validation" if split == "train"
+                else f"{total:,} test")
+        log.info("generating %s mazes (%dx%d, %s) in %d chunk%s", what, size, size, task.style, chunks,
+                 "s" * (chunks != 1))
         with TallyBar(tally, total, f"generate {split}", "maze"):
             if split == "train":       # group ids are 0..total-1; the held-out ones are the validation split
                 ds, val = fmt.split_by_groups(ds.materialize(), fmt.held_out_groups(total, int(task.num_val), gen["seed"]))

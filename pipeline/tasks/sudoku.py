@@ -34,6 +34,7 @@ ROWS_PER_AUG_BATCH = 65536    # augmented rows per map_batches call: bounds a ta
 # The task's hooks for the other stages (pipeline/tasks/__init__.py)
 EVAL_STAGE = "eval"
 PALETTE = None                # white cells with their digits: `draw`
+LEGEND = "black: clue given    blue: filled in by the model    red: filled in wrongly (against the target)"
 MAX_TTA = None                # random transforms: any number of versions
 EXTRA_RATES = {}
 
@@ -45,6 +46,22 @@ def csv_reasons(rows, size: int) -> np.ndarray:
 def encode_csv(rows, size: int) -> tuple[np.ndarray, np.ndarray]:
     return (sudoku.to_tokens(sudoku.parse(rows.question, size, True)[0]),
             sudoku.to_tokens(sudoku.parse(rows.answer, size, False)[0]))
+
+
+def question_reasons(questions: list, size: int) -> np.ndarray:
+    """Per puzzle without an answer, "" or why its question is not one (stage=solve, unanswered eval rows)."""
+    reasons = sudoku.parse(questions, size, True)[1]
+    return np.where(reasons != "", "question " + reasons.astype(str), "").astype(object)
+
+
+def encode_questions(questions: list, size: int) -> np.ndarray:
+    return sudoku.to_tokens(sudoku.parse(questions, size, True)[0])
+
+
+def format_answers(tokens: np.ndarray, size: int) -> list:
+    """Predicted tokens -> CSV strings ('.' where the model left a blank or wrote no digit)."""
+    tokens = np.where((tokens >= 2) & (tokens <= size + 1), tokens, 1)
+    return sudoku.format_grids(sudoku.from_tokens(tokens, size))
 
 
 def tta_transform(size: int, tta: int, rngs: list):
@@ -78,7 +95,7 @@ def draw(ax, grid: np.ndarray, target: np.ndarray | None, givens: np.ndarray | N
         colour = "black"
         if givens is not None and givens[r, c] < 2:
             colour = "red" if target is not None and token != target[r, c] else "#0050c0"
-        ax.text(c, r, str(int(token) - 1), ha="center", va="center", fontsize=7, color=colour)
+        ax.text(c, r, str(int(token) - 1), ha="center", va="center", fontsize=max(6, 84 // n), color=colour)
 
 
 def build(cfg, data_dir: str) -> dict:
@@ -162,7 +179,9 @@ def _generated(cfg, n: int, tally) -> dict:
     for split in ("train", "test"):
         total = int(task.num_train) + int(task.num_val) if split == "train" else int(task.num_test)
         chunks = math.ceil(total / gen["chunk_size"])
-        log.info("generating %d %s puzzles (%dx%d) in %d chunks", total, split, n, n, chunks)
+        what = (f"{int(task.num_train):,} training + {int(task.num_val):,} validation" if split == "train"
+                else f"{total:,} test")
+        log.info("generating %s puzzles (%dx%d) in %d chunk%s", what, n, n, chunks, "s" * (chunks != 1))
         out[split] = ray.data.range(chunks, override_num_blocks=max(chunks, 1)).map_batches(
             _generate_chunk, batch_size=1, batch_format="numpy", fn_kwargs=dict(gen, split=split, total=total))
     return out
