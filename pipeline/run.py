@@ -1,4 +1,4 @@
-"""Entry point: `python -m pipeline.run stage=augment|train|eval|eval_arc|all|import|export|adapt task=sudoku|maze|arc ...`.
+"""Entry point: `python -m pipeline.run stage=augment|train|eval|eval_arc|all|import|export|adapt|report task=sudoku|maze|arc ...`.
 
 With no arguments it runs the CPU demo (stage=all on a small generated Sudoku).
 """
@@ -19,7 +19,7 @@ from pipeline.errors import PipelineError
 
 log = logging.getLogger("pipeline")
 
-STAGES = ("augment", "train", "eval", "eval_arc", "all", "import", "export", "adapt")
+STAGES = ("augment", "train", "eval", "eval_arc", "all", "import", "export", "adapt", "report")
 
 
 def run_stage(cfg: DictConfig):

@@ -44,12 +44,16 @@ def read_json(path: str):
 
 
 def write_json_atomic(path: str, obj) -> None:
-    """Write JSON so a reader sees either nothing or the whole file.
+    """Write JSON so a reader sees either nothing or the whole file (`write_text_atomic`)."""
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Write text so a reader sees either nothing or the whole file.
 
     Local: write a temporary sibling, then rename over the target. Object stores: a single PUT is
     already all-or-nothing.
     """
-    text = json.dumps(obj, indent=2, sort_keys=True, default=str)
     fs, p = filesystem(path)
     parent = posixpath.dirname(p) if is_remote(path) else os.path.dirname(p)
     fs.makedirs(parent, exist_ok=True)

@@ -3,7 +3,8 @@
 `python -m pipeline.run stage=eval task=sudoku [checkpoint=best|latest|<folder>] [eval.source=<csv>] [eval.render=4]`
 
 Stateless: one checkpoint in, `run_dir/eval/` out (replaced on every run): `predictions/part-<k>.parquet` (one row
-per puzzle, in the test split's (group_id, aug_index) order: tokens, prediction, halt logit, steps, correctness), `render/*.png` with `eval.render=N`, and
+per puzzle, in the test split's (group_id, aug_index) order: tokens, prediction, halt logit, steps, correctness;
+with `eval.record_steps`, every copy's answer and q_halt after every step), `render/*.png` with `eval.render=N`, and
 `metrics.json`, written last. The puzzles are `data_dir/test`, or with `eval.source=` any
 Sudoku-Extreme / Maze-Hard style CSV (a file, a folder's `test.csv`, `s3://`, `hf:`), encoded as the
 data stage does for the checkpoint's grid size.
@@ -22,7 +23,7 @@ import ray
 
 from pipeline import checkpoints as ckpt
 from pipeline import dataset_format as fmt
-from pipeline import fingerprint, inference, render, sources, storage, tasks, test_time
+from pipeline import fingerprint, inference, render, report, sources, storage, tasks, test_time
 from pipeline.errors import PipelineError
 from pipeline.ray_setup import in_input_order, init_ray
 
@@ -65,7 +66,7 @@ def run(cfg) -> dict:
     storage.remove(out_dir)   # stateless: nothing from an earlier evaluation survives
     start = time.perf_counter()
     predicted = inference.predict(ds, path, e, passthrough=INPUT_COLUMNS, settings=settings, task=task,
-                                  size=int(saved_manifest["size"]))
+                                  size=int(saved_manifest["size"]), record_steps=bool(e.record_steps))
     if module.EXTRA_RATES:
         predicted = predicted.map_batches(module.score_batch, batch_format="numpy",
                                           fn_kwargs=dict(size=int(saved_manifest["size"])))
@@ -81,6 +82,7 @@ def run(cfg) -> dict:
         metrics["rendered"] = render_puzzles(ds, path, e, task, out_dir)
     storage.write_json_atomic(storage.join(out_dir, "metrics.json"), metrics)
     print_table(metrics, module.EXTRA_RATES)
+    report.write_after_stage(cfg)
     return metrics
 
 

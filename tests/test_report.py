@@ -1,0 +1,135 @@
+"""report.html: built from a tiny Sudoku run's files (stage=train then stage=eval with 2 trajectories x 2 TTA
+versions), its data checked against the predictions Parquet, and the page driven in a real browser (the
+system's Chromium): stepping through a puzzle's supervision steps draws the recorded answers, a filter
+narrows the list, no console error and no network request."""
+import json
+import os
+import re
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import dataset_format as fmt
+from pipeline import report, storage
+from pipeline.run import run_stage
+from tests.conftest import compose
+from tests.test_eval import TINY_MODEL, write_sudoku_dataset
+
+CHROMIUM = "/usr/bin/chromium"
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--no-first-run", "--disable-sync", "--disable-dev-shm-usage"]
+COPIES = 4   # eval.trajectories=2 x eval.tta=2
+
+
+@pytest.fixture(scope="module")
+def sudoku_report(ray_local, tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    paths = [f"data_dir={root / 'data'}", f"run_dir={root / 'run'}", "task=sudoku"]
+    write_sudoku_dataset(str(root / "data"), num_train=32, num_test=12)
+    run_stage(compose("stage=train", *paths, *TINY_MODEL, "train.num_workers=1", "train.global_batch_size=16",
+                      "train.steps=3", "train.lr=3e-3", "train.lr_warmup_steps=1", "train.eval_every=0"))
+    assert (root / "run" / "report.html").exists()          # written by stage=train: curves, no evaluation yet
+    run_stage(compose("stage=eval", *paths, "eval.batch_size=5", "eval.trajectories=2", "eval.noise=0.5",
+                      "eval.tta=2", "eval.select=[vote,q_halt]", "report.page_size=5"))
+    table = pq.read_table(str(root / "run" / "eval" / "predictions"))
+    rows = {name: fmt.column_numpy(table.column(name)) for name in table.column_names}
+    return root, paths, rows
+
+
+def _data_files(run_dir) -> dict:
+    """What the page's scripts register, read back as JSON: {'index': ..., (key, page): items}."""
+    found = {}
+    for path in sorted((run_dir / report.DATA).rglob("*.js")):
+        if path.name == "plotly.min.js":
+            continue
+        text = path.read_text()
+        name, args = re.fullmatch(r"TRM_REPORT\.(\w+)\((.*)\);\n", text, re.S).groups()
+        args = json.loads(f"[{args}]")
+        found["index" if name == "index" else (args[0], args[1])] = args[0] if name == "index" else args[2]
+    return found
+
+
+def test_page_data_are_the_recorded_predictions(sudoku_report):
+    root, _, rows = sudoku_report
+    n = len(rows["preds"])
+    steps = rows["step_preds"].reshape(n, -1, COPIES, 36)
+    assert steps.shape[1] == 3 and rows["step_q_halt"].reshape(n, -1).shape[1] == 3 * COPIES
+    # the selected answer is one copy's answer at one step: the recorded steps hold it
+    chosen = steps[np.arange(n), rows["answer_step"] - 1, rows["answer_copy"]]
+    assert (chosen == rows["preds"]).all()
+    files = _data_files(root / "run")
+    index = files["index"]
+    assert index["training"]["figures"] and index["training"]["config"]["model"]["hidden_size"] == 32
+    (ev,) = index["evaluations"]
+    assert ev["name"] == "eval" and ev["count"] == n and len(ev["index"]["id"]) == n
+    items = [item for page in range(-(-n // 5)) for item in files[(ev["key"], page)]]
+    for i, item in enumerate(items):
+        assert item["input"] == "".join("0123456789"[t] for t in rows["inputs"][i])
+        decoded = np.array([[[int(ch, 36) for ch in copy] for copy in step] for step in item["steps"]])
+        assert (decoded == steps[i]).all()
+        assert np.allclose(item["q"], rows["step_q_halt"].reshape(n, -1, COPIES)[i], atol=1e-4)
+        assert sum(v["count"] for v in item["votes"]) == COPIES
+        assert [v["answer"] for v in item["votes"] if v["selected"]] == [item["answer"]]
+    right = np.array(ev["index"]["flags"]) & report.RIGHT > 0
+    assert (right == rows["exact"]).all()
+
+
+def test_both_evaluation_layouts_are_found(sudoku_report, tmp_path):
+    """run_dir/eval/metrics.json (one evaluation) and run_dir/eval/<name>/metrics.json (one per setting)."""
+    root, _, _ = sudoku_report
+    run_dir = tmp_path / "run"
+    shutil.copytree(root / "run" / "eval", run_dir / "eval" / "noisy")
+    shutil.copytree(root / "run" / "eval", run_dir / "eval" / "plain")
+    shutil.copytree(root / "run" / "eval", run_dir / "eval", dirs_exist_ok=True)
+    assert [os.path.relpath(folder, run_dir) for _, folder in report.discover(str(run_dir))] == \
+        ["eval", "eval/noisy", "eval/plain"]
+    result = run_stage(compose("stage=report", f"run_dir={run_dir}", f"data_dir={tmp_path / 'none'}"))
+    assert result["report"] == storage.join(str(run_dir), report.PAGE)
+    names = [e["name"] for e in _data_files(run_dir)["index"]["evaluations"]]
+    assert names == ["eval", "eval/noisy", "eval/plain"]
+    assert not [p for p in os.listdir(run_dir) if p.endswith(".tmp")]      # nothing half-written left
+
+
+def test_report_in_a_real_browser(sudoku_report):
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"no {CHROMIUM}: install it (as root) with `apt-get update && apt-get install -y chromium` "
+                    f"to run the report's browser test")
+    from playwright.sync_api import sync_playwright
+    root, _, rows = sudoku_report
+    n = len(rows["preds"])
+    steps = rows["step_preds"].reshape(n, -1, COPIES, 36)
+    page_url = (root / "run" / report.PAGE).as_uri()
+    errors, requests = [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(page_url)
+        page.wait_for_selector("#step-grid")
+        state = lambda: page.evaluate("({i: TRM_REPORT.state.i, step: TRM_REPORT.state.step, copy: TRM_REPORT.state.copy})")  # noqa: E731
+        drawn = lambda: [int(v) for v in page.eval_on_selector_all("#step-grid .cell", "cs => cs.map(c => c.dataset.v)")]  # noqa: E731
+        first = state()
+        for _ in range(3):                                       # back to step 1, then through every step
+            page.keyboard.press("ArrowLeft")
+        for s in range(1, steps.shape[1] + 1):
+            now = state()
+            assert now["step"] == s and now["i"] == first["i"]
+            assert drawn() == steps[now["i"], s - 1, now["copy"]].tolist()
+            page.keyboard.press("ArrowRight")
+        page.keyboard.press("ArrowDown")                          # the next puzzle (another data file if past 5)
+        page.wait_for_function(f"TRM_REPORT.state.i !== {first['i']}")
+        now = state()
+        assert drawn() == steps[now["i"], now["step"] - 1, now["copy"]].tolist()
+        page.select_option("#filter", "wrong")
+        page.wait_for_timeout(100)
+        shown = page.eval_on_selector_all(".vrow", "rs => rs.map(r => +r.dataset.i)")
+        assert sorted(shown) == np.flatnonzero(~rows["exact"]).tolist()
+        page.click("#tab-0")                                     # the training tab: plotly charts drawn
+        page.wait_for_selector(".chart .main-svg")
+        browser.close()
+    assert errors == []
+    assert [u for u in requests if not u.startswith("file://")] == []
