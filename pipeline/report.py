@@ -19,7 +19,6 @@ import posixpath
 import uuid
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from pipeline import arc_voting, storage, tasks, test_time
 from pipeline import checkpoints as ckpt
@@ -72,7 +71,7 @@ def discover(run_dir: str) -> list[tuple[str, str]]:
 def _figure(traces: list, title: str, xaxis: str, yaxis: str, kind: str = "scatter") -> dict:
     import plotly.graph_objects as go
     import plotly.io as pio
-    make = go.Bar if kind == "bar" else go.Scatter
+    make = {"scatter": go.Scatter, "bar": go.Bar, "histogram": go.Histogram}[kind]
     fig = go.Figure([make(**t) for t in traces])
     fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title=yaxis, height=300, margin=dict(l=50, r=10, t=40, b=40),
                       hovermode="x unified", legend=dict(font=dict(size=10)), template="plotly_white")
@@ -120,9 +119,12 @@ def _display(task: str, size: int) -> dict:
     return {"mode": "palette", "palette": list(module.PALETTE), "side": size}
 
 
-def _read(directory: str, columns: list | None = None) -> dict:
+def _read(directory: str, columns: list | None = None, rows: int | None = None) -> dict:
+    """The predictions' columns as numpy; with `rows`, only the first rows are read (in file order)."""
+    import pyarrow.dataset as pads
     fs, path = storage.filesystem(directory)
-    table = pq.read_table(path, filesystem=fs, columns=columns)
+    dataset = pads.dataset(path, filesystem=fs, format="parquet")
+    table = dataset.to_table(columns=columns) if rows is None else dataset.head(rows, columns=columns)
     return {name: fmt.column_numpy(table.column(name)) for name in table.column_names}
 
 
@@ -182,10 +184,10 @@ def _votes(step_strings: np.ndarray, copy_step: np.ndarray, q: np.ndarray, selec
              "mean_q": round(float(mean_q[u]), 4), "selected": bool(unique[u] == selected)} for u in order]
 
 
-def eval_figures(rows: dict, metrics: dict) -> list:
+def eval_figures(halt_step: np.ndarray, metrics: dict) -> list:
     per_step = [dict(x=list(range(1, len(metrics[k]) + 1)), y=metrics[k], name=k.replace("_per_step", ""))
                 for k in ("exact_accuracy_per_step", "token_accuracy_per_step", "q_halt_accuracy_per_step") if k in metrics]
-    halts = np.asarray(rows["halt_step"]).astype(int)
+    halts = np.asarray(halt_step).astype(int)
     counts = np.bincount(halts)[1:] if halts.size else np.zeros(0, int)
     return [_figure(per_step, "accuracy after each supervision step (all copies)", "supervision step", "fraction"),
             _figure([dict(x=list(range(1, len(counts) + 1)), y=counts.tolist(), name="puzzles")],
@@ -241,8 +243,8 @@ def arc_items(rows: dict, puzzles: dict, shown: int) -> tuple[dict, list]:
 def arc_figures(details: list) -> list:
     votes = [d["answers"][0]["count"] / max(d["valid"], 1) for d in details if d["answers"]]
     ranks = np.bincount([min(d["correct_rank"], 11) for d in details if d["correct_rank"]], minlength=12)[1:]
-    return [_figure([dict(x=votes, name="test inputs", type="histogram", nbinsx=20)] if votes else [],
-                    "share of valid votes the top answer got", "share", "test inputs", kind="scatter"),
+    return [_figure([dict(x=votes, name="test inputs", nbinsx=20)] if votes else [],
+                    "share of valid votes the top answer got", "share", "test inputs", kind="histogram"),
             _figure([dict(x=[str(r) for r in range(1, 11)] + [">10"], y=ranks.tolist(), name="test inputs")],
                     "rank of the true output among the voted answers", "rank", "test inputs", kind="bar")]
 
@@ -275,11 +277,11 @@ def _evaluation(stage: str, folder: str, run_dir: str, data_dir: str | None, opt
         entry.update(index={"id": [], "flags": []}, figures=[], count=0)
         return entry, []
     if stage == "eval":
-        rows = _read(predictions)
+        halts = _read(predictions, ["halt_step"])["halt_step"]       # all puzzles: the histogram
+        rows = _read(predictions, rows=int(options.max_items))         # the puzzles shown one by one
         side = int(round(np.sqrt(np.asarray(rows["inputs"]).shape[1])))
-        entry.update(display=_display(metrics["task"], side), figures=eval_figures(rows, metrics))
-        limit = int(options.max_items)
-        rows = {k: v[:limit] for k, v in rows.items()}
+        entry.update(display=_display(metrics["task"], side), figures=eval_figures(halts, metrics))
+        total = len(halts)
         index, details = eval_items(rows, metrics)
     else:
         rows = _read(predictions, ["task_id", "example_index", "aug_index", "answer_hash", "height", "width", "answer",
@@ -289,9 +291,10 @@ def _evaluation(stage: str, folder: str, run_dir: str, data_dir: str | None, opt
             path = storage.join(data_dir, tasks.get("arc").TEST_PUZZLES_FILE)
             puzzles = storage.read_json(path) if storage.exists(path) else {}
         index, details = arc_items(rows, puzzles, int(options.arc_answers))
+        total = len(details)
         index, details = {k: v[:int(options.max_items)] for k, v in index.items()}, details[:int(options.max_items)]
         entry.update(display={"mode": "arc", "palette": list(tasks.get("arc").PALETTE[2:])}, figures=arc_figures(details))
-    entry.update(index=index, count=len(details), total=len(rows.get("preds", rows.get("answer_hash"))))
+    entry.update(index=index, count=len(details), total=total)
     return entry, details
 
 

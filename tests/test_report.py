@@ -15,7 +15,6 @@ from pipeline import dataset_format as fmt
 from pipeline import report, storage
 from pipeline.run import run_stage
 from tests.conftest import compose
-from tests.test_eval import TINY_MODEL, write_sudoku_dataset
 
 CHROMIUM = "/usr/bin/chromium"
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -24,15 +23,14 @@ COPIES = 4   # eval.trajectories=2 x eval.tta=2
 
 
 @pytest.fixture(scope="module")
-def sudoku_report(ray_local, tmp_path_factory):
+def sudoku_report(sudoku_run, tmp_path_factory):
+    trained, _ = sudoku_run
+    assert (trained / "run" / "report.html").exists()        # written by stage=train: the curves, no evaluation yet
     root = tmp_path_factory.mktemp("report")
-    paths = [f"data_dir={root / 'data'}", f"run_dir={root / 'run'}", "task=sudoku"]
-    write_sudoku_dataset(str(root / "data"), num_train=32, num_test=12)
-    run_stage(compose("stage=train", *paths, *TINY_MODEL, "train.num_workers=1", "train.global_batch_size=16",
-                      "train.steps=3", "train.lr=3e-3", "train.lr_warmup_steps=1", "train.eval_every=0"))
-    assert (root / "run" / "report.html").exists()          # written by stage=train: curves, no evaluation yet
-    run_stage(compose("stage=eval", *paths, "eval.batch_size=5", "eval.trajectories=2", "eval.noise=0.5",
-                      "eval.tta=2", "eval.select=[vote,q_halt]", "report.page_size=5"))
+    shutil.copytree(trained / "run", root / "run")            # an evaluation of its own, beside test_eval's
+    paths = [f"data_dir={trained / 'data'}", f"run_dir={root / 'run'}", "task=sudoku"]
+    run_stage(compose("stage=eval", *paths, "eval.batch_size=6", "eval.trajectories=2", "eval.noise=0.5",
+                      "eval.tta=2", "eval.select=[vote,q_halt]", "eval.limit=12", "report.page_size=5"))
     table = pq.read_table(str(root / "run" / "eval" / "predictions"))
     rows = {name: fmt.column_numpy(table.column(name)) for name in table.column_names}
     return root, paths, rows
