@@ -139,7 +139,7 @@ def _step_columns(rows: dict, n: int) -> dict | None:
     return {"preds": preds, "q": q, "copy_step": copy_step}
 
 
-def eval_items(rows: dict, metrics: dict) -> tuple[dict, list]:
+def eval_items(rows: dict) -> tuple[dict, list]:
     """(the list columns for index.js, the per-puzzle details) of stage=eval's predictions."""
     n = len(rows["preds"])
     labels, preds = np.asarray(rows["labels"]), np.asarray(rows["preds"])
@@ -191,7 +191,7 @@ def eval_figures(halt_step: np.ndarray, metrics: dict) -> list:
     counts = np.bincount(halts)[1:] if halts.size else np.zeros(0, int)
     return [_figure(per_step, "accuracy after each supervision step (all copies)", "supervision step", "fraction"),
             _figure([dict(x=list(range(1, len(counts) + 1)), y=counts.tolist(), name="puzzles")],
-                    "halting step (first q_halt > 0 of the answer's copy, else the last)", "supervision step",
+                    "halting step (the answer copy's first q_halt > 0)", "supervision step",
                     "puzzles", kind="bar")]
 
 
@@ -282,7 +282,7 @@ def _evaluation(stage: str, folder: str, run_dir: str, data_dir: str | None, opt
         side = int(round(np.sqrt(np.asarray(rows["inputs"]).shape[1])))
         entry.update(display=_display(metrics["task"], side), figures=eval_figures(halts, metrics))
         total = len(halts)
-        index, details = eval_items(rows, metrics)
+        index, details = eval_items(rows)
     else:
         rows = _read(predictions, ["task_id", "example_index", "aug_index", "answer_hash", "height", "width", "answer",
                                    "q_halt"])

@@ -131,3 +131,30 @@ def test_report_in_a_real_browser(sudoku_report):
         browser.close()
     assert errors == []
     assert [u for u in requests if not u.startswith("file://")] == []
+
+
+def test_arc_items_rank_the_voted_answers_with_their_versions():
+    """eval_arc predictions -> per test input: answers ranked by votes with the versions that gave them, the
+    true output's rank and the filters' flags (no Ray: the page's data from the files' columns)."""
+    from pipeline import arc_voting
+    grids = {name: np.full((2, 3), colour, np.uint8) for colour, name in enumerate("abc")}
+    puzzles = {"t1": {"train": [{"input": [[1]], "output": [[2]]}], "test": [{"input": [[0]], "output": grids["b"].tolist()},
+                                                                           {"input": [[0]], "output": grids["c"].tolist()}]},
+               "t2": {"train": [], "test": [{"input": [[0]], "output": [[5]]}]}}
+    # t1:0 votes a a a b (true output b at rank 2); t1:1 votes c c a (c at rank 1); t2:0 no prediction
+    voted = [("t1", 0, "a"), ("t1", 0, "a"), ("t1", 0, "b"), ("t1", 0, "a"), ("t1", 1, "c"), ("t1", 1, "a"), ("t1", 1, "c")]
+    rows = {"task_id": np.array([t for t, _, _ in voted], dtype=object),
+            "example_index": np.array([e for _, e, _ in voted], np.int16),
+            "aug_index": np.arange(len(voted), dtype=np.int32),
+            "answer_hash": np.array([arc_voting.grid_hash(grids[g]) for _, _, g in voted], dtype=object),
+            "height": np.full(len(voted), 2, np.int8), "width": np.full(len(voted), 3, np.int8),
+            "answer": np.array([grids[g].tobytes() for _, _, g in voted], dtype=object),
+            "q_halt": np.zeros(len(voted), np.float32)}
+    index, details = report.arc_items(rows, puzzles, shown=1)
+    assert index["id"] == ["t1:0", "t1:1", "t2:0"]
+    assert index["flags"] == [report.IN_ATTEMPTS, report.RIGHT | report.IN_ATTEMPTS, 0]
+    first = details[0]
+    assert [(a["rank"], a["count"], a["versions"], a["correct"]) for a in first["answers"]] == \
+        [(1, 3, [0, 1, 3], False), (2, 1, [2], True)]          # rank 2 shown (beyond shown=1): it is the true output
+    assert first["answers"][1]["grid"] == grids["b"].tolist() and first["train"] == puzzles["t1"]["train"]
+    assert details[1]["correct_rank"] == 1 and details[2]["answers"] == [] and details[2]["predictions"] == 0
