@@ -11,7 +11,7 @@ import logging
 import posixpath
 import time
 
-from pipeline import dataset_format, fingerprint, storage, tasks
+from pipeline import dataset_format, fingerprint, report, storage, tasks
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,9 @@ def summary_lines(cfg, timings: dict) -> list:
     else:
         passes = "  ".join(f"{k}: {v:.1%}" for k, v in metrics.items() if k.startswith("pass@"))
         lines.append(f"ARC       {passes}   [{took('eval_arc')}]")
+    page = storage.join(cfg.run_dir, report.PAGE)
+    if storage.exists(page):
+        lines.append(f"report    open in a browser: {page}")
     lines += [f"files     checkpoints, metrics.jsonl: {cfg.run_dir}",
               f"          training curves: {storage.join(cfg.run_dir, 'curves.png')}",
               f"          evaluation metrics and predictions: {storage.join(cfg.run_dir, stage)}"]
