@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import posixpath
-import uuid
 
 import numpy as np
 
@@ -320,31 +319,26 @@ def build(run_dir: str, data_dir: str | None, options) -> str:
     evaluations = discover(run_dir)
     if training is None and not evaluations:
         raise PipelineError(f"run_dir={run_dir}: nothing to report (no metrics.jsonl, checkpoint or evaluation)")
-    staging = storage.join(run_dir, f".{DATA}.{uuid.uuid4().hex}.tmp")
     page_size = int(options.page_size)
     if page_size < 1 or int(options.max_items) < 0:
         raise PipelineError(f"report.page_size={page_size} must be >= 1 and report.max_items={options.max_items} >= 0")
-    try:
-        entries = []
-        for number, (stage, folder) in enumerate(evaluations):
-            entry, details = _evaluation(stage, folder, run_dir, data_dir, options)
-            entry["key"] = f"e{number}"
-            for start in range(0, len(details), page_size):
-                _write_text(storage.join(staging, entry["key"], f"page_{start // page_size:05d}.js"),
-                            _script("TRM_REPORT.page", entry["key"], start // page_size, details[start:start + page_size]))
-            entries.append(entry)
-        _write_text(storage.join(staging, "index.js"),
-                    _script("TRM_REPORT.index", {"run_dir": run_dir, "training": training, "evaluations": entries}))
-        plotly_js = os.path.join(os.path.dirname(plotly.__file__), "package_data", "plotly.min.js")
-        with open(plotly_js) as f:
-            _write_text(storage.join(staging, "plotly.min.js"), f.read())
-        target = storage.join(run_dir, DATA)
-        storage.remove(target)
-        storage.move(staging, target)
-    finally:
-        storage.remove(staging)
+    # Written in place (an object store has no rename) with index.js last: until it exists the page says its
+    # data are missing, so a reader never sees a half-written report, and an interrupted build shows as such.
+    target = storage.join(run_dir, DATA)
+    storage.remove(target)
+    entries = []
+    for number, (stage, folder) in enumerate(evaluations):
+        entry, details = _evaluation(stage, folder, run_dir, data_dir, options)
+        entry["key"] = f"e{number}"
+        for start in range(0, len(details), page_size):
+            _write_text(storage.join(target, entry["key"], f"page_{start // page_size:05d}.js"),
+                        _script("TRM_REPORT.page", entry["key"], start // page_size, details[start:start + page_size]))
+        entries.append(entry)
+    with open(os.path.join(os.path.dirname(plotly.__file__), "package_data", "plotly.min.js")) as f:
+        _write_text(storage.join(target, "plotly.min.js"), f.read())
+    storage.write_text_atomic(storage.join(target, "index.js"), _script(
+        "TRM_REPORT.index", {"run_dir": run_dir, "training": training, "evaluations": entries}))
     page = storage.join(run_dir, PAGE)
     with open(os.path.join(TEMPLATE_DIR, PAGE)) as f:
         storage.write_text_atomic(page, f.read())
-    log.info("report: %s (%d evaluation(s))", page, len(entries))
     return page

@@ -87,7 +87,7 @@ def test_both_evaluation_layouts_are_found(sudoku_report, tmp_path):
     assert result["report"] == storage.join(str(run_dir), report.PAGE)
     names = [e["name"] for e in _data_files(run_dir)["index"]["evaluations"]]
     assert names == ["eval", "eval/noisy", "eval/plain"]
-    assert not [p for p in os.listdir(run_dir) if p.endswith(".tmp")]      # nothing half-written left
+    assert not [p for p in os.listdir(run_dir / report.DATA) if p.endswith(".tmp")]   # index.js written whole
 
 
 def test_report_in_a_real_browser(sudoku_report):
@@ -158,3 +158,17 @@ def test_arc_items_rank_the_voted_answers_with_their_versions():
         [(1, 3, [0, 1, 3], False), (2, 1, [2], True)]          # rank 2 shown (beyond shown=1): it is the true output
     assert first["answers"][1]["grid"] == grids["b"].tolist() and first["train"] == puzzles["t1"]["train"]
     assert details[1]["correct_rank"] == 1 and details[2]["answers"] == [] and details[2]["predictions"] == 0
+
+
+def test_report_of_a_run_dir_on_s3(sudoku_report, s3_bucket, tmp_path):
+    """A run folder on S3 gets its report there; copied down, it is the same page and data."""
+    import fsspec
+    root, _, _ = sudoku_report
+    fs = fsspec.filesystem("s3")
+    fs.put(str(root / "run" / "eval"), f"{s3_bucket}/run/eval", recursive=True)
+    run_stage(compose("stage=report", f"run_dir={s3_bucket}/run", f"data_dir={tmp_path / 'none'}"))
+    fs.get(f"{s3_bucket}/run", str(tmp_path / "copy"), recursive=True)
+    index = _data_files(tmp_path / "copy")["index"]
+    assert [e["name"] for e in index["evaluations"]] == ["eval"] and index["evaluations"][0]["count"] == 12
+    assert (tmp_path / "copy" / report.PAGE).read_text() == (root / "run" / report.PAGE).read_text()
+    assert (tmp_path / "copy" / report.DATA / "plotly.min.js").stat().st_size > 1e6
