@@ -67,13 +67,16 @@ def discover(run_dir: str) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------------------------------------------
 # Charts (plotly figures as JSON, drawn by plotly.js in the page)
 
-def _figure(traces: list, title: str, xaxis: str, yaxis: str, kind: str = "scatter") -> dict:
+def _figure(traces: list, title: str, xaxis: str, yaxis: str, kind: str = "scatter", whole_x: bool = False) -> dict:
+    """A plotly figure as JSON; `whole_x`: ticks at whole numbers only (supervision steps)."""
     import plotly.graph_objects as go
     import plotly.io as pio
     make = {"scatter": go.Scatter, "bar": go.Bar, "histogram": go.Histogram}[kind]
     fig = go.Figure([make(**t) for t in traces])
     fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title=yaxis, height=300, margin=dict(l=50, r=10, t=40, b=40),
                       hovermode="x unified", legend=dict(font=dict(size=10)), template="plotly_white")
+    if whole_x:
+        fig.update_xaxes(dtick=1)
     return json.loads(pio.to_json(fig, validate=False))
 
 
@@ -188,10 +191,11 @@ def eval_figures(halt_step: np.ndarray, metrics: dict) -> list:
                 for k in ("exact_accuracy_per_step", "token_accuracy_per_step", "q_halt_accuracy_per_step") if k in metrics]
     halts = np.asarray(halt_step).astype(int)
     counts = np.bincount(halts)[1:] if halts.size else np.zeros(0, int)
-    return [_figure(per_step, "accuracy after each supervision step (all copies)", "supervision step", "fraction"),
+    return [_figure(per_step, "accuracy after each supervision step (all copies)", "supervision step", "fraction",
+                    whole_x=True),
             _figure([dict(x=list(range(1, len(counts) + 1)), y=counts.tolist(), name="puzzles")],
                     "halting step (the answer copy's first q_halt > 0)", "supervision step",
-                    "puzzles", kind="bar")]
+                    "puzzles", kind="bar", whole_x=True)]
 
 
 # ---------------------------------------------------------------------------------------------------
