@@ -179,8 +179,8 @@ def main() -> None:
     options = Options(page_size=100, max_items=10000, arc_answers=10)
     lines = [f"# python bench/bench_report.py --sudoku {args.sudoku} --sudoku-steps {args.sudoku_steps} --arc-inputs "
              f"{args.arc_inputs} --arc-versions {args.arc_versions} (commit {commit_label()}, "
-             f"{time.strftime('%Y-%m-%d')}; Chromium headless, {os.cpu_count()} CPUs, shared machine: seconds are "
-             f"loaded-machine figures)",
+             f"{time.strftime('%Y-%m-%d')}; Chromium headless, {os.cpu_count()} CPUs, load average "
+             f"{os.getloadavg()[0]:.0f} at the start: seconds are loaded-machine figures)",
              "first item / charts: from navigation to the first puzzle / all charts drawn (in the page: its own clock "
              "from navigation start; wall: as the driver waits); last item: End key (loads the last data file)",
              f"{'report':<28} {'build s':>8} {'MB':>6} {'first item s':>12} {'(in page)':>9} {'charts s':>9} "
