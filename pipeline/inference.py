@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 # Columns holding a batch's per-step sums on its first row (zeros on the others), so that summing them
 # over all rows gives the dataset's totals; dropped before predictions are written.
 STEP_SUMS = ("step_exact_sum", "step_token_accuracy_sum", "step_q_halt_accuracy_sum")
+# With `eval.record_steps`: per puzzle, every copy's answer after every step, its q_halt, each copy's answer step
+STEP_COLUMNS = ("step_preds", "step_q_halt", "copy_answer_step")
 SECONDS = "seconds"   # the batch's inference time on its actor, on its first row (zeros on the others)
 
 
@@ -85,17 +87,22 @@ class Predictor:
     halt logit), `answer_step`, `answer_copy`, `halt_step` (the answer copy's first step with q_halt > 0,
     else the last), `exact`, `token_accuracy`, `has_labels`, `oracle` (some copy was exact at some step),
     `exact_<selector>` for each selector, and the STEP_SUMS (over all copies) and SECONDS columns.
-    `task` and `size` (the grid side) say how to transform puzzles when `settings.tta` > 1.
+    `task` and `size` (the grid side) say how to transform puzzles when `settings.tta` > 1. With
+    `record_steps`, also what the report page draws (`pipeline.report`): STEP_COLUMNS, every copy's answer
+    after every step mapped back to the puzzle's frame [B, S, C, L], its q_halt [B, S, C] and each copy's own
+    answer step [B, C] (the one `vote` counts).
     """
 
     def __init__(self, path: str, use_ema: bool, halt_on_q: bool, device: str, threads: int, passthrough: list,
-                 settings: test_time.Settings | None = None, task: str | None = None, size: int | None = None):
+                 settings: test_time.Settings | None = None, task: str | None = None, size: int | None = None,
+                 record_steps: bool = False):
         if device == "cpu":
             torch.set_num_threads(torch_threads(threads))   # the actor's CPU share, not the whole machine
         self.device = torch.device(device)
         self.model = load_model(path, use_ema, self.device)
         self.halt_on_q, self.passthrough = halt_on_q, passthrough
         self.settings, self.task, self.size = settings or test_time.Settings(), task, size
+        self.record_steps = record_steps
 
     def __call__(self, batch: dict) -> dict:
         start = time.perf_counter()
@@ -127,6 +134,9 @@ class Predictor:
             exact=exact, token_accuracy=token_accuracy, has_labels=(labels != 0).any(-1),
             oracle=test_time.score(step_preds, labels)[0].any((0, 1)) if n else np.zeros(0, bool),
             **{f"exact_{name}": test_time.score(c.preds, labels)[0] for name, c in choices.items()})
+        if self.record_steps:
+            out.update(zip(STEP_COLUMNS, (step_preds.transpose(2, 0, 1, 3), step_q.transpose(2, 0, 1),
+                                          answer_step.T.astype(np.int16))))
         for column, key in zip(STEP_SUMS, ("exact_accuracy", "accuracy", "q_halt_accuracy")):
             sums = np.zeros((n, n_steps), dtype=np.float64)
             if n:
@@ -155,8 +165,9 @@ def actor_resources(eval_cfg) -> dict:
 
 
 def predict(ds, path: str, eval_cfg, passthrough: list, settings: "test_time.Settings | None" = None,
-            task: str | None = None, size: int | None = None):
-    """`ds` with the Predictor's columns (lazy Ray Dataset); `settings`, `task`, `size`: see Predictor."""
+            task: str | None = None, size: int | None = None, record_steps: bool = False):
+    """`ds` with the Predictor's columns (lazy Ray Dataset); `settings`, `task`, `size`, `record_steps`: see
+    Predictor."""
     res = actor_resources(eval_cfg)
     log.info("inference with %s on %d %s actor(s), batch %d", path, res["actors"], res["device"].upper(),
              int(eval_cfg.batch_size))
@@ -166,7 +177,7 @@ def predict(ds, path: str, eval_cfg, passthrough: list, settings: "test_time.Set
         num_cpus=res["num_cpus"], num_gpus=res["num_gpus"],
         fn_constructor_kwargs=dict(path=path, use_ema=bool(eval_cfg.ema), halt_on_q=bool(eval_cfg.halt_on_q),
                                    device=res["device"], threads=res["threads"], passthrough=list(passthrough),
-                                   settings=settings, task=task, size=size))
+                                   settings=settings, task=task, size=size, record_steps=record_steps))
 
 
 @torch.inference_mode()

@@ -1,4 +1,4 @@
-"""Entry point: `trm-pipeline stage=augment|train|eval|eval_arc|all|import|export|adapt|solve task=sudoku|maze|arc
+"""Entry point: `trm-pipeline stage=augment|train|eval|eval_arc|all|import|export|adapt|solve|report task=sudoku|maze|arc
 ...` (the console script the install adds), or `python -m pipeline.run ...` (see `pipeline/__init__.py` for what
 each form protects against).
 
@@ -23,7 +23,7 @@ from pipeline.options_check import check_command_line, check_task_source
 
 log = logging.getLogger("pipeline")
 
-STAGES = ("augment", "train", "eval", "eval_arc", "all", "import", "export", "adapt", "solve")
+STAGES = ("augment", "train", "eval", "eval_arc", "all", "import", "export", "adapt", "solve", "report")
 
 
 def run_stage(cfg: DictConfig):

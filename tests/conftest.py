@@ -79,6 +79,20 @@ def ray_local():
     ray.shutdown()
 
 
+@pytest.fixture(scope="session")
+def sudoku_run(ray_local, tmp_path_factory):
+    """A tiny Sudoku checkpoint trained through stage=train (shared by test_eval and test_report: one training).
+    A test that evaluates into it writes run_dir/eval; one that needs its own evaluation copies run_dir."""
+    from pipeline.run import run_stage
+    from tests.test_eval import TINY_MODEL, write_sudoku_dataset
+    root = tmp_path_factory.mktemp("eval")
+    paths = [f"data_dir={root / 'data'}", f"run_dir={root / 'run'}", "task=sudoku"]
+    write_sudoku_dataset(str(root / "data"))
+    run_stage(compose("stage=train", *paths, *TINY_MODEL, "train.num_workers=1", "train.global_batch_size=16",
+                      "train.steps=4", "train.lr=3e-3", "train.lr_warmup_steps=1", "train.eval_every=0"))
+    return root, paths
+
+
 def compose(*overrides: str):
     """The pipeline's Hydra config with overrides, as the CLI would build it."""
     from hydra import compose as hydra_compose

@@ -25,6 +25,7 @@ def test_all_runs_every_stage_then_skips_them(ray_local, tmp_path, capsys):
     summary = capsys.readouterr().out
     assert "after each supervision step: 1:" in summary and "4 steps" in summary
     assert f"puzzle PNGs (answer after each step): {tmp_path / 'run' / 'eval' / 'plain' / 'render'}" in summary
+    assert f"report    open in a browser: {tmp_path / 'run' / 'report.html'}" in summary
 
     # Credentials live in the environment only: no manifest, config, checkpoint or log holds them.
     secrets = [os.environ["AWS_ACCESS_KEY_ID"].encode(), os.environ["AWS_SECRET_ACCESS_KEY"].encode()]

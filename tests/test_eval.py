@@ -41,16 +41,6 @@ def write_sudoku_dataset(data_dir: str, num_train: int = 64, num_test: int = 24)
                                                             "size": 6})
 
 
-@pytest.fixture(scope="module")
-def sudoku_run(ray_local, tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval")
-    paths = [f"data_dir={root / 'data'}", f"run_dir={root / 'run'}", "task=sudoku"]
-    write_sudoku_dataset(str(root / "data"))
-    run_stage(compose("stage=train", *paths, *TINY_MODEL, "train.num_workers=1", "train.global_batch_size=16",
-                      "train.steps=4", "train.lr=3e-3", "train.lr_warmup_steps=1", "train.eval_every=0"))
-    return root, paths
-
-
 def _table(directory) -> dict:
     table = pq.read_table(str(directory))
     return {name: fmt.column_numpy(table.column(name)) for name in table.column_names}

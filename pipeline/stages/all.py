@@ -11,7 +11,7 @@ import logging
 import posixpath
 import time
 
-from pipeline import dataset_format, eval_results, fingerprint, storage, tasks
+from pipeline import dataset_format, eval_results, fingerprint, report, storage, tasks
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,9 @@ def summary_lines(cfg, timings: dict) -> list:
         from pipeline.stages.eval_arc import shown_ks
         passes = "  ".join(f"pass@{k}: {metrics[f'pass@{k}']:.1%}" for k in shown_ks(metrics)[0])
         lines.append(f"ARC       {passes}   [{took('eval_arc')}]")
+    page = storage.join(cfg.run_dir, report.PAGE)
+    if storage.exists(page):
+        lines.append(f"report    open in a browser: {page}")
     lines += [f"files     checkpoints, metrics.jsonl: {cfg.run_dir}",
               f"          training curves: {storage.join(cfg.run_dir, 'curves.png')}",
               f"          evaluation metrics and predictions: {_eval_dir(cfg, stage)}"]

@@ -5,7 +5,8 @@
 One checkpoint in, `run_dir/eval/<name>/` out, `<name>` naming the settings that differ from the plain pass
 (`pipeline.eval_results`: `plain`, `tta8`, `best-k8-noise0.1`...; the folder of the same name is replaced, the
 others kept), and a row in the results table `run_dir/eval/results.json`: `predictions/part-<k>.parquet` (one row
-per puzzle, in the test split's (group_id, aug_index) order: tokens, prediction, halt logit, steps, correctness), `render/*.png` with `eval.render=N`, and
+per puzzle, in the test split's (group_id, aug_index) order: tokens, prediction, halt logit, steps, correctness;
+with `eval.record_steps`, every copy's answer and q_halt after every step), `render/*.png` with `eval.render=N`, and
 `metrics.json`, written last. The puzzles are `data_dir/test`, or with `eval.source=` any
 Sudoku-Extreme / Maze-Hard style CSV (a file, a folder's `test.csv`, `s3://`, `hf:`), encoded as the
 data stage does for the checkpoint's grid size.
@@ -24,7 +25,7 @@ import ray
 
 from pipeline import checkpoints as ckpt
 from pipeline import dataset_format as fmt
-from pipeline import eval_results, fingerprint, inference, reference_data, render, sources, storage, tasks, test_time
+from pipeline import eval_results, fingerprint, inference, reference_data, render, report, sources, storage, tasks, test_time
 from pipeline.errors import PipelineError
 from pipeline.ray_setup import in_input_order, init_ray
 
@@ -68,7 +69,7 @@ def run(cfg) -> dict:
     storage.remove(out_dir)   # nothing from an earlier evaluation with these settings survives; others are kept
     start = time.perf_counter()
     predicted = inference.predict(ds, path, e, passthrough=INPUT_COLUMNS, settings=settings, task=task,
-                                  size=int(saved_manifest["size"]))
+                                  size=int(saved_manifest["size"]), record_steps=bool(e.record_steps))
     if module.EXTRA_RATES:
         predicted = predicted.map_batches(module.score_batch, batch_format="numpy",
                                           fn_kwargs=dict(size=int(saved_manifest["size"])))
@@ -88,6 +89,7 @@ def run(cfg) -> dict:
     results = eval_results.record(cfg.run_dir, name, metrics)
     print("\n".join([f"results table ({eval_results.results_path(cfg.run_dir)}):", *eval_results.table_lines(results),
                      f"this evaluation: {out_dir}"]), flush=True)
+    report.write_after_stage(cfg)
     return metrics
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import ray
 
 from augment import arc
-from pipeline import arc_voting, fingerprint, inference, reference_data, storage, test_time
+from pipeline import arc_voting, fingerprint, inference, reference_data, report, storage, test_time
 from pipeline import checkpoints as ckpt
 from pipeline import dataset_format as fmt
 from pipeline.arc_identifiers import IDENTIFIER_FIELDS
@@ -91,6 +91,7 @@ def run(cfg) -> dict:
     storage.write_json_atomic(storage.join(out_dir, "submission.json"), submission)
     storage.write_json_atomic(storage.join(out_dir, "metrics.json"), metrics)
     print_table(metrics, ks)
+    report.write_after_stage(cfg)
     return metrics
 
 

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from pipeline import checkpoints as ckpt
 from pipeline import dataset_format as fmt
-from pipeline import reference_checkpoint, reference_data, storage
+from pipeline import reference_checkpoint, reference_data, report, storage
 from pipeline.errors import PipelineError
 from pipeline.train_recipe import TrainRecipe, fit
 
@@ -42,6 +42,8 @@ def run(cfg) -> dict:
     manifest = fmt.read_task_manifest(cfg)
     model_config = ckpt.model_config(OmegaConf.to_container(cfg.model, resolve=True), manifest)
     start = (lambda: _init_from(cfg, model_config, manifest)) if cfg.train.init_from else None
-    return fit(TrainRecipe(cfg=cfg, options=OmegaConf.to_container(cfg.train, resolve=True), section="train",
-                           data_dir=cfg.data_dir, manifest=manifest, run_dir=cfg.run_dir,
-                           model_config=model_config, start_weights=start))
+    summary = fit(TrainRecipe(cfg=cfg, options=OmegaConf.to_container(cfg.train, resolve=True), section="train",
+                              data_dir=cfg.data_dir, manifest=manifest, run_dir=cfg.run_dir,
+                              model_config=model_config, start_weights=start))
+    report.write_after_stage(cfg)
+    return summary
