@@ -28,12 +28,19 @@ def sudoku_report(sudoku_run, tmp_path_factory):
     assert (trained / "run" / "report.html").exists()        # written by stage=train: the curves, no evaluation yet
     root = tmp_path_factory.mktemp("report")
     shutil.copytree(trained / "run", root / "run")            # an evaluation of its own, beside test_eval's
+    shutil.rmtree(root / "run" / "eval", ignore_errors=True)  # theirs, when test_eval ran first: this one alone
     paths = [f"data_dir={trained / 'data'}", f"run_dir={root / 'run'}", "task=sudoku"]
     run_stage(compose("stage=eval", *paths, "eval.batch_size=6", "eval.trajectories=2", "eval.noise=0.5",
                       "eval.tta=2", "eval.select=[vote,q_halt]", "eval.limit=12", "report.page_size=5"))
-    table = pq.read_table(str(root / "run" / "eval" / "predictions"))
+    table = pq.read_table(str(_evaluation_dir(root) / "predictions"))
     rows = {name: fmt.column_numpy(table.column(name)) for name in table.column_names}
     return root, paths, rows
+
+
+def _evaluation_dir(root):
+    """The one evaluation folder of the fixture's run (run_dir/eval/<name>/, named by its settings)."""
+    (folder,) = [path.parent for path in (root / "run" / "eval").glob("*/metrics.json")]
+    return folder
 
 
 def _data_files(run_dir) -> dict:
@@ -61,7 +68,7 @@ def test_page_data_are_the_recorded_predictions(sudoku_report):
     index = files["index"]
     assert index["training"]["figures"] and index["training"]["config"]["model"]["hidden_size"] == 32
     (ev,) = index["evaluations"]
-    assert ev["name"] == "eval" and ev["count"] == n and len(ev["index"]["id"]) == n
+    assert ev["name"] == f"eval/{_evaluation_dir(root).name}" and ev["count"] == n and len(ev["index"]["id"]) == n
     items = [item for page in range(-(-n // 5)) for item in files[(ev["key"], page)]]
     for i, item in enumerate(items):
         assert item["input"] == "".join("0123456789"[t] for t in rows["inputs"][i])
@@ -78,9 +85,9 @@ def test_both_evaluation_layouts_are_found(sudoku_report, tmp_path):
     """run_dir/eval/metrics.json (one evaluation) and run_dir/eval/<name>/metrics.json (one per setting)."""
     root, _, _ = sudoku_report
     run_dir = tmp_path / "run"
-    shutil.copytree(root / "run" / "eval", run_dir / "eval" / "noisy")
-    shutil.copytree(root / "run" / "eval", run_dir / "eval" / "plain")
-    shutil.copytree(root / "run" / "eval", run_dir / "eval", dirs_exist_ok=True)
+    shutil.copytree(_evaluation_dir(root), run_dir / "eval" / "noisy")
+    shutil.copytree(_evaluation_dir(root), run_dir / "eval" / "plain")
+    shutil.copytree(_evaluation_dir(root), run_dir / "eval", dirs_exist_ok=True)
     assert [os.path.relpath(folder, run_dir) for _, folder in report.discover(str(run_dir))] == \
         ["eval", "eval/noisy", "eval/plain"]
     result = run_stage(compose("stage=report", f"run_dir={run_dir}", f"data_dir={tmp_path / 'none'}"))
@@ -165,10 +172,10 @@ def test_report_of_a_run_dir_on_s3(sudoku_report, s3_bucket, tmp_path):
     import fsspec
     root, _, _ = sudoku_report
     fs = fsspec.filesystem("s3")
-    fs.put(str(root / "run" / "eval"), f"{s3_bucket}/run/eval", recursive=True)
+    fs.put(str(_evaluation_dir(root)), f"{s3_bucket}/run/eval/plain", recursive=True)
     run_stage(compose("stage=report", f"run_dir={s3_bucket}/run", f"data_dir={tmp_path / 'none'}"))
     fs.get(f"{s3_bucket}/run", str(tmp_path / "copy"), recursive=True)
     index = _data_files(tmp_path / "copy")["index"]
-    assert [e["name"] for e in index["evaluations"]] == ["eval"] and index["evaluations"][0]["count"] == 12
+    assert [e["name"] for e in index["evaluations"]] == ["eval/plain"] and index["evaluations"][0]["count"] == 12
     assert (tmp_path / "copy" / report.PAGE).read_text() == (root / "run" / report.PAGE).read_text()
     assert (tmp_path / "copy" / report.DATA / "plotly.min.js").stat().st_size > 1e6
