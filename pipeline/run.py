@@ -15,6 +15,7 @@ import hydra
 from omegaconf import DictConfig
 
 from pipeline.config import resolve_config
+from pipeline import run_lock
 from pipeline.errors import PipelineError
 
 log = logging.getLogger("pipeline")
@@ -28,7 +29,8 @@ def run_stage(cfg: DictConfig):
         raise PipelineError(f"stage={cfg.stage!r} is not one of {', '.join(STAGES)}")
     cfg = resolve_config(cfg)
     module = importlib.import_module(f"pipeline.stages.{cfg.stage}")
-    return module.run(cfg)
+    with run_lock.hold(cfg):      # one command per output folder
+        return module.run(cfg)
 
 
 @hydra.main(config_path="conf", config_name="config", version_base=None)
