@@ -14,8 +14,8 @@ os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
 import hydra
 from omegaconf import DictConfig
 
+from pipeline import disk_space, run_lock
 from pipeline.config import resolve_config
-from pipeline import run_lock
 from pipeline.errors import PipelineError
 
 log = logging.getLogger("pipeline")
@@ -29,7 +29,7 @@ def run_stage(cfg: DictConfig):
         raise PipelineError(f"stage={cfg.stage!r} is not one of {', '.join(STAGES)}")
     cfg = resolve_config(cfg)
     module = importlib.import_module(f"pipeline.stages.{cfg.stage}")
-    with run_lock.hold(cfg):      # one command per output folder
+    with disk_space.reported(cfg), run_lock.hold(cfg):     # a full disk as one line; one command per folder
         return module.run(cfg)
 
 

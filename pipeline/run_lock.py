@@ -110,9 +110,13 @@ class _LocalLock:
         if previous:
             log.warning("taking over the lock %s left by %s: that process no longer holds it", self.path,
                         describe(previous))
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(_holder(), sort_keys=True).encode(), 0)
         self.fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(_holder(), sort_keys=True).encode(), 0)
+        except OSError:          # a full disk: leave no empty lock file behind
+            self.release()
+            raise
 
     def release(self) -> None:
         if self.fd is None:

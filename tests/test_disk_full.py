@@ -1,0 +1,51 @@
+"""A full disk (a small tmpfs, mounted as root): one line naming the folder and the space, nothing half-published."""
+import os
+import subprocess
+
+import pytest
+
+from pipeline import dataset_format as fmt
+from pipeline import disk_space
+from pipeline.config import resolve_config
+from pipeline.errors import PipelineError
+from pipeline.run import run_stage
+from tests.conftest import compose
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB file system at tmp_path/small (tmpfs; needs root)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("a small file system needs root (mount -t tmpfs)")
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True, text=True)
+    if made.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_no_space_in_a_stage_is_one_line_naming_the_folder_and_its_partial_output_goes(small_disk, tmp_path):
+    cfg = resolve_config(compose("stage=eval", f"data_dir={tmp_path / 'data'}", f"run_dir={small_disk / 'run'}"))
+    partial = small_disk / "run" / "eval" / "predictions"
+    with pytest.raises(PipelineError) as err, disk_space.reported(cfg):
+        partial.mkdir(parents=True)
+        (partial / "part-000000.parquet").write_bytes(b"x" * 2**20)      # more than the disk holds
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("no space left on device writing run_dir=")
+    assert f"{small_disk / 'run'} (eval/): 256.0 KiB free of 256.0 KiB" in message
+    assert not (small_disk / "run" / "eval").exists()                    # nothing half-written is left
+
+
+def test_augment_filling_the_disk_keeps_the_previous_dataset(small_disk, ray_local):
+    data_dir = small_disk / "data"
+    options = ["stage=augment", "task=sudoku", "preset=none", "task.size=4", "task.num_train=100", "task.num_test=20",
+               "task.num_val=0", "task.chunk_size=50", f"data_dir={data_dir}"]
+    before = run_stage(compose(*options, "task.num_aug=1"))
+    with pytest.raises(PipelineError) as err:
+        run_stage(compose(*options, "task.num_aug=600", "overwrite=true"))
+    message = str(err.value)
+    assert f"no space left on device writing data_dir={data_dir}:" in message and "KiB free of 256.0 KiB" in message
+    assert fmt.read_manifest(str(data_dir)) == before                   # the previous dataset, still published
+    assert sorted(os.listdir(small_disk)) == ["data"]                     # no rebuild folder, no lock left
