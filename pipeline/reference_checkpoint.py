@@ -167,8 +167,9 @@ def read_reference(source: str, identifiers: str | None = None) -> Imported:
     try:
         loaded = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as err:  # a pickle with code in it, a truncated file, not a torch file at all
+        reason = " ".join(str(err).split())       # torch's unpickling errors span several lines
         raise PipelineError(f"{step_file} does not load as a plain state_dict with torch.load(weights_only=True): "
-                            f"{type(err).__name__}: {err}") from err
+                            f"{type(err).__name__}: {reason}") from err
     del raw
     raw_state = _state_dict_of(loaded, step_file)
     names = _read_identifiers(identifiers, folder)

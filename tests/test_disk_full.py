@@ -49,3 +49,24 @@ def test_augment_filling_the_disk_keeps_the_previous_dataset(small_disk, ray_loc
     assert f"no space left on device writing data_dir={data_dir}:" in message and "KiB free of 256.0 KiB" in message
     assert fmt.read_manifest(str(data_dir)) == before                   # the previous dataset, still published
     assert sorted(os.listdir(small_disk)) == ["data"]                     # no rebuild folder, no lock left
+
+
+def test_checkpoint_cut_short_by_a_full_disk_is_removed_and_the_previous_kept(tmp_path):
+    import torch
+
+    from pipeline import checkpoints as ckpt
+    run_dir = tmp_path / "run"
+    for step in (4, 8):
+        folder = run_dir / ckpt.checkpoint_name(step)
+        folder.mkdir(parents=True)
+        for name in (ckpt.STATE, ckpt.rank_file(0)):
+            torch.save({"step": step, "weights": torch.zeros(1000)}, folder / name)
+        for name, obj in ((ckpt.CONFIG, {}), (ckpt.MANIFEST, {}), (ckpt.META, {"step": step, "world_size": 1})):
+            ckpt.write_json(str(folder / name), obj)
+    state = run_dir / ckpt.checkpoint_name(8) / ckpt.STATE        # Ray Train's copy stopped by ENOSPC
+    state.write_bytes(state.read_bytes()[:300])
+    (run_dir / ckpt.best_name(8)).mkdir()                          # _keep_best stopped before meta.json
+    cfg = resolve_config(compose("stage=train", f"data_dir={tmp_path / 'data'}", f"run_dir={run_dir}"))
+    assert disk_space.remove_partial(cfg) == [str(run_dir / ckpt.checkpoint_name(8)), str(run_dir / ckpt.best_name(8))]
+    assert sorted(os.listdir(run_dir)) == [ckpt.checkpoint_name(4)]
+    assert "each checkpoint takes" in disk_space.message(cfg, OSError(28, "No space left on device"))
