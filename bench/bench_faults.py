@@ -1,7 +1,7 @@
 """The heavy fault and scale cases of issue #31, each as the user's command in a subprocess, measured from /proc.
 
     python bench/bench_faults.py voting [--versions 100 1000 4000]   # re-scoring at ARC-AGI-1 size
-    python bench/bench_faults.py disk                                 # a checkpoint write that fills the disk (root)
+    python bench/bench_faults.py flaky [--shares 0.1 0.3 0.5]         # the driver's S3 calls through a flaky store
 
 voting: `stage=eval_arc eval_arc.predictions=<folder>` on a synthetic predictions folder of ARC-AGI-1's size
 (400 tasks, 419 test inputs, each answered under V versions; answers up to 30x30 = 900 cells): 10 % of the
@@ -9,8 +9,10 @@ versions give the true grid, 5 % one wrong grid, the rest distinct random grids 
 to rank, the worst case for voting). Wall time and peak memory (RSS and PSS summed over the command's
 process tree, Ray's workers included) per V: bounded as V grows when both grow about linearly in the rows.
 
-disk: a 2-worker training whose run_dir is a tmpfs that fills at a checkpoint: the one-line error, the time
-to it, and that the checkpoints left are all readable.
+flaky: the driver's object-store calls of a run (write a JSON file, read it back, list the folder, upload a
+3 MiB checkpoint with meta.json last) through tests/fault_proxy.py failing a share of requests (503 SlowDown,
+500, connection reset in turn), with the clients' default retries (botocore legacy mode, 5 attempts; s3fs's
+own for dropped connections): rounds completed, requests failed, seconds per round against a share of 0.
 
 Timings from a shared 2-core machine are only comparable within one run of this script.
 """
@@ -144,14 +146,60 @@ def bench_voting(versions_list: list) -> None:
                 leftover.unlink()
 
 
+# ---------------------------------------------------------------------------------------------------
+# A flaky object store
+
+def bench_flaky(shares: list, rounds: int) -> None:
+    import tests.conftest  # noqa: F401  (starts the loopback S3 server, sets the test credentials)
+    import boto3
+    import s3fs
+
+    from pipeline import checkpoints as ckpt
+    from pipeline import storage
+    from tests.fault_proxy import FaultProxy
+    print(f"# python bench/bench_faults.py flaky --shares {' '.join(map(str, shares))} --rounds {rounds}   (commit "
+          f"{commit_label()}, {os.cpu_count()} CPUs, a shared machine: timings comparable within this run only)")
+    print(f"{'share failed':>12} {'rounds ok':>10} {'requests':>9} {'failed 503/500/reset':>21} {'s/round':>8}")
+    moto = os.environ["AWS_ENDPOINT_URL"]
+    with tempfile.TemporaryDirectory() as local:
+        (Path(local) / ckpt.STATE).write_bytes(os.urandom(3 * 2**20))
+        (Path(local) / ckpt.META).write_text("{}")
+        for share in [0.0, *shares]:
+            bucket = f"flaky-{int(share * 100):03d}"
+            boto3.client("s3", endpoint_url=moto).create_bucket(Bucket=bucket)
+            with FaultProxy(moto, share=share, seed=1) as proxy:
+                os.environ["AWS_ENDPOINT_URL"] = proxy.url
+                s3fs.S3FileSystem.clear_instance_cache()
+                ok, start = 0, time.perf_counter()
+                for i in range(rounds):
+                    try:
+                        storage.write_json_atomic(f"s3://{bucket}/run/m{i}.json", {"i": i})
+                        assert storage.read_json(f"s3://{bucket}/run/m{i}.json") == {"i": i}
+                        storage.list_files(f"s3://{bucket}/run")
+                        ckpt.upload_files(local, [ckpt.STATE, ckpt.META], f"s3://{bucket}/run/{ckpt.checkpoint_name(i)}")
+                        ok += 1
+                    except Exception as err:    # what a stage would see: counted, and shown
+                        print(f"  round {i}: {type(err).__name__}: {err}")
+                seconds = (time.perf_counter() - start) / rounds
+                os.environ["AWS_ENDPOINT_URL"] = moto
+            st = proxy.stats
+            print(f"{share:>12.0%} {ok:>6} / {rounds:<3} {st['requests']:>9} {st['503']:>9}/{st['500']}/{st['reset']:<9} "
+                  f"{seconds:>8.2f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="case", required=True)
     voting = sub.add_parser("voting")
     voting.add_argument("--versions", type=int, nargs="+", default=[100, 1000, 4000])
+    flaky = sub.add_parser("flaky")
+    flaky.add_argument("--shares", type=float, nargs="+", default=[0.1, 0.3, 0.5])
+    flaky.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
     if args.case == "voting":
         bench_voting(args.versions)
+    else:
+        bench_flaky(args.shares, args.rounds)
 
 
 if __name__ == "__main__":
