@@ -70,3 +70,15 @@ def test_checkpoint_cut_short_by_a_full_disk_is_removed_and_the_previous_kept(tm
     assert disk_space.remove_partial(cfg) == [str(run_dir / ckpt.checkpoint_name(8)), str(run_dir / ckpt.best_name(8))]
     assert sorted(os.listdir(run_dir)) == [ckpt.checkpoint_name(4)]
     assert "each checkpoint takes" in disk_space.message(cfg, OSError(28, "No space left on device"))
+
+
+def test_no_space_is_found_in_ray_trains_worker_text_and_nowhere_else():
+    # Ray Train hands a worker's error on as text only (ray.train.WorkerGroupError), as a full run_dir showed
+    text = ("Training failed due to worker errors:\n[Rank 0,1 Error Snippet]:\n  File \"pyarrow/_fs.pyx\", line 1649\n"
+            "OSError: [Errno 28] Error writing bytes to file. Detail: [errno 28] No space left on device\n")
+    assert disk_space.no_space_cause(RuntimeError(text)).startswith("OSError: [Errno 28]")
+    try:
+        raise ValueError("wrapper") from OSError(28, "No space left on device", "/x/state.pt")
+    except ValueError as err:
+        assert disk_space.no_space_cause(err).filename == "/x/state.pt"
+    assert disk_space.no_space_cause(RuntimeError("OSError: [Errno 2] No such file")) is None
