@@ -11,7 +11,7 @@ import json
 import logging
 import os
 
-from augment.arc import ArcTaskError, parse_task
+from augment.arc import ArcTaskError, as_grid, parse_task
 from pipeline import storage
 from pipeline.errors import PipelineError
 
@@ -35,8 +35,8 @@ def load_subsets(source: str, subsets: list, keep=None) -> dict:
 def _read_json(path: str):
     try:
         return storage.read_json(path)
-    except json.JSONDecodeError as err:
-        raise PipelineError(f"{path}: not valid JSON ({err})") from None
+    except ValueError as err:        # JSONDecodeError, or UnicodeDecodeError: not UTF-8 text
+        raise PipelineError(f"{path}: not valid JSON ({type(err).__name__}: {err})") from None
 
 
 def _parse(task_id: str, raw, origin: str, test_outputs=None) -> tuple:
@@ -71,8 +71,22 @@ def _load_kaggle(prefix: str, subset: str, keep) -> dict:
             outputs = solutions[task_id]
             if not isinstance(outputs, list):
                 raise PipelineError(f"{solutions_path}: task {task_id}: expected a list of output grids")
+            _check_solutions(outputs, raw, task_id, solutions_path, challenges_path)
         tasks[task_id] = _parse(task_id, raw, challenges_path, outputs)
     return tasks
+
+
+def _check_solutions(outputs: list, raw, task_id: str, solutions_path: str, challenges_path: str) -> None:
+    """The solutions file's grids of one task, checked here so that an error names that file."""
+    for i, grid in enumerate(outputs):
+        try:
+            as_grid(grid)
+        except ValueError as err:
+            raise PipelineError(f"{solutions_path}: task {task_id}, test output {i}: {err}") from None
+    inputs = raw.get("test") if isinstance(raw, dict) else None
+    if isinstance(inputs, list) and len(inputs) != len(outputs):
+        raise PipelineError(f"{solutions_path}: task {task_id}: {len(outputs)} solution grids for the {len(inputs)} "
+                            f"test inputs of {challenges_path}")
 
 
 def _load_task_dir(folder: str, keep) -> dict:

@@ -124,6 +124,18 @@ def resumable_checkpoint(run_dir: str) -> tuple[str | None, list[tuple[str, str]
     return None, skipped
 
 
+def remove_unfinished(run_dir: str) -> list[str]:
+    """Remove the checkpoint folders newer than the newest resumable one and the best_ folders newer than the
+    newest complete one (what a failed save left: a resume would skip them anyway); returns their paths."""
+    newest, _ = resumable_checkpoint(run_dir)
+    best = best_checkpoint(run_dir)
+    removed = [path for kind, keep in (("checkpoint", newest), ("best", best)) for step, path in folders(run_dir, kind)
+               if keep is None or step > int(_NAME.match(posixpath.basename(keep.rstrip("/"))).group(2))]
+    for path in removed:
+        storage.remove(path)
+    return removed
+
+
 def latest_checkpoint(run_dir: str) -> str | None:
     """Path of the complete, readable checkpoint with the highest step, or None (newer unreadable ones are
     skipped with a warning that names the file and the reason)."""

@@ -164,8 +164,12 @@ def read_reference(source: str, identifiers: str | None = None, given: DataGiven
     with fsspec.open(config_path, "r") as f:
         try:
             reference_config = yaml.safe_load(f) or {}
-        except yaml.YAMLError as err:
-            raise PipelineError(f"{config_path} is not valid YAML: {err}") from err
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            where = " ".join(str(err).split())      # PyYAML's message spans lines: the problem, then its line/column
+            raise PipelineError(f"{config_path} is not valid YAML: {type(err).__name__}: {where}") from err
+    if not isinstance(reference_config, dict):
+        raise PipelineError(f"{config_path}: expected a mapping of options (arch: ...), found a "
+                            f"{type(reference_config).__name__}")
     with fsspec.open(step_file, "rb") as f:
         raw = f.read()
     sha256 = hashlib.sha256(raw).hexdigest()
@@ -210,8 +214,26 @@ def _read_identifiers(identifiers: str | None, folder: str) -> list | None:
 # ---------------------------------------------------------------------------------------------------
 # Config
 
+# the type each SAME_NAME field must have in all_config.yaml (a user-edited file may hold anything)
+_FIELD_TYPES = {**dict.fromkeys(("hidden_size", "num_heads", "L_layers", "H_cycles", "L_cycles", "halt_max_steps",
+                                 "puzzle_emb_ndim", "puzzle_emb_len"), (int,)),
+                **dict.fromkeys(("expansion", "halt_exploration_prob", "rms_norm_eps", "rope_theta"), (int, float)),
+                "pos_encodings": (str,), "forward_dtype": (str,), "mlp_t": (bool,)}
+
+
+def _check_types(arch, config_path: str) -> None:
+    """arch: a mapping whose loss is a mapping and whose TRM fields have their types (numbers are not bools)."""
+    if not isinstance(arch, dict) or not isinstance(arch.get("loss", {}), (dict, type(None))):
+        raise PipelineError(f"{config_path}: arch and arch.loss must be mappings of options")
+    for key, types in _FIELD_TYPES.items():
+        value = arch.get(key)
+        if key in arch and (not isinstance(value, types) or (isinstance(value, bool) and bool not in types)):
+            raise PipelineError(f"{config_path}: arch.{key}={value!r} is not a {' or '.join(t.__name__ for t in types)}")
+
+
 def _config(reference_config: dict, raw_state: dict, config_path: str, step_file: str,
             given: DataGiven) -> tuple[TRMConfig, dict]:
+    _check_types(reference_config.get("arch") or {}, config_path)
     arch = dict(reference_config.get("arch") or {})
     if arch.get("name") != ARCH_NAME:
         raise PipelineError(f"{config_path}: arch.name={arch.get('name')!r} is not TRM ({ARCH_NAME})")
@@ -246,7 +268,7 @@ def _config(reference_config: dict, raw_state: dict, config_path: str, step_file
     manifest = _data_fields(reference_config, state, values, config_path, step_file, given)
     try:
         config = TRMConfig.from_dict({**values, **{k: manifest[k] for k in ckpt.MANIFEST_FIELDS}})
-    except ValueError as err:
+    except (ValueError, TypeError) as err:        # TypeError: a data_manifest value of the wrong type
         raise PipelineError(f"{config_path}: {err}") from err
     return config, manifest
 

@@ -16,6 +16,7 @@ os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
 import hydra
 from omegaconf import DictConfig
 
+from pipeline import disk_space, run_lock
 from pipeline.config import resolve_config
 from pipeline.errors import PipelineError
 from pipeline.next_steps import next_line
@@ -37,7 +38,8 @@ def run_stage(cfg: DictConfig):
     cfg = resolve_config(cfg)
     check_task_source(cfg)
     module = importlib.import_module(f"pipeline.stages.{cfg.stage}")
-    result = module.run(cfg)
+    with disk_space.reported(cfg), run_lock.hold(cfg):     # a full disk as one line; one command per folder
+        result = module.run(cfg)
     line = next_line(cfg, given)
     if line:
         print(line, flush=True)

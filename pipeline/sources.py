@@ -59,9 +59,9 @@ def read_csv_file(path: str) -> PuzzleRows:
     try:
         with fs.open(p, "rb") as f:
             table = pacsv.read_csv(f, convert_options=opts)
-    except pa.ArrowInvalid as err:
-        raise PipelineError(f"{path}: not a readable CSV ({err})") from None
-    return _from_table(table, path)
+        return _from_table(table, path)        # arrow decodes the header's names only when they are read
+    except (pa.ArrowInvalid, UnicodeDecodeError) as err:
+        raise PipelineError(f"{path}: not a readable CSV ({type(err).__name__}: {err})") from None
 
 
 def read_hf(dataset_id: str) -> dict:
