@@ -13,7 +13,8 @@ def next_line(cfg, given: dict) -> str | None:
     task = cfg.task.name
     eval_stage = tasks.get(task).EVAL_STAGE if task in tasks.names() else "eval"
     size = int(cfg.task.get("size") or 0)
-    submission = storage.join(eval_results.output_dir(cfg, eval_results.ARC_DIR), "submission.json")
+    submission = storage.join(eval_results.output_dir(cfg, eval_results.ARC_DIR), "submission.json") \
+        if eval_stage == "eval_arc" else None
     if task == "sudoku":
         solve = f"{RUN} stage=solve {paths} solve.puzzle='<{size * size} characters: digits 1-{size}, a dot for a blank>'"
     else:     # a maze is easier drawn in a file, row by row
