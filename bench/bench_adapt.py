@@ -62,7 +62,8 @@ def pipeline(folder: Path, log: Path, *overrides: str) -> float:
 
 
 def passes(run_dir: Path) -> tuple:
-    metrics = json.loads((run_dir / "eval_arc" / "metrics.json").read_text())
+    # each run_dir holds one eval_arc evaluation: plain, or named by its checkpoint= folder and eval.ema=false
+    metrics = json.loads(next((run_dir / "eval_arc").glob("*/metrics.json")).read_text())
     return metrics["pass@1"], metrics["pass@2"]
 
 

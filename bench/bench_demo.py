@@ -40,8 +40,9 @@ def run_demo(task: str, seed: int, extra: list) -> dict:
                        cwd=folder, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wall = time.perf_counter() - start
         run = Path(folder) / "outputs" / f"demo_{task}" / "run"       # the demo preset's run_name
-        # the demo's one evaluation: run_dir/eval_arc/ or run_dir/eval/<name>/ (plain, or best where the preset says)
-        found = run / "eval_arc" / "metrics.json" if task == "arc" else next((run / "eval").glob("*/metrics.json"))
+        # the demo's one evaluation: run_dir/eval_arc/<name>/ or run_dir/eval/<name>/ (plain, or best where the
+        # preset says)
+        found = next((run / ("eval_arc" if task == "arc" else "eval")).glob("*/metrics.json"))
         metrics = json.loads(found.read_text())
         # The validation split's score at the periodic evaluation of the checkpoint the test split was scored
         # with (the final one, or best_ where the preset says checkpoint=best): exact accuracy, for ARC pass@2

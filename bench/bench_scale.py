@@ -173,7 +173,8 @@ def report(results: list, fs, args) -> None:
           f"repeated {repeated or 'none'}")
     if args.skip_eval:
         return
-    metrics = json.loads(fs.cat(f"{BUCKET}/run/eval_arc/metrics.json"))
+    name = f"steps{args.eval_steps}-aug{args.eval_num_aug}"     # pipeline.eval_results names eval_arc's folder
+    metrics = json.loads(fs.cat(f"{BUCKET}/run/eval_arc/{name}/metrics.json"))
     passes = "  ".join(f"pass@{k} {metrics[f'pass@{k}']:.4f}" for k in (1, 2) if f"pass@{k}" in metrics)
     print(f"eval_arc: {metrics['tasks']} tasks, {metrics['test_inputs']} test inputs, {metrics['predictions']:,} "
           f"predictions (max_steps {args.eval_steps}); {passes} (20 steps of training: a rehearsal, not a result)")

@@ -11,7 +11,7 @@ import errno
 import os
 import tempfile
 
-from pipeline import run_lock, storage
+from pipeline import eval_results, run_lock, storage
 from pipeline.errors import PipelineError
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -93,15 +93,14 @@ def remove_partial(cfg) -> list[str]:
     removed = []
     if cfg.stage in ("train", "all", "adapt"):
         removed += ckpt.remove_unfinished(cfg.run_dir)
-    for stage in ("eval", "eval_arc"):
-        out_dir = storage.join(cfg.run_dir, stage)
+    for stage in (eval_results.EVAL_DIR, eval_results.ARC_DIR):
+        # this evaluation's own folder (run_dir/<stage>/<name>/); the others kept beside it are not touched
+        out_dir = eval_results.output_dir(cfg, stage)
         if cfg.stage not in (stage, "all") or storage.exists(storage.join(out_dir, "metrics.json")):
             continue
-        # eval_arc re-scoring keeps the predictions it reads; otherwise the folder is this run's alone
-        partial = storage.join(out_dir, "votes") if stage == "eval_arc" and cfg.eval_arc.predictions else out_dir
-        if storage.exists(partial):
-            storage.remove(partial)
-            removed.append(partial)
+        if storage.exists(out_dir):
+            storage.remove(out_dir)
+            removed.append(out_dir)
     return removed
 
 

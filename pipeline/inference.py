@@ -171,6 +171,10 @@ def predict(ds, path: str, eval_cfg, passthrough: list, settings: "test_time.Set
     res = actor_resources(eval_cfg)
     log.info("inference with %s on %d %s actor(s), batch %d", path, res["actors"], res["device"].upper(),
              int(eval_cfg.batch_size))
+    # Each actor loads the weights itself from `path`: its constructor arguments are a few hundred bytes.
+    # The "constructor arguments in the object store and max_restarts > 0" line Ray's core prints at each
+    # evaluation is about Ray Data's own arguments (its DataContext and map function, put in the object
+    # store for every actor-pool map: ray-project/ray#57733); the restarts it warns about are kept.
     return ds.map_batches(
         Predictor, batch_size=int(eval_cfg.batch_size), batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=res["actors"]),

@@ -1,7 +1,7 @@
 """The command a user would run next, printed at the end of every stage (`pipeline.run.run_stage`)."""
 import re
 
-from pipeline import tasks
+from pipeline import eval_results, storage, tasks
 
 RUN = "python -m pipeline.run"
 
@@ -13,6 +13,8 @@ def next_line(cfg, given: dict) -> str | None:
     task = cfg.task.name
     eval_stage = tasks.get(task).EVAL_STAGE if task in tasks.names() else "eval"
     size = int(cfg.task.get("size") or 0)
+    submission = storage.join(eval_results.output_dir(cfg, eval_results.ARC_DIR), "submission.json") \
+        if eval_stage == "eval_arc" else None
     if task == "sudoku":
         solve = f"{RUN} stage=solve {paths} solve.puzzle='<{size * size} characters: digits 1-{size}, a dot for a blank>'"
     else:     # a maze is easier drawn in a file, row by row
@@ -27,10 +29,10 @@ def next_line(cfg, given: dict) -> str | None:
                   f"{RUN} stage={eval_stage} checkpoint={cfg.export.get('dir')} {paths}",
         "solve": f"{RUN} stage=solve {paths} solve.file=<a CSV with a question column, or one puzzle a line>",
         "eval": solve + f"   (or compare: {RUN} stage=eval {paths} eval.tta=8)",
-        "eval_arc": f"the two attempts per test input are in {cfg.run_dir}/eval_arc/submission.json; more "
+        "eval_arc": f"the two attempts per test input are in {submission}; more "
                     f"versions: {RUN} stage=eval_arc {paths} eval_arc.num_aug=<N>",
         "all": solve if eval_stage == "eval" else
-        f"the two attempts per test input are in {cfg.run_dir}/eval_arc/submission.json",
+        f"the two attempts per test input are in {submission}",
     }
     command = commands.get(cfg.stage)
     return None if command is None else "next: " + re.sub(r" {2,}(?=\S)", " ", command)

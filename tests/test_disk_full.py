@@ -28,14 +28,18 @@ def small_disk(tmp_path):
 
 def test_no_space_in_a_stage_is_one_line_naming_the_folder_and_its_partial_output_goes(small_disk, tmp_path):
     cfg = resolve_config(compose("stage=eval", f"data_dir={tmp_path / 'data'}", f"run_dir={small_disk / 'run'}"))
-    partial = small_disk / "run" / "eval" / "predictions"
+    kept = small_disk / "run" / "eval" / "tta8"                          # an earlier evaluation, kept apart
+    kept.mkdir(parents=True)
+    (kept / "metrics.json").write_text("{}")
+    partial = small_disk / "run" / "eval" / "plain" / "predictions"
     with pytest.raises(PipelineError) as err, disk_space.reported(cfg):
         partial.mkdir(parents=True)
         (partial / "part-000000.parquet").write_bytes(b"x" * 2**20)      # more than the disk holds
     message = str(err.value)
     assert "\n" not in message and message.startswith("no space left on device writing run_dir=")
-    assert f"{small_disk / 'run'} (eval/): 256.0 KiB free of 256.0 KiB" in message
-    assert not (small_disk / "run" / "eval").exists()                    # nothing half-written is left
+    assert f"{small_disk / 'run'} (eval/): 252.0 KiB free of 256.0 KiB" in message      # the kept one's page
+    assert not (small_disk / "run" / "eval" / "plain").exists()          # nothing half-written is left
+    assert (kept / "metrics.json").exists()                               # and the other evaluations stay
 
 
 def test_augment_filling_the_disk_keeps_the_previous_dataset(small_disk, ray_local):

@@ -1,5 +1,6 @@
 """stage=eval_arc end to end on four real ARC tasks: a checkpoint trained for two steps through stage=train,
-the submission's keys, votes and pass@K, re-scoring saved predictions (an oracle scores 1), mismatches."""
+the submission's keys, votes and pass@K, re-scoring saved predictions (an oracle scores 1), mismatches,
+each evaluation kept apart in run_dir/eval_arc/<name>/ with the results table across them."""
 import json
 import shutil
 
@@ -16,6 +17,7 @@ from tests.conftest import compose
 
 TRAINING, EVALUATION = ["0d3d703e", "25ff71a9"], ["6ea4a07e", "e633a9e5"]
 NUM_AUG = 3
+FIRST = f"aug{NUM_AUG - 1}"    # the fixture's evaluation: eval_arc.num_aug differs from the plain pass
 TINY_MODEL = ["model.hidden_size=32", "model.num_heads=2", "model.L_layers=1", "model.H_cycles=1", "model.L_cycles=1",
               "model.halt_max_steps=2", "model.puzzle_emb_len=2"]
 
@@ -49,25 +51,25 @@ def test_training_validates_with_the_voted_arc_metric(arc_run):
 def test_submission_covers_exactly_the_test_tasks_and_inputs(arc_run, shared_data):
     root, _, metrics = arc_run
     solutions = json.loads((shared_data / "arc" / "arc-agi_evaluation_solutions.json").read_text())
-    submission = json.loads((root / "run" / "eval_arc" / "submission.json").read_text())
+    submission = json.loads((root / "run" / "eval_arc" / FIRST / "submission.json").read_text())
     assert sorted(submission) == sorted(EVALUATION)
     for task_id, entries in submission.items():
         assert len(entries) == len(solutions[task_id])
         for entry in entries:
             assert sorted(entry) == ["attempt_1", "attempt_2"]
             assert all(np.asarray(g).ndim == 2 and np.asarray(g).max() <= 9 for g in entry.values())
-    saved = json.loads((root / "run" / "eval_arc" / "metrics.json").read_text())
+    saved = json.loads((root / "run" / "eval_arc" / FIRST / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(metrics))
     assert {f"pass@{k}" for k in (1, 2, 5, 10, 100, 1000)} <= set(metrics)
     # eval_arc.num_aug: the identity and the first NUM_AUG - 1 augmentations of the NUM_AUG built.
     assert pq.read_table(str(root / "data" / "test")).num_rows == sum(len(solutions[t]) for t in EVALUATION) * (1 + NUM_AUG)
-    rows = pq.read_table(str(root / "run" / "eval_arc" / "predictions")).to_pydict()
+    rows = pq.read_table(str(root / "run" / "eval_arc" / FIRST / "predictions")).to_pydict()
     assert sorted(set(rows["aug_index"])) == list(range(NUM_AUG)) and metrics["num_aug"] == NUM_AUG - 1
     assert metrics["predictions"] == len(rows["aug_index"]) == sum(len(solutions[t]) for t in EVALUATION) * NUM_AUG
     assert metrics["tasks"] == 2 and metrics["checkpoint"].endswith("checkpoint_00000002")
-    assert metrics["rendered"] == [str(root / "run" / "eval_arc" / "render" / "puzzle_000.png")]   # ARC pictures too
-    assert (root / "run" / "eval_arc" / "render" / "puzzle_000.png").read_bytes()[:4] == b"\x89PNG"
-    votes = pq.read_table(str(root / "run" / "eval_arc" / "votes")).to_pydict()
+    picture = root / "run" / "eval_arc" / FIRST / "render" / "puzzle_000.png"
+    assert metrics["rendered"] == [str(picture)] and picture.read_bytes()[:4] == b"\x89PNG"   # ARC pictures too
+    votes = pq.read_table(str(root / "run" / "eval_arc" / FIRST / "votes")).to_pydict()
     assert {"task_id", "example_index", "rank", "answer_hash", "count", "mean_confidence", "correct"} <= set(votes)
     assert set(votes["task_id"]) <= set(EVALUATION)
     # Each test input's counts add up to its valid predictions (at most one per version).
@@ -92,7 +94,8 @@ def test_rescoring_oracle_predictions_gives_full_marks(arc_run, tmp_path):
     metrics = run_stage(compose("stage=eval_arc", *paths, f"eval_arc.predictions={folder}"))
     assert metrics["pass@1"] == 1.0 and metrics["invalid_predictions"] == 0
     assert metrics["predictions_from"] == str(folder) and "checkpoint" not in metrics
-    submission = json.loads((root / "run" / "eval_arc" / "submission.json").read_text())
+    assert metrics["name"] == "rescored-" + tmp_path.name     # named by the folder holding the predictions
+    submission = json.loads((root / "run" / "eval_arc" / metrics["name"] / "submission.json").read_text())
     solutions = json.loads((root / "data" / "test_puzzles.json").read_text())
     for task_id, entries in submission.items():
         assert [e["attempt_1"] for e in entries] == [p["output"] for p in solutions[task_id]["test"]]
@@ -110,15 +113,26 @@ def test_checkpoint_of_other_data_is_refused(arc_run, tmp_path):
         run_stage(compose("stage=eval_arc", *paths, f"run_dir={tmp_path / 'empty'}"))
 
 
-def test_fewer_supervision_steps_answer_every_version(arc_run):
-    """eval.max_steps=1 (of N_sup 2) predicts every version after one step and records it; 0 is refused
-    before the previous results are touched."""
-    root, paths, _ = arc_run
+def test_fewer_supervision_steps_answer_every_version_kept_apart(arc_run, capsys):
+    """eval.max_steps=1 (of N_sup 2) predicts every version after one step and records it in its own folder,
+    beside the first evaluation, which is left as it was; 0 is refused before anything is touched. The
+    results table holds both rows, and the stage prints it."""
+    root, paths, first = arc_run
     with pytest.raises(PipelineError, match="eval.max_steps=0"):
         run_stage(compose("stage=eval_arc", *paths, "eval.max_steps=0"))
+    capsys.readouterr()
     metrics = run_stage(compose("stage=eval_arc", *paths, "eval.max_steps=1", "eval.batch_size=5"))
-    assert metrics["max_steps"] == 1
+    assert metrics["max_steps"] == 1 and metrics["name"] == "steps1"
     assert metrics["predictions"] == pq.read_table(str(root / "data" / "test")).num_rows
+    kept = json.loads((root / "run" / "eval_arc" / FIRST / "metrics.json").read_text())
+    assert kept == json.loads(json.dumps(first))
+    assert (root / "run" / "eval_arc" / "steps1" / "submission.json").exists()
+    table = json.loads((root / "run" / "eval_arc" / "results.json").read_text())
+    rows = {r["name"]: r for r in table}
+    assert {FIRST, "steps1"} <= set(rows)
+    assert rows["steps1"]["passes"]["pass@2"] == metrics["pass@2"] and rows[FIRST]["num_aug"] == NUM_AUG - 1
+    printed = capsys.readouterr().out
+    assert "results table" in printed and all(name in printed for name in (FIRST, "steps1"))
 
 
 def test_pass_at_k_shown_in_numeric_order_up_to_the_versions_voting():

@@ -81,7 +81,7 @@ def test_eval_arc_answers_every_new_task_from_the_adapted_checkpoint(adapted):
     root, _, _, common = adapted
     metrics = run_stage(compose("stage=eval_arc", "task=arc", "preset=none", *common, f"run_dir={root / 'run'}",
                                 "eval.batch_size=8"))
-    submission = json.loads((root / "run" / "eval_arc" / "submission.json").read_text())
+    submission = json.loads((root / "run" / "eval_arc" / "plain" / "submission.json").read_text())
     assert sorted(submission) == sorted(EVALUATION) and metrics["checkpoint"].endswith(ckpt.checkpoint_name(4))
 
 

@@ -21,8 +21,8 @@ def _eval_stage(cfg) -> str:
 
 
 def _eval_dir(cfg, stage: str) -> str:
-    """Where the evaluation stage writes: run_dir/eval/<name>/ (stage=eval) or run_dir/eval_arc/."""
-    return eval_results.output_dir(cfg) if stage == "eval" else storage.join(cfg.run_dir, stage)
+    """Where the evaluation stage writes: run_dir/eval/<name>/ or run_dir/eval_arc/<name>/."""
+    return eval_results.output_dir(cfg, stage)
 
 
 def stage_done(cfg, stage: str) -> bool:
@@ -74,10 +74,10 @@ def summary_lines(cfg, timings: dict) -> list:
               f"          evaluation metrics and predictions: {_eval_dir(cfg, stage)}"]
     if metrics.get("rendered"):
         lines.append(f"          puzzle PNGs (answer after each step): {posixpath.dirname(metrics['rendered'][0])}")
-    results = eval_results.read_results(cfg.run_dir) if stage == "eval" else []
+    results = eval_results.read_results(cfg.run_dir, stage)
     if len(results) > 1:
-        lines += ["evaluations kept in run_dir/eval/ (plain and each test-time setting, per checkpoint):",
-                  *("          " + line for line in eval_results.table_lines(results))]
+        lines += [f"evaluations kept in run_dir/{stage}/ (plain and each test-time setting, per checkpoint):",
+                  *("          " + line for line in eval_results.table_lines(results, stage))]
     lines += [f"wall time {sum(t for t in timings.values() if t):.0f} s", "=" * 72]
     return lines
 

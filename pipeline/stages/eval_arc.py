@@ -1,7 +1,7 @@
 """`stage=eval_arc`: ARC test-time augmentation, voting and pass@K for one checkpoint.
 
 `python -m pipeline.run stage=eval_arc task=arc [checkpoint=best|latest|<folder>] [eval_arc.num_aug=100]`
-`python -m pipeline.run stage=eval_arc task=arc eval_arc.predictions=<run_dir>/eval_arc/predictions` (re-score)
+`python -m pipeline.run stage=eval_arc task=arc eval_arc.predictions=<run_dir>/eval_arc/<name>/predictions` (re-score)
 
 Every test input of the test-subset tasks is predicted under each version of its task the model knows
 (the data stage's test split: identity first, then up to `eval_arc.num_aug` augmentations), on Ray
@@ -9,9 +9,12 @@ Data's actor pool. Each prediction is cropped at its end-of-grid marker, mapped 
 and hashed; Ray Data then groups them per (task, test input) and votes (`pipeline.arc_voting`). Nothing
 is gathered into one process but the few top answers per test input.
 
-Stateless: `run_dir/eval_arc/` is replaced on every run: `predictions/` (one row per prediction, enough to
-re-score without a model), `votes/` (per test input, its ranked distinct answers: hash, count, mean
-confidence, correct), `submission.json` (ARC Prize format) and `metrics.json` (pass@K), written last.
+Each evaluation is kept apart in `run_dir/eval_arc/<name>/`, `<name>` naming the settings that differ from
+the plain pass (`pipeline.eval_results`: `plain`, `aug100`, `best-steps8`, `rescored-<name>` for a
+re-scoring; the folder of the same name is replaced, the others kept), with a row in the results table
+`run_dir/eval_arc/results.json`: `predictions/` (one row per prediction, enough to re-score without a
+model), `votes/` (per test input, its ranked distinct answers: hash, count, mean confidence, correct),
+`submission.json` (ARC Prize format) and `metrics.json` (pass@K), written last.
 """
 import logging
 
@@ -19,7 +22,7 @@ import numpy as np
 import ray
 
 from augment import arc
-from pipeline import arc_voting, fingerprint, inference, reference_data, report, storage, test_time
+from pipeline import arc_voting, eval_results, fingerprint, inference, reference_data, report, storage, test_time
 from pipeline import checkpoints as ckpt
 from pipeline import dataset_format as fmt
 from pipeline.arc_identifiers import IDENTIFIER_FIELDS
@@ -50,7 +53,8 @@ def run(cfg) -> dict:
         raise PipelineError(f"data_dir={cfg.data_dir} holds a {manifest.get('task')!r} dataset; stage=eval_arc needs "
                             f"an ARC dataset (task=arc)")
     test_counts, truth = ground_truth(cfg.data_dir, manifest)
-    out_dir = storage.join(cfg.run_dir, "eval_arc")
+    name = eval_results.evaluation_name(cfg, eval_results.ARC_DIR)
+    out_dir = eval_results.output_dir(cfg, eval_results.ARC_DIR)
     predictions_dir = storage.join(out_dir, "predictions")
     info = {}
     if ea.predictions:
@@ -58,8 +62,8 @@ def run(cfg) -> dict:
         if not storage.list_files(predictions_dir, ".parquet"):
             raise PipelineError(f"eval_arc.predictions={ea.predictions}: no Parquet files under {predictions_dir}")
         info["predictions_from"] = predictions_dir
-        for name in ("metrics.json", "submission.json", "votes"):   # keep the predictions being re-scored
-            storage.remove(storage.join(out_dir, name))
+        # its own folder (rescored-<name>): the evaluation whose predictions are re-scored is left as it is
+        storage.remove(out_dir)
         init_ray(cfg.ray)
     else:
         # a reference run or imported ARC checkpoint gets its table rows by name (task.identifiers=)
@@ -68,7 +72,7 @@ def run(cfg) -> dict:
                                             given=reference_data.given(cfg))
         _, saved_manifest, meta = inference.checkpoint_info(path)
         ckpt.check_fits(path, saved_manifest, manifest, f"data_dir={cfg.data_dir}", also=IDENTIFIER_FIELDS)
-        storage.remove(out_dir)   # stateless: nothing from an earlier evaluation is pooled in
+        storage.remove(out_dir)   # nothing from an earlier evaluation with these settings is pooled in; others are kept
         init_ray(cfg.ray)
         info.update(checkpoint=path, checkpoint_step=meta.get("step"), ema=bool(cfg.eval.ema),
                     halt_on_q=bool(cfg.eval.halt_on_q), max_steps=cfg.eval.max_steps)
@@ -88,9 +92,14 @@ def run(cfg) -> dict:
     metrics["invalid_predictions"] = metrics["predictions"] - metrics.pop("valid_predictions")
     metrics["fingerprint"] = fingerprint.evaluation_fingerprint(cfg, "eval_arc", info.get("checkpoint"),
                                                                 info.get("checkpoint_step"), manifest)
+    metrics["name"] = name
     storage.write_json_atomic(storage.join(out_dir, "submission.json"), submission)
     storage.write_json_atomic(storage.join(out_dir, "metrics.json"), metrics)
     print_table(metrics, ks)
+    results = eval_results.record(cfg.run_dir, name, metrics, eval_results.ARC_DIR)
+    print("\n".join([f"results table ({eval_results.results_path(cfg.run_dir, eval_results.ARC_DIR)}):",
+                     *eval_results.table_lines(results, eval_results.ARC_DIR), f"this evaluation: {out_dir}"]),
+          flush=True)
     report.write_after_stage(cfg)
     return metrics
 
@@ -121,7 +130,7 @@ def predict_to_parquet(cfg, path: str, predictions_dir: str, settings: test_time
 
 def render_test_inputs(cfg, path: str, out_dir: str) -> list:
     """PNGs of the first `eval.render` test inputs as the model sees them (the identity version, on its canvas):
-    the answer after each supervision step and the target (`run_dir/eval_arc/render/`)."""
+    the answer after each supervision step and the target (`run_dir/eval_arc/<name>/render/`)."""
     from pipeline.stages.eval import render_puzzles
     ds = fmt.read_ray(storage.join(cfg.data_dir, "test"), ["inputs", "labels", "puzzle_identifier", "task_id",
                                                            "example_index", "aug_index"])
