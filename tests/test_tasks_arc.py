@@ -177,7 +177,7 @@ GOOD = {"train": [{"input": [[1, 2]], "output": [[2, 1]]}], "test": [{"input": [
      "task bad00001, train pair 0: input grid is 1x31"),
     ({"train": [{"input": [[1]], "output": [[1]]}], "test": [{"input": [[1, 10]]}]}, [[[1]]],
      "task bad00001, test pair 0: input grid has colour 10"),
-    (GOOD, [[[1]], [[2]]], "task bad00001, test: 1 test inputs but 2 solution grids"),
+    (GOOD, [[[1]], [[2]]], "task bad00001: 2 solution grids for the 1 test inputs"),
 ])
 def test_malformed_kaggle_files_name_file_task_and_pair(ray_local, make_cfg, tmp_path, task, solution, message):
     prefix = write_kaggle(tmp_path / "src", "evaluation", {"good0001": GOOD, "bad00001": task},
@@ -186,7 +186,8 @@ def test_malformed_kaggle_files_name_file_task_and_pair(ray_local, make_cfg, tmp
     data_dir = tmp_path / "data"
     with pytest.raises(PipelineError) as err:
         run_stage(make_cfg(*BASE, f"task.source={prefix}", f"data_dir={data_dir}"))
-    assert f"{prefix}_evaluation_challenges.json: {message}" in str(err.value)
+    blamed = "solutions" if "solution grids" in message else "challenges"     # the file that holds the fault
+    assert f"{prefix}_evaluation_{blamed}.json: {message}" in str(err.value)
     assert not fmt.dataset_complete(str(data_dir))
 
 
