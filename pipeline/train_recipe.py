@@ -28,6 +28,7 @@ from pipeline.metrics_log import read_metrics, write_curves
 from pipeline.progress import Board, DriverProgress
 from pipeline.ray_setup import init_ray
 from pipeline.train_loop import train_loop
+from trm.compile import COMPILE_MODES
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,9 @@ def _check_options(t, section: str) -> None:
     workers, batch = int(t["num_workers"]), int(t["global_batch_size"])
     if workers < 1 or batch < 1 or int(t["steps"]) < 1:
         raise PipelineError(f"{section}.num_workers, {section}.global_batch_size and {section}.steps must be positive")
+    for key, allowed in (("compile", ("auto", "true", "false")), ("compile_mode", COMPILE_MODES)):
+        if str(t.get(key, allowed[0])).lower() not in allowed:
+            raise PipelineError(f"{section}.{key}={t[key]}: not one of {', '.join(allowed)}")
     if batch % workers:
         raise PipelineError(f"{section}.global_batch_size={batch} must be a multiple of {section}.num_workers={workers} "
                             f"(each worker holds an equal share of the batch)")
