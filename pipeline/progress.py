@@ -106,8 +106,10 @@ class DriverProgress(_PolledBar):
         for record in evaluations:
             self.bar.write(evaluation_line(record), file=sys.stderr)
         if latest is not None:
-            shown = {"loss": "train/lm_loss", "acc": "train/accuracy", "samples/s": "train/samples_per_s"}
-            self.bar.set_postfix({k: f"{latest[v]:.3g}" for k, v in shown.items() if v in latest}, refresh=False)
+            shown = {"loss": "train/lm_loss", "acc": "train/accuracy", "samples/s": "train/samples_per_s",
+                     "tokens/s": "train/tokens_per_s", "MFU": "train/mfu"}    # MFU on a listed GPU only
+            self.bar.set_postfix({k: f"{100 * latest[v]:.1f}%" if k == "MFU" else f"{latest[v]:.3g}"
+                                  for k, v in shown.items() if v in latest}, refresh=False)
             self.bar.update(latest["step"] - self.bar.n)
 
 

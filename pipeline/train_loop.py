@@ -415,7 +415,8 @@ def train_loop(config: dict) -> None:
             optimizer.zero_grad()
         if ema is not None:
             ema.update(model)
-        sums = torch.stack([metrics[k] for k in TRAIN_METRICS] + [torch.tensor(float(need), device=device)])
+        new_examples = torch.tensor(float(need)).to(device, non_blocking=True)   # blocking would wait for the GPU
+        sums = torch.stack([metrics[k] for k in TRAIN_METRICS] + [new_examples])
         sums = HostCopy(_all_reduce_sum(sums.double()))
         halted = halted_copy.get()
         if pending is not None and rank == 0:

@@ -166,7 +166,9 @@ class TRM(nn.Module):
         if self.training and c.halt_max_steps > 1:
             batch = carry.steps.shape[0]
             explore = torch.rand(batch) < c.halt_exploration_prob
-            min_steps = (explore * torch.randint(2, c.halt_max_steps + 1, (batch,))).to(carry.steps.device)
+            min_steps = explore * torch.randint(2, c.halt_max_steps + 1, (batch,))
+            # non_blocking: staged at once, where a blocking copy to a GPU waits for the queued work
+            min_steps = min_steps.to(carry.steps.device, non_blocking=True)
         return {"puzzle_rows": rows, "min_steps": min_steps}
 
     def forward(self, carry: Carry, noise_std: float | None = None, noise: NoiseSource | None = None,
