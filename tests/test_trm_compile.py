@@ -40,7 +40,9 @@ def train(config: TRMConfig, compiled: bool, steps: int = STEPS, threads: int = 
 
 @pytest.fixture(scope="module")
 def compiled_run():
-    return train(CONFIG, compiled=True, threads=2)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    yield train(CONFIG, compiled=True, threads=2)
+    torch.use_deterministic_algorithms(deterministic)     # a compiled CPU step turns it on for the process
 
 
 def test_compiled_training_matches_eager_and_is_one_graph(compiled_run):
