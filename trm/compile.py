@@ -19,6 +19,7 @@ generated code in `TORCHINDUCTOR_CACHE_DIR` (FX graph and AOTAutograd caches), s
 compiling the same step reads it back instead of generating and building C++/Triton code again.
 """
 import time
+
 import torch
 
 from trm.carry import Carry
@@ -26,10 +27,6 @@ from trm.loss import act_loss
 from trm.model import TRM, TRMOutput
 
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "max-autotune", "reduce-overhead")
-
-
-def _carry(tensors: dict) -> Carry:
-    return Carry(**tensors)
 
 
 class SupervisionStep:
@@ -49,11 +46,11 @@ class SupervisionStep:
         self._graph = torch.compile(graph, fullgraph=True, dynamic=False, mode=mode) if compiled else graph
 
     def _forward(self, carry: dict, step_inputs: dict):
-        new_carry, out = self.model(_carry(carry), step_inputs=step_inputs)
+        new_carry, out = self.model(Carry(**carry), step_inputs=step_inputs)
         return new_carry.state_dict(), out.logits, out.q_halt
 
     def _with_loss(self, carry: dict, step_inputs: dict):
-        new_carry, out = self.model(_carry(carry), step_inputs=step_inputs)
+        new_carry, out = self.model(Carry(**carry), step_inputs=step_inputs)
         loss, metrics = act_loss(out, new_carry, self.model.config)
         return new_carry.state_dict(), out.logits, out.q_halt, loss, metrics
 
@@ -72,10 +69,9 @@ class SupervisionStep:
 
 
 def compile_pays(choice, device: torch.device) -> bool:
-    """`train.compile` / `eval.compile`: true | false | auto. `auto` compiles on CUDA always and on CPU
-    for the configurations where bench/bench_train.py measured the compiled step faster (all that were
-    measured: the demo, Sudoku-Extreme MLP and ARC attention sizes); MPS stays eager (inductor's MPS
-    backend is young)."""
+    """`train.compile` / `eval.compile`: true | false | auto. `auto` compiles on CUDA (as the reference) and
+    on CPU, where bench/bench_train.py --compile measured the compiled demo step faster (1.2x on 1 thread,
+    2-7x on 2; the paper sizes are not measured on CPU yet); MPS stays eager (inductor's MPS backend is young)."""
     if isinstance(choice, bool):
         return choice
     if str(choice).lower() in ("true", "false"):
