@@ -89,7 +89,7 @@ class Predictor:
             torch.set_num_threads(torch_threads(threads))   # the actor's CPU share, not the whole machine
         self.device = torch.device(device)
         self.model = load_model(path, use_ema, self.device)
-        compiled = compile_pays(compile, self.device)
+        compiled = compile_pays(compile, self.device, self.model.config)
         if compiled:   # one cache per GPU (actors on one node compile at once), shared by the CPU actors
             use_own_inductor_cache("eval-" + ("gpu" + "-".join(map(str, ray.get_gpu_ids())) if device == "cuda"
                                               else "cpu"))

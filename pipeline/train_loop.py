@@ -387,7 +387,7 @@ def train_loop(config: dict) -> None:
                                  wandb_project=config["wandb_project"], config=config["saved_config"])
 
     eval_every, checkpoint_every = int(t["eval_every"] or 0), int(t["checkpoint_every"] or 0)
-    compiled = compile_pays(t["compile"], device)
+    compiled = compile_pays(t["compile"], device, model_config)
     if compiled:
         use_own_inductor_cache(f"rank{rank}")
     train_step = SupervisionStep(model, loss=True, compiled=compiled, mode=str(t["compile_mode"]))

@@ -23,6 +23,7 @@ import time
 import torch
 
 from trm.carry import Carry
+from trm.config import TRMConfig
 from trm.loss import act_loss
 from trm.model import TRM, TRMOutput
 
@@ -68,15 +69,21 @@ class SupervisionStep:
         return (new_carry, out) if not self.loss else (new_carry, out, result[3], result[4])
 
 
-def compile_pays(choice, device: torch.device) -> bool:
-    """`train.compile` / `eval.compile`: true | false | auto. `auto` compiles on CUDA (as the reference) and
-    on CPU, where bench/bench_train.py --compile measured the compiled demo step faster (1.2x on 1 thread,
-    2-7x on 2; the paper sizes are not measured on CPU yet); MPS stays eager (inductor's MPS backend is young)."""
+# `auto` compiles on a CPU models narrower than this: bench/bench_train.py --compile measured the compiled
+# step faster at the demo's hidden 64 (1.2x on 1 thread, 2-7x on 2) and slower at the paper's hidden 512
+# (Sudoku-Extreme MLP, batch 1, 1 thread: 0.80x), where the matrix multiplies dominate and compiling saves
+# little but costs a minute or more.
+CPU_COMPILE_BELOW_HIDDEN = 512
+
+
+def compile_pays(choice, device: torch.device, config: TRMConfig) -> bool:
+    """`train.compile` / `eval.compile`: true | false | auto. `auto` compiles on CUDA (as the reference), on
+    CPU for models below `CPU_COMPILE_BELOW_HIDDEN` wide, never on MPS (inductor's MPS backend is young)."""
     if isinstance(choice, bool):
         return choice
     if str(choice).lower() in ("true", "false"):
         return str(choice).lower() == "true"
     if str(choice) != "auto":
         raise ValueError(f"compile must be auto, true or false, got {choice!r}")
-    return torch.device(device).type in ("cuda", "cpu")
-
+    kind = torch.device(device).type
+    return kind == "cuda" or (kind == "cpu" and config.hidden_size < CPU_COMPILE_BELOW_HIDDEN)
