@@ -14,7 +14,7 @@ import time
 import torch
 
 from trm import TRM, TRMConfig, act_loss, refill, resolve_device
-from trm.layers import swiglu_width
+from trm.flops import train_step_flops_per_sample
 
 SUDOKU = dict(seq_len=81, vocab_size=11, num_puzzle_identifiers=1)
 CONFIGS = {
@@ -24,23 +24,6 @@ CONFIGS = {
     "sudoku_att": TRMConfig(**SUDOKU),
 }
 BASELINE = "sudoku_att"
-
-
-def block_flops_per_sample(c: TRMConfig) -> float:
-    """Multiply-add FLOPs (2 per MAC) of one block application on one sample."""
-    L, D = c.total_len, c.hidden_size
-    channel_mlp = 3 * D * swiglu_width(D, c.expansion) * L
-    if c.mlp_t:
-        mixer = 3 * L * swiglu_width(L, c.expansion) * D
-    else:
-        mixer = 4 * D * D * L + 2 * L * L * D  # qkv + out projections, scores + weighted sum
-    return 2.0 * (mixer + channel_mlp)
-
-
-def step_flops_per_sample(c: TRMConfig) -> float:
-    calls = c.H_cycles * (c.L_cycles + 1)  # net calls per supervision step
-    with_grad = c.L_cycles + 1             # the last round, whose backward costs about twice its forward
-    return c.L_layers * block_flops_per_sample(c) * (calls + 2 * with_grad)
 
 
 def measure(config: TRMConfig, batch: int, steps: int, device: torch.device) -> float:
@@ -89,7 +72,7 @@ def main():
         config = CONFIGS[name]
         rate = measure(config, args.batch, args.steps, device)
         rates[name] = rate
-        gflops = rate * step_flops_per_sample(config) / 1e9
+        gflops = rate * train_step_flops_per_sample(config) / 1e9
         print(f"{name:14s} {rate:9.1f} samples/s  {args.batch / rate * 1e3:9.1f} ms/step  {gflops:7.1f} GFLOP/s",
               flush=True)
     if BASELINE in rates:

@@ -1,6 +1,14 @@
-"""Training throughput on CPU: Ray Train with 1 and 2 workers and 1 or 2 threads, against a plain torch loop.
+"""Training throughput on CPU: Ray Train with 1 and 2 workers and 1 or 2 threads, against a plain torch loop;
+with --compile, the eager against the compiled training step.
 
     python bench/bench_train.py [--steps 60] [--hidden 64] [--batch 32]
+    python bench/bench_train.py --compile [--sizes demo sudoku_mlp arc] [--threads 1 2] [--modes default]
+
+--compile: in one process, per size and thread count, the eager step and the compiled step of each torch.compile
+mode (`trm.compile.SupervisionStep`: refill from a host copy of halted, forward + ACT loss, backward, both
+optimisers, EMA), timed in interleaved rounds on the same model weights and data stream, with the compile time
+and the operations per step that would make a GPU host wait (item(), nonzero, unique: counted on CPU by a
+dispatch mode). Ratios are what this shared machine can give; absolute times are not.
 
 Builds a small 9x9 Sudoku dataset (stage=augment), then times the same model and data three ways:
 - plain: one process, no Ray, the examples in memory, the same persistent-carry step as the trainer;
@@ -80,12 +88,114 @@ def plain_step_seconds(data_dir: str, model_config, args) -> float:
     return statistics.median(times[5:]), statistics.mean(times[5:])
 
 
+# Sizes for --compile: the demo preset (6x6 Sudoku), the paper's Sudoku-Extreme MLP and ARC attention models.
+COMPILE_SIZES = {
+    "demo": (dict(seq_len=36, vocab_size=8, num_puzzle_identifiers=1, hidden_size=64, num_heads=2, H_cycles=2,
+                  L_cycles=2, halt_max_steps=4, puzzle_emb_len=4, halt_exploration_prob=0.5), 64),
+    "sudoku_mlp": (dict(seq_len=81, vocab_size=11, num_puzzle_identifiers=1000, mlp_t=True, pos_encodings="none"), 8),
+    "arc": (dict(seq_len=900, vocab_size=12, num_puzzle_identifiers=1000, L_cycles=4), 1),
+}
+SYNCING_OPS = ("aten::_local_scalar_dense", "aten::nonzero", "aten::_unique2", "aten::unique_dim",
+               "aten::masked_select")
+
+
+def count_syncs(run) -> int:
+    """Operations of one step that make a GPU host wait for the device (they need a value or a shape of a
+    result): item()/int() on a tensor, nonzero (boolean indexing), unique, masked_select; counted by the profiler."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        run.step()
+    return sum(e.count for e in profile.key_averages() if e.key in SYNCING_OPS)
+
+
+class Trainer:
+    """The training loop's step on synthetic data: halted slots take fresh random rows (a fixed stream)."""
+
+    def __init__(self, config, batch: int, compiled: bool, mode: str = "default", device: str = "cpu"):
+        from trm import EMA
+        from trm.compile import SupervisionStep
+        torch.manual_seed(0)
+        self.config, self.model = config, TRM(config, verbose=False).to(device)
+        self.optimizers = build_optimizers(self.model, lr=1e-4)
+        self.ema = EMA(self.model)
+        self.step_fn = SupervisionStep(self.model, loss=True, compiled=compiled, mode=mode)
+        self.carry = self.model.empty_carry(batch)
+        self.halted = self.carry.halted.clone()
+        self.generator = torch.Generator().manual_seed(1)
+        self.steps = 0
+
+    def step(self) -> None:
+        from trm.device import HostCopy
+        c, k = self.config, int(self.halted.sum())
+        rows = dict(inputs=torch.randint(1, c.vocab_size, (k, c.seq_len), generator=self.generator),
+                    labels=torch.randint(1, c.vocab_size, (k, c.seq_len), generator=self.generator),
+                    puzzle_identifiers=torch.randint(0, c.num_puzzle_identifiers, (k,), generator=self.generator))
+        self.carry = refill(self.carry, rows, halted=self.halted)
+        self.carry, _, loss, metrics = self.step_fn(self.carry)
+        halted = HostCopy(self.carry.halted)
+        loss.backward()
+        self.steps += 1
+        set_lr(self.optimizers, self.steps, warmup_steps=10, total_steps=10**6)
+        for optimizer in self.optimizers:
+            optimizer.step()
+            optimizer.zero_grad()
+        self.ema.update(self.model)
+        HostCopy(torch.stack(list(metrics.values())))
+        self.halted = halted.get()
+
+
+def compare_compile(args) -> None:
+    from trm import TRMConfig
+    print(f"\n# python bench/bench_train.py --compile --sizes {' '.join(args.sizes)} --threads "
+          f"{' '.join(map(str, args.threads))} --modes {' '.join(args.modes)} --rounds {args.rounds} --steps {args.steps}"
+          f"{'' if args.paper_batch is None else f' --paper-batch {args.paper_batch}'} "
+          f"(commit {commit_label()}, {os.cpu_count()} CPUs, torch {torch.__version__})")
+    print("CPU, machine shared with other jobs: only the ratios (interleaved rounds, one process) are meaningful")
+    print(f"{'size':<11} {'batch':>5} {'thr':>3} {'step':<30} {'compile s':>9} {'median ms/step':>15} "
+          f"{'vs eager':>8} {'syncs/step':>10}")
+    for size in args.sizes:
+        fields, batch = COMPILE_SIZES[size]
+        batch = batch if size == "demo" or args.paper_batch is None else args.paper_batch
+        config = TRMConfig(**fields)
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            runs = {"eager": Trainer(config, batch, compiled=False)}
+            runs.update({f"compiled ({mode})": Trainer(config, batch, compiled=True, mode=mode) for mode in args.modes})
+            compile_s, syncs = {}, {}
+            for name, run in runs.items():
+                began = time.perf_counter()
+                run.step()                          # warm-up: compiles the compiled ones
+                compile_s[name] = time.perf_counter() - began if name != "eager" else None
+                syncs[name] = count_syncs(run)
+            times = {name: [] for name in runs}
+            for _ in range(args.rounds):             # interleaved: the machine's load hits every variant alike
+                for name, run in runs.items():
+                    began = time.perf_counter()
+                    for _ in range(args.steps):
+                        run.step()
+                    times[name].append((time.perf_counter() - began) / args.steps)
+            eager = statistics.median(times["eager"])
+            for name in runs:
+                median = statistics.median(times[name])
+                first = "-" if compile_s[name] is None else f"{compile_s[name]:.1f}"
+                print(f"{size:<11} {batch:>5} {threads:>3} {name:<30} {first:>9} {1000 * median:>15.1f} "
+                      f"{eager / median:>7.2f}x {syncs[name]:>10}", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=60, help="steps per run (--compile: per round and variant)")
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--compile", action="store_true", help="eager vs compiled training step (see above)")
+    parser.add_argument("--sizes", nargs="+", default=list(COMPILE_SIZES), choices=list(COMPILE_SIZES))
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--modes", nargs="+", default=["default"], help="torch.compile modes to try")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--paper-batch", type=int, default=None, help="batch of the sudoku_mlp and arc sizes "
+                        "(default 8 and 1: a CPU step of a few seconds)")
     args = parser.parse_args()
+    if args.compile:
+        return compare_compile(args)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")

@@ -17,9 +17,10 @@ from pipeline import checkpoints as ckpt
 from pipeline import reference_checkpoint
 from pipeline import storage, test_time
 from pipeline.errors import PipelineError
-from pipeline.ray_setup import torch_threads
+from pipeline.ray_setup import torch_threads, use_own_inductor_cache
 from pipeline.train_loop import to_examples
 from trm import TRM, Carry, evaluate_batch, refill
+from trm.compile import SupervisionStep, compile_pays
 from trm.noise import RowKeyedNormal
 
 log = logging.getLogger(__name__)
@@ -95,11 +96,17 @@ class Predictor:
 
     def __init__(self, path: str, use_ema: bool, halt_on_q: bool, device: str, threads: int, passthrough: list,
                  settings: test_time.Settings | None = None, task: str | None = None, size: int | None = None,
-                 record_steps: bool = False):
+                 record_steps: bool = False, compile: str = "false", batch_size: int | None = None):
         if device == "cpu":
             torch.set_num_threads(torch_threads(threads))   # the actor's CPU share, not the whole machine
         self.device = torch.device(device)
         self.model = load_model(path, use_ema, self.device)
+        compiled = compile_pays(compile, self.device, self.model.config)
+        if compiled:   # one cache per GPU (actors on one node compile at once), shared by the CPU actors
+            use_own_inductor_cache("eval-" + ("gpu" + "-".join(map(str, ray.get_gpu_ids())) if device == "cuda"
+                                              else "cpu"))
+        self.step = SupervisionStep(self.model, loss=False, compiled=compiled)
+        self.batch_size = batch_size    # a compiled step's one shape: the last, smaller batch is padded to it
         self.halt_on_q, self.passthrough = halt_on_q, passthrough
         self.settings, self.task, self.size = settings or test_time.Settings(), task, size
         self.record_steps = record_steps
@@ -116,7 +123,8 @@ class Predictor:
         examples = {k: v.to(self.device) for k, v in to_examples(copies).items()}
         noise = RowKeyedNormal(test_time.noise_keys(s.seed, hashes, s.copies)) if s.noise else None
         result = evaluate_batch(self.model, examples, halt_on_q=self.halt_on_q, max_steps=s.max_steps,
-                                noise_std=s.noise or None, noise=noise)
+                                noise_std=s.noise or None, noise=noise, step=self.step,
+                                pad_to=self.batch_size * s.copies if self.step.compiled and self.batch_size else None)
         step_preds = test_time.map_back(versions, s.tta, s.trajectories,
                                         result.per_step["preds"].cpu().numpy().astype(np.uint8))
         n_steps = len(step_preds)
@@ -181,7 +189,8 @@ def predict(ds, path: str, eval_cfg, passthrough: list, settings: "test_time.Set
         num_cpus=res["num_cpus"], num_gpus=res["num_gpus"],
         fn_constructor_kwargs=dict(path=path, use_ema=bool(eval_cfg.ema), halt_on_q=bool(eval_cfg.halt_on_q),
                                    device=res["device"], threads=res["threads"], passthrough=list(passthrough),
-                                   settings=settings, task=task, size=size, record_steps=record_steps))
+                                   settings=settings, task=task, size=size, record_steps=record_steps,
+                                   compile=str(eval_cfg.get("compile", "auto")), batch_size=int(eval_cfg.batch_size)))
 
 
 @torch.inference_mode()

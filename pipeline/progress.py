@@ -60,6 +60,14 @@ def evaluation_line(record: dict) -> str:
             + f", token {100 * record['eval/accuracy']:.1f} %" + voted)
 
 
+def train_postfix(record: dict) -> dict:
+    """The progress line's fields from a training record: loss, accuracy, samples/s, tokens/s, and the MFU
+    where the record has one (on a GPU of `trm.device.PEAK_BF16_TFLOPS`)."""
+    shown = {"loss": "train/lm_loss", "acc": "train/accuracy", "samples/s": "train/samples_per_s",
+             "tokens/s": "train/tokens_per_s", "MFU": "train/mfu"}
+    return {k: f"{100 * record[v]:.1f}%" if k == "MFU" else f"{record[v]:.3g}" for k, v in shown.items() if v in record}
+
+
 class _PolledBar:
     """Context manager: a tqdm bar in the driver, redrawn by a thread that calls `_show` every poll."""
 
@@ -106,8 +114,7 @@ class DriverProgress(_PolledBar):
         for record in evaluations:
             self.bar.write(evaluation_line(record), file=sys.stderr)
         if latest is not None:
-            shown = {"loss": "train/lm_loss", "acc": "train/accuracy", "samples/s": "train/samples_per_s"}
-            self.bar.set_postfix({k: f"{latest[v]:.3g}" for k, v in shown.items() if v in latest}, refresh=False)
+            self.bar.set_postfix(train_postfix(latest), refresh=False)
             self.bar.update(latest["step"] - self.bar.n)
 
 

@@ -29,6 +29,24 @@ def torch_threads(cpus: float) -> int:
     return max(1, min(int(cpus), cores))
 
 
+INDUCTOR_CACHE_PREFIX = "trm-"
+
+
+def use_own_inductor_cache(name: str) -> str:
+    """Point this process's torch inductor cache (compiled graphs' code, FX graph and AOTAutograd caches) at
+    a folder of its own, `<base>/trm-<name>`, and return it. Processes compiling at once on one node race on a
+    shared cache (pytorch issue 153791); a stable name (the rank) lets the same command's rerun read its
+    compiled code back instead of compiling again. <base>: TORCHINDUCTOR_CACHE_DIR as set for the run, else
+    torch's default (the temp folder's torchinductor_<user>)."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    base = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or default_cache_dir()
+    if os.path.basename(base.rstrip("/")).startswith(INDUCTOR_CACHE_PREFIX):    # set earlier in this process
+        base = os.path.dirname(base.rstrip("/"))
+    folder = os.path.join(base, INDUCTOR_CACHE_PREFIX + name)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = folder
+    return folder
+
+
 # Ray's warnings that are expected here and alarm users for nothing: the evaluation stages' inference
 # actors hold CPUs while their own Ray Data reads wait for one (not a hang), and the stages turn Ray Data's
 # per-read bars off on purpose.

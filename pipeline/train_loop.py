@@ -35,11 +35,14 @@ from pipeline import arc_validation, storage
 from pipeline import checkpoints as ckpt
 from pipeline.metrics_log import MetricsLog
 from pipeline.progress import Poster
-from pipeline.ray_setup import apply_train_log_level, quiet_expected_ray_warnings, torch_threads
+from pipeline.ray_setup import apply_train_log_level, quiet_expected_ray_warnings, torch_threads, use_own_inductor_cache
 from pipeline.sampling import GroupSampler
 from pipeline.split_reader import SplitFiles
 from trm import EMA, TRM, Carry, TRMConfig, act_loss, average_gradients, build_optimizers, evaluate_batch
 from trm import load_training_state, refill, set_lr, training_state
+from trm.compile import SupervisionStep, compile_pays
+from trm.device import HostCopy, peak_flops
+from trm.flops import train_step_flops_per_sample
 
 log = logging.getLogger(__name__)
 
@@ -171,25 +174,43 @@ def load_eval_examples(split: SplitFiles, limit: int | None, rank: int, world: i
     return to_examples({k: mine[k] for k in COLUMNS}), side
 
 
-def evaluate(model: TRM, ema: EMA | None, examples: dict | None, batch_size: int, device,
+class Evaluator:
+    """The periodic evaluation's model (the EMA weights copied into one model kept for the run, or the
+    model itself) and its supervision step, compiled once per run when `compiled`."""
+
+    def __init__(self, model: TRM, ema: EMA | None, compiled: bool, mode: str):
+        self.model, self.ema, self.compiled, self.mode = model, ema, compiled, mode
+        self.evaluated, self.step = None, None
+
+    def prepare(self) -> tuple[TRM, SupervisionStep]:
+        if self.ema is not None:
+            self.evaluated = self.ema.copy_model(self.model, into=self.evaluated)
+        elif self.evaluated is None:
+            self.evaluated = self.model
+        if self.step is None:
+            self.step = SupervisionStep(self.evaluated, loss=False, compiled=self.compiled, mode=self.mode)
+        return self.evaluated, self.step
+
+
+def evaluate(evaluator: Evaluator, examples: dict | None, batch_size: int, device,
              arc_rows: dict | None = None, arc: bool = False) -> dict:
     """Exact and token accuracy after all N_sup steps and per step, on the EMA weights, summed over ranks;
     for ARC (`arc`) also pass@1/2 after voting over each validation input's versions (`arc_rows`: this
     rank's rows' ARC columns)."""
-    n_sup = model.config.halt_max_steps
+    n_sup = evaluator.model.config.halt_max_steps
     sums = torch.zeros(1 + 3 * n_sup, dtype=torch.float64, device=device)
     preds, q_halt = [], []
     if examples is not None and len(examples["inputs"]):
-        evaluated = ema.copy_model(model) if ema is not None else model
+        evaluated, step = evaluator.prepare()
         for start in range(0, len(examples["inputs"]), batch_size):
-            result = evaluate_batch(evaluated, {k: v[start:start + batch_size] for k, v in examples.items()})
+            result = evaluate_batch(evaluated, {k: v[start:start + batch_size] for k, v in examples.items()},
+                                    step=step, pad_to=batch_size if evaluator.compiled else None)
             sums += torch.cat([torch.tensor([float(result.count)], device=device),
                                result.per_step["accuracy"].double(), result.per_step["exact_accuracy"].double(),
                                result.per_step["q_halt_accuracy"].double()])
             if arc:
                 preds.append(result.preds.cpu().numpy().astype(np.uint8))
                 q_halt.append(result.q_halt.float().cpu().numpy())
-        del evaluated
     sums = _all_reduce_sum(sums).cpu()
     count = sums[0].item()
     if count == 0:
@@ -219,16 +240,33 @@ def selection_metric(eval_metrics: dict):
     return eval_metrics.get("eval/pass@2", eval_metrics.get("eval/exact_accuracy"))
 
 
-def _train_record(step: int, sums: torch.Tensor, global_batch: int, lr: float, seconds: float, epoch: int) -> dict:
+def _train_record(step: int, sums: torch.Tensor, global_batch: int, lr: float, seconds: float, epoch: int,
+                  throughput: dict) -> dict:
+    """The step's metrics.jsonl line. `throughput`: tokens per sample, FLOPs per sample and the cluster's peak
+    FLOP/s (None off the GPUs of `trm.device.PEAK_BF16_TFLOPS`: no MFU then)."""
     values = dict(zip(TRAIN_METRICS + ("new_examples",), sums.tolist()))
+    samples_per_s = global_batch / max(seconds, 1e-9)
     record = {"step": step, "time": time.time(), "train/lr": lr, "train/lm_loss": values["lm_loss"] / global_batch,
               "train/q_halt_loss": values["q_halt_loss"] / global_batch, "train/count": values["count"],
               "train/new_examples": values["new_examples"], "train/epoch": epoch,
-              "train/samples_per_s": global_batch / max(seconds, 1e-9)}
+              "train/samples_per_s": samples_per_s, "train/tokens_per_s": samples_per_s * throughput["tokens"]}
+    if throughput["peak_flops"]:
+        record["train/mfu"] = samples_per_s * throughput["flops"] / throughput["peak_flops"]
     if values["count"] > 0:
         for key in ("accuracy", "exact_accuracy", "q_halt_accuracy", "steps"):
             record[f"train/{key}"] = values[key] / values["count"]
     return record
+
+
+def _finish(pending: tuple, global_batch: int, throughput: dict) -> dict:
+    """The record of a step from (step, its HostCopy of the metric sums, lr, seconds, epoch, extra entries)."""
+    step, sums, lr, seconds, epoch, extra = pending
+    return {**_train_record(step, sums.get(), global_batch, lr, seconds, epoch, throughput), **extra}
+
+
+def _log(metrics_log: MetricsLog, progress: Poster, record: dict) -> None:
+    metrics_log.log(record)
+    progress.post(record)
 
 
 def _save(step, model, optimizers, ema, carry, stream, best_metric, improved, eval_metrics, config, rank, world,
@@ -349,12 +387,22 @@ def train_loop(config: dict) -> None:
                                  wandb_project=config["wandb_project"], config=config["saved_config"])
 
     eval_every, checkpoint_every = int(t["eval_every"] or 0), int(t["checkpoint_every"] or 0)
+    compiled = compile_pays(t["compile"], device, model_config)
+    if compiled:
+        use_own_inductor_cache(f"rank{rank}")
+    train_step = SupervisionStep(model, loss=True, compiled=compiled, mode=str(t["compile_mode"]))
+    evaluator = Evaluator(model, ema, compiled, str(t["compile_mode"]))
+    throughput = {"tokens": model_config.seq_len, "flops": train_step_flops_per_sample(model_config),
+                  "peak_flops": peak_flops(device)}
+    halted = carry.halted.cpu()     # then each step's copy, started after its forward, read at the next step
+    pending = None                  # the previous step's record inputs: logged one step late, once its sums arrived
+    eval_compile_logged = False
     while step < total_steps:
         began = time.perf_counter()
-        need = int(carry.halted.sum())
-        carry = refill(carry, stream.take(need))
-        carry, out = model(carry)
-        loss, metrics = act_loss(out, carry, model_config)
+        need = int(halted.sum())
+        carry = refill(carry, stream.take(need), halted=halted)
+        carry, _, loss, metrics = train_step(carry)
+        halted_copy = HostCopy(carry.halted)
         loss.backward()
         average_gradients(model)
         step += 1
@@ -367,26 +415,38 @@ def train_loop(config: dict) -> None:
             optimizer.zero_grad()
         if ema is not None:
             ema.update(model)
-        sums = torch.stack([metrics[k] for k in TRAIN_METRICS] + [torch.tensor(float(need), device=device)])
-        sums = _all_reduce_sum(sums.double()).cpu()
-        record = _train_record(step, sums, global_batch, lr, time.perf_counter() - began, stream.epoch)
-        record.update(io_seconds)
+        new_examples = torch.tensor(float(need)).to(device, non_blocking=True)   # blocking would wait for the GPU
+        sums = torch.stack([metrics[k] for k in TRAIN_METRICS] + [new_examples])
+        sums = HostCopy(_all_reduce_sum(sums.double()))
+        halted = halted_copy.get()
+        if pending is not None and rank == 0:
+            _log(metrics_log, progress, _finish(pending, global_batch, throughput))
+        extra = dict(io_seconds)
+        if step == start_step + 1 and compiled:
+            extra["train/compile_s"] = train_step.compile_seconds
+            if rank == 0:
+                log.info("compiled the training step in %.1f s (train.compile=%s)", train_step.compile_seconds,
+                         t["compile"])
+        pending = (step, sums, lr, time.perf_counter() - began, stream.epoch, extra)
         io_seconds = {}
         _maybe_fail(config, step, rank, world)
 
         eval_metrics, improved = {}, False
         if eval_every and (step % eval_every == 0 or step == total_steps) and config["has_eval"]:
-            eval_metrics = evaluate(model, ema, eval_examples, max(1, global_batch // world), device, arc_rows, arc)
+            eval_metrics = evaluate(evaluator, eval_examples, max(1, global_batch // world), device, arc_rows, arc)
+            if compiled and not eval_compile_logged:      # the first evaluation compiled the step
+                eval_metrics["eval/compile_s"], eval_compile_logged = evaluator.step.compile_seconds, True
             score = selection_metric(eval_metrics)
             # Strictly better only: a tie keeps the earlier copy instead of uploading another one.
             improved = score is not None and (best_metric is None or score > best_metric)
             if improved:
                 best_metric = score
-            record.update(eval_metrics)
-        if rank == 0:
-            metrics_log.log(record)
-            progress.post(record)
         due = (checkpoint_every and step % checkpoint_every == 0) or step == total_steps or bool(eval_metrics)
+        if eval_metrics or due:     # the record now, with the evaluation's results and before the checkpoint
+            record = {**_finish(pending, global_batch, throughput), **eval_metrics}
+            pending = None
+            if rank == 0:
+                _log(metrics_log, progress, record)
         if due:
             io_seconds = _save(step, model, optimizers, ema, carry, stream, best_metric, improved, eval_metrics,
                                config, rank, world, metrics_log, record)

@@ -28,6 +28,7 @@ from pipeline.metrics_log import read_metrics, write_curves
 from pipeline.progress import Board, DriverProgress
 from pipeline.ray_setup import init_ray
 from pipeline.train_loop import train_loop
+from trm.compile import COMPILE_MODES
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,9 @@ def _check_options(t, section: str) -> None:
     workers, batch = int(t["num_workers"]), int(t["global_batch_size"])
     if workers < 1 or batch < 1 or int(t["steps"]) < 1:
         raise PipelineError(f"{section}.num_workers, {section}.global_batch_size and {section}.steps must be positive")
+    for key, allowed in (("compile", ("auto", "true", "false")), ("compile_mode", COMPILE_MODES)):
+        if str(t.get(key, allowed[0])).lower() not in allowed:
+            raise PipelineError(f"{section}.{key}={t[key]}: not one of {', '.join(allowed)}")
     if batch % workers:
         raise PipelineError(f"{section}.global_batch_size={batch} must be a multiple of {section}.num_workers={workers} "
                             f"(each worker holds an equal share of the batch)")
@@ -164,11 +168,15 @@ def summarize(run_dir: str) -> dict:
     records = read_metrics(run_dir)
     last = records[-1] if records else {}
     evals = [r for r in records if "eval/exact_accuracy" in r]
-    speeds = [r["train/samples_per_s"] for r in records[len(records) // 2:] if "train/samples_per_s" in r]
+    later = records[len(records) // 2:]     # past the start (compiling, warm-up)
+    mean = lambda key: (sum(r[key] for r in later if key in r) / n  # noqa: E731
+                        if (n := sum(key in r for r in later)) else None)
+    compiled = [r["train/compile_s"] for r in records if "train/compile_s" in r]
     return {
         "run_dir": run_dir, "step": last.get("step", 0), "lm_loss": last.get("train/lm_loss"),
         "eval_exact_accuracy": evals[-1]["eval/exact_accuracy"] if evals else None,
-        "samples_per_s": sum(speeds) / len(speeds) if speeds else None,
+        "samples_per_s": mean("train/samples_per_s"), "tokens_per_s": mean("train/tokens_per_s"),
+        "mfu": mean("train/mfu"), "compile_s": compiled[-1] if compiled else None,
         "latest_checkpoint": ckpt.latest_checkpoint(run_dir), "best_checkpoint": ckpt.best_checkpoint(run_dir),
     }
 

@@ -79,6 +79,9 @@ def ray_local():
     ray.shutdown()
 
 
+EAGER = ("train.compile=false", "eval.compile=false")
+
+
 @pytest.fixture(scope="session")
 def sudoku_run(ray_local, tmp_path_factory):
     """A tiny Sudoku checkpoint trained through stage=train (shared by test_eval and test_report: one training).
@@ -94,11 +97,14 @@ def sudoku_run(ray_local, tmp_path_factory):
 
 
 def compose(*overrides: str):
-    """The pipeline's Hydra config with overrides, as the CLI would build it."""
+    """The pipeline's Hydra config with overrides, as the CLI would build it, but eager unless an override
+    says otherwise: compiling a model costs 5-60 s on a CPU, once per test (tests/test_trm_compile.py and
+    the tests naming train.compile or eval.compile cover the compiled path)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
+    eager = [o for o in EAGER if not any(given.lstrip("+").startswith(o.split("=")[0] + "=") for given in overrides)]
     with initialize_config_module(config_module="pipeline.conf", version_base=None):
-        return hydra_compose(config_name="config", overrides=list(overrides))
+        return hydra_compose(config_name="config", overrides=[*eager, *overrides])
 
 
 @pytest.fixture

@@ -150,6 +150,27 @@ def test_plain_test_time_settings_reproduce_the_single_pass_bit_for_bit(sudoku_r
             assert np.array_equal(out["step_exact_sum"][0], plain.per_step["exact_accuracy"].double().numpy())
 
 
+def test_compiled_inference_answers_as_eager(sudoku_run, monkeypatch, tmp_path):
+    """stage=eval and eval_arc's Predictor with eval.compile=true: the eager answers, the last batch padded to
+    the batch size (24 rows in batches of 16: one compiled shape)."""
+    root, _ = sudoku_run
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))   # the Predictor points it at its own
+    path = inference.resolve_checkpoint(None, str(root / "run"))
+    rows = _table(root / "data" / "test")
+    batch = {k: np.array(rows[k]) for k in ("inputs", "labels", "puzzle_identifier")}
+    outputs = [inference.Predictor(path, True, False, "cpu", 1, passthrough=[], task="sudoku", size=6,
+                                   compile=compile, batch_size=16)
+               for compile in ("false", "true")]
+    assert not outputs[0].step.compiled and outputs[1].step.compiled
+    eager, compiled = ({**predictor({k: v[:16] for k, v in batch.items()}),
+                        "rest": predictor({k: v[16:] for k, v in batch.items()})} for predictor in outputs)
+    for out_e, out_c in ((eager, compiled), (eager["rest"], compiled["rest"])):
+        for key in ("preds", "answer_step", "exact", "halt_step", "step_exact_sum"):
+            assert np.array_equal(out_e[key], out_c[key]), key
+        np.testing.assert_allclose(out_c["q_halt"], out_e["q_halt"], rtol=1e-5, atol=1e-5)
+    assert len(compiled["rest"]["preds"]) == 8
+
+
 def test_test_time_settings_score_every_selector_from_one_run(sudoku_run, capsys):
     root, paths = sudoku_run
     options = ["eval.max_steps=5", "eval.trajectories=3", "eval.noise=0.3", "eval.tta=2", "eval.batch_size=7",

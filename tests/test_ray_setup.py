@@ -1,4 +1,5 @@
 """init_ray: a local Ray started by the pipeline is found by its own processes even beside another Ray."""
+import os
 import subprocess
 import sys
 
@@ -44,3 +45,14 @@ def test_train_log_level_reaches_ray_trains_report_logger():
         assert context.logger.isEnabledFor(logging.INFO)
     finally:
         context.logger.setLevel(before)
+
+
+def test_each_process_compiles_into_its_own_stable_inductor_cache(monkeypatch, tmp_path):
+    """Ranks on one node get separate folders (a shared one races: pytorch issue 153791); the same name gets
+    the same folder again (a rerun reads its cache back), however often it is set in one process."""
+    from pipeline.ray_setup import use_own_inductor_cache
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    assert use_own_inductor_cache("rank1") == str(tmp_path / "trm-rank1") == os.environ["TORCHINDUCTOR_CACHE_DIR"]
+    assert use_own_inductor_cache("rank0") == str(tmp_path / "trm-rank0")
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    assert os.path.basename(use_own_inductor_cache("rank0")) == "trm-rank0"

@@ -163,6 +163,9 @@ def test_two_workers_complete_and_loss_falls(baseline):
     assert "testing-secret-key" not in open(os.path.join(latest, ckpt.CONFIG)).read()
     assert os.path.getsize(os.path.join(run_dir, "curves.png")) > 1000
     assert summary["step"] == STEPS and summary["samples_per_s"] > 0
+    # Throughput: tokens/s from samples/s; no MFU on a CPU (no peak to divide by); eager here (no compile time).
+    assert all(r["train/tokens_per_s"] == r["train/samples_per_s"] * SEQ_LEN for r in records)
+    assert not any("train/mfu" in r or "train/compile_s" in r for r in records) and summary["mfu"] is None
 
 
 def test_rerun_of_complete_run_does_nothing(baseline, tiny_data):

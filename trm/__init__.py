@@ -30,6 +30,11 @@ A training step with the reference's persistent carry (every call is one supervi
     state = training_state(model, optimizers, step, ema=ema, carry=carry)  # torch.save(state, f)
     step, carry = load_training_state(torch.load(f, weights_only=True), model, optimizers, ema=ema)
 
+The same step compiled into one graph (`trm.compile`; the eager path above stays the reference's, bit for bit)::
+
+    step = SupervisionStep(model, loss=True, compiled=True)    # fullgraph torch.compile, static shapes
+    carry, out, loss, metrics = step(carry)                     # in place of model(carry) + act_loss
+
 Evaluation (all N_sup steps from fresh carries, EMA weights, raw puzzle table as the reference)::
 
     result = evaluate_batch(ema.copy_model(model), batch, halt_on_q=False)
@@ -39,6 +44,7 @@ Per-step learning rates are also available as `lr_at(step, base_lr, warmup_steps
 lr_min_ratio)`; each param group keeps its `base_lr`.
 """
 from trm.carry import Carry, refill
+from trm.compile import SupervisionStep
 from trm.config import TRMConfig
 from trm.device import forward_dtype_for, resolve_device
 from trm.ema import EMA
@@ -52,5 +58,5 @@ __all__ = [
     "TRM", "TRMConfig", "TRMOutput", "Carry", "refill", "act_loss", "stablemax_cross_entropy",
     "softmax_cross_entropy", "AdamAtan2", "SparseSignSGD", "build_optimizers", "lr_at", "set_lr",
     "average_gradients", "EMA", "training_state", "load_training_state", "evaluate_batch", "EvalResult",
-    "resolve_device", "forward_dtype_for",
+    "resolve_device", "forward_dtype_for", "SupervisionStep",
 ]

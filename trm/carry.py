@@ -50,7 +50,7 @@ class Carry:
         return cls(**{f.name: state[f.name] for f in fields(cls)})
 
 
-def refill(carry: Carry, examples: dict) -> Carry:
+def refill(carry: Carry, examples: dict, halted: torch.Tensor | None = None) -> Carry:
     """Give each halted slot, in slot order, the next row of `examples`; other slots are untouched.
 
     `examples` holds `inputs` [k, seq_len], `labels` [k, seq_len] (-100 = ignored: map the padding
@@ -58,8 +58,13 @@ def refill(carry: Carry, examples: dict) -> Carry:
     `puzzle_identifiers` [k], integer tensors or arrays, with k = number of halted slots exactly (a
     ValueError otherwise). Refilled slots get steps 0 (the model restarts them from H_init / L_init) and
     halted False. Returns a new Carry; the argument is not modified.
+
+    `halted`: `carry.halted` already on the host (a copy started earlier, e.g. `trm.device.HostCopy`), so
+    that refilling never waits for the device; None copies it here. The rows are placed by `torch.where`
+    over a full batch of candidates built on the host, so the device sees no data-dependent shape.
     """
-    slots = torch.nonzero(carry.halted, as_tuple=True)[0]
+    halted_host = carry.halted.cpu() if halted is None else halted
+    slots = torch.nonzero(halted_host, as_tuple=True)[0]
     for key in EXAMPLE_KEYS:
         if key not in examples:
             raise ValueError(f"refill: examples lack {key!r} (need {EXAMPLE_KEYS})")
@@ -67,13 +72,12 @@ def refill(carry: Carry, examples: dict) -> Carry:
             raise ValueError(f"refill: {len(slots)} halted slots but {len(examples[key])} rows of {key!r}")
     if len(slots) == 0:
         return carry
+    mask = halted_host.to(carry.halted.device, non_blocking=True)
     new = {}
     for key in EXAMPLE_KEYS:
-        column = getattr(carry, key).clone()
-        column[slots] = torch.as_tensor(examples[key]).to(device=column.device, dtype=column.dtype)
-        new[key] = column
-    steps = carry.steps.clone()
-    steps[slots] = 0
-    halted = carry.halted.clone()
-    halted[slots] = False
-    return replace(carry, steps=steps, halted=halted, **new)
+        column = getattr(carry, key)
+        candidates = torch.zeros(column.shape, dtype=column.dtype)
+        candidates[slots] = torch.as_tensor(examples[key]).to(column.dtype)
+        new[key] = torch.where(mask.view(-1, *[1] * (column.dim() - 1)),
+                               candidates.to(column.device, non_blocking=True), column)
+    return replace(carry, steps=torch.where(mask, 0, carry.steps), halted=carry.halted & ~mask, **new)

@@ -26,11 +26,14 @@ class EMA:
                 self.shadow[name].lerp_(p.detach(), 1.0 - self.rate)
 
     @torch.no_grad()
-    def copy_model(self, model: nn.Module) -> nn.Module:
+    def copy_model(self, model: nn.Module, into: nn.Module | None = None) -> nn.Module:
         """A copy of `model` carrying the averaged weights (for evaluation). Its buffers are the model's own
         tensors, shared rather than copied: they are not averaged, the copy only reads them, and the puzzle
-        table among them is the largest tensor of a run (1.8 GB for ARC-1 at aug-1000)."""
-        averaged = copy.deepcopy(model, memo={id(b): b for b in model.buffers()})
+        table among them is the largest tensor of a run (1.8 GB for ARC-1 at aug-1000).
+
+        `into`: an earlier copy of the same model to refresh in place (its parameters take the shadow)
+        instead of a new one, so that a step compiled on it (`trm.compile`) is compiled once per run."""
+        averaged = copy.deepcopy(model, memo={id(b): b for b in model.buffers()}) if into is None else into
         for name, p in averaged.named_parameters():
             if name in self.shadow:
                 p.copy_(self.shadow[name])

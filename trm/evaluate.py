@@ -1,5 +1,6 @@
 """Evaluate a batch through all N_sup supervision steps, with metrics after every step."""
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -32,7 +33,8 @@ class EvalResult:
 
 @torch.inference_mode()
 def evaluate_batch(model: TRM, batch: dict, halt_on_q: bool = False, max_steps: int | None = None,
-                   noise_std: float | None = None, noise: NoiseSource | None = None) -> EvalResult:
+                   noise_std: float | None = None, noise: NoiseSource | None = None,
+                   step: Callable | None = None, pad_to: int | None = None) -> EvalResult:
     """Run `batch` (inputs, labels, puzzle_identifiers) from fresh carries through all N_sup steps.
 
     The model is put in eval mode for the call and restored after. As in the reference every step
@@ -40,13 +42,19 @@ def evaluate_batch(model: TRM, batch: dict, halt_on_q: bool = False, max_steps: 
     its first step with q_halt > 0 instead (the paper's early stop at test time), while the per-step
     metrics still cover all steps. `max_steps` runs that many supervision steps instead of N_sup (more
     than trained: the carry keeps recursing); `noise_std` / `noise` add latent noise (`TRM.recurse`).
+    `step`: what runs one supervision step, carry -> (carry, TRMOutput), e.g. a compiled
+    `trm.compile.SupervisionStep(model, loss=False, compiled=True)`; None: `model` itself. Latent noise
+    always runs on `model`. `pad_to`: run a smaller batch padded to this many rows (copies of its first
+    row without labels, dropped from every result), so that a compiled step sees one shape only.
     """
     was_training = model.training
     model.eval()
     try:
-        inputs = torch.as_tensor(batch["inputs"])
+        rows = len(batch["inputs"])
+        if pad_to is not None and 0 < rows < pad_to:
+            batch = _padded(batch, pad_to)
         device = model.H_init.device
-        carry = refill(model.empty_carry(inputs.shape[0], device), batch)
+        carry = refill(model.empty_carry(len(batch["inputs"]), device), batch)
         labels = carry.labels
         mask = labels != IGNORE_LABEL
         has_labels = mask.any(-1)
@@ -58,26 +66,39 @@ def evaluate_batch(model: TRM, batch: dict, halt_on_q: bool = False, max_steps: 
         q_answer = torch.zeros(labels.shape[0], device=device)
         answer_step = torch.zeros_like(preds[:, 0])
         answered = torch.zeros_like(has_labels)
-        for step in range(n_steps):
-            carry, out = model(carry, noise_std, noise)
+        run = step if step is not None and not noise_std else (lambda carry: model(carry, noise_std, noise))
+        for step_index in range(n_steps):
+            carry, out = run(carry)
             step_preds = out.logits.argmax(-1)
             correct = mask & (step_preds == labels)
             exact = (correct.sum(-1) == mask.sum(-1)) & has_labels
-            per_step["accuracy"][step] = torch.where(has_labels, correct.sum(-1) / divisor, 0.0).sum()
-            per_step["exact_accuracy"][step] = exact.sum()
-            per_step["q_halt_accuracy"][step] = (has_labels & ((out.q_halt >= 0) == exact)).sum()
+            per_step["accuracy"][step_index] = torch.where(has_labels, correct.sum(-1) / divisor, 0.0).sum()
+            per_step["exact_accuracy"][step_index] = exact.sum()
+            per_step["q_halt_accuracy"][step_index] = (has_labels & ((out.q_halt >= 0) == exact)).sum()
             q_halts.append(out.q_halt)
             step_preds_all.append(step_preds)
-            open_ = ~answered  # examples whose answer is still the latest step's
-            preds[open_], q_answer[open_], answer_step[open_] = step_preds[open_], out.q_halt[open_], step + 1
+            open_ = ~answered  # examples whose answer is still the latest step's (where: no device sync)
+            preds = torch.where(open_.unsqueeze(-1), step_preds, preds)
+            q_answer = torch.where(open_, out.q_halt, q_answer)
+            answer_step = torch.where(open_, step_index + 1, answer_step)
             if halt_on_q:
                 answered |= out.q_halt > 0
         correct = mask & (preds == labels)
         return EvalResult(
-            preds=preds, q_halt=q_answer, answer_step=answer_step,
-            exact=(correct.sum(-1) == mask.sum(-1)) & has_labels,
-            token_accuracy=torch.where(has_labels, correct.sum(-1) / divisor, 0.0).float(),
-            per_step={**per_step, "q_halt": torch.stack(q_halts), "preds": torch.stack(step_preds_all)},
+            preds=preds[:rows], q_halt=q_answer[:rows], answer_step=answer_step[:rows],
+            exact=((correct.sum(-1) == mask.sum(-1)) & has_labels)[:rows],
+            token_accuracy=torch.where(has_labels, correct.sum(-1) / divisor, 0.0).float()[:rows],
+            per_step={**per_step, "q_halt": torch.stack(q_halts)[:, :rows], "preds": torch.stack(step_preds_all)[:, :rows]},
             count=int(has_labels.sum()))
     finally:
         model.train(was_training)
+
+
+def _padded(batch: dict, rows: int) -> dict:
+    """`batch` with copies of its first row appended up to `rows`, their labels all IGNORE_LABEL."""
+    out = {}
+    for key, value in batch.items():
+        value = torch.as_tensor(value)
+        pad = value[:1].expand(rows - len(value), *value.shape[1:])
+        out[key] = torch.cat([value, torch.full_like(pad, IGNORE_LABEL) if key == "labels" else pad])
+    return out

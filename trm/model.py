@@ -105,13 +105,18 @@ class TRM(nn.Module):
                      inputs=tokens, labels=tokens.clone(),
                      puzzle_identifiers=torch.zeros(batch_size, dtype=torch.long, device=device))
 
-    def embed(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> torch.Tensor:
-        """x [B, prefix + seq_len, D]: puzzle prefix (row in position 0, zeros after) ++ token embeddings."""
+    def embed(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor,
+              puzzle_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, prefix + seq_len, D]: puzzle prefix (row in position 0, zeros after) ++ token embeddings.
+
+        `puzzle_rows`: the identifiers' rows already taken (`PuzzleEmbedding.rows`); None takes them here.
+        """
         c = self.config
         dtype = self.forward_dtype
         x = self.embed_tokens(inputs, dtype)
         if self.puzzle_emb is not None:
-            row = self.puzzle_emb(puzzle_identifiers, dtype)
+            row = (self.puzzle_emb(puzzle_identifiers, dtype) if puzzle_rows is None
+                   else puzzle_rows.to(dtype))
             pad = c.prefix_len * c.hidden_size - row.shape[-1]
             prefix = nn.functional.pad(row, (0, pad)).view(-1, c.prefix_len, c.hidden_size)
             x = torch.cat((prefix, x), dim=1)
@@ -146,34 +151,53 @@ class TRM(nn.Module):
         y = self.net(y, z)
         return y, z
 
-    def forward(self, carry: Carry, noise_std: float | None = None,
-                noise: NoiseSource | None = None) -> tuple[Carry, TRMOutput]:
+    def step_inputs(self, carry: Carry) -> dict:
+        """What a supervision step takes from outside its tensor program: `puzzle_rows`, the batch's
+        puzzle-embedding rows (in training a fresh leaf for the sparse optimiser: `PuzzleEmbedding.rows`),
+        and `min_steps`, halting exploration's draws (training only, else None).
+
+        `forward` calls it when not given the result; a compiled step (`trm.compile`) calls it before its
+        graph, which can neither create a leaf nor share the global CPU generator with eager code. The
+        draws come before the recursion's work; that changes no number: training draws nothing else.
+        """
+        c = self.config
+        rows = None if self.puzzle_emb is None else self.puzzle_emb.rows(carry.puzzle_identifiers)
+        min_steps = None
+        if self.training and c.halt_max_steps > 1:
+            batch = carry.steps.shape[0]
+            explore = torch.rand(batch) < c.halt_exploration_prob
+            min_steps = explore * torch.randint(2, c.halt_max_steps + 1, (batch,))
+            # non_blocking: staged at once, where a blocking copy to a GPU waits for the queued work
+            min_steps = min_steps.to(carry.steps.device, non_blocking=True)
+        return {"puzzle_rows": rows, "min_steps": min_steps}
+
+    def forward(self, carry: Carry, noise_std: float | None = None, noise: NoiseSource | None = None,
+                step_inputs: dict | None = None) -> tuple[Carry, TRMOutput]:
         """One supervision step on every slot; returns the new carry (y, z detached) and the outputs.
 
         Slots with steps 0 start from H_init / L_init. The returned carry has steps + 1 and `halted` by
         the rules in the class docstring. `noise_std` / `noise`: latent noise, see `recurse`.
+        `step_inputs`: `self.step_inputs(carry)` taken beforehand (None: taken here).
         """
         c = self.config
         dtype = self.forward_dtype
+        if step_inputs is None:
+            step_inputs = self.step_inputs(carry)
         fresh = (carry.steps == 0).view(-1, 1, 1)
         y = torch.where(fresh, self.H_init.to(dtype), carry.y.to(dtype))
         z = torch.where(fresh, self.L_init.to(dtype), carry.z.to(dtype))
-        x = self.embed(carry.inputs, carry.puzzle_identifiers)
+        x = self.embed(carry.inputs, carry.puzzle_identifiers, step_inputs["puzzle_rows"])
         y, z = self.recurse(x, y, z, noise_std, noise)
         logits = self.lm_head(y[:, c.prefix_len:])
         q_halt = self.q_head(y[:, 0]).float()[:, 0]
         steps = carry.steps + 1
-        halted = self.halting(steps, q_halt.detach())
+        halted = self.halting(steps, q_halt.detach(), step_inputs["min_steps"])
         new_carry = replace(carry, y=y.detach(), z=z.detach(), steps=steps, halted=halted)
         return new_carry, TRMOutput(logits=logits, q_halt=q_halt)
 
-    def halting(self, steps: torch.Tensor, q_halt: torch.Tensor) -> torch.Tensor:
-        c = self.config
-        halted = steps >= c.halt_max_steps
-        if self.training and c.halt_max_steps > 1:
-            halted = halted | (q_halt > 0)
-            batch = steps.shape[0]
-            explore = torch.rand(batch) < c.halt_exploration_prob
-            min_steps = explore * torch.randint(2, c.halt_max_steps + 1, (batch,))
-            halted = halted & (steps >= min_steps.to(steps.device))
+    def halting(self, steps: torch.Tensor, q_halt: torch.Tensor, min_steps: torch.Tensor | None) -> torch.Tensor:
+        """N_sup always halts; in training (`min_steps` given) also q_halt > 0, once past the exploration's minimum."""
+        halted = steps >= self.config.halt_max_steps
+        if min_steps is not None:
+            halted = (halted | (q_halt > 0)) & (steps >= min_steps)
         return halted

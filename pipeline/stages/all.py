@@ -57,7 +57,10 @@ def summary_lines(cfg, timings: dict) -> list:
              f"data      {splits['train']['examples']:,} training / {splits.get('val', {}).get('examples', 0):,} "
              f"validation / {splits['test']['examples']:,} test examples at {cfg.data_dir}   [{took('augment')}]",
              f"training  {trained['step']:,} steps, final lm loss {trained['lm_loss'] or float('nan'):.4f}, "
-             f"{trained['samples_per_s'] or 0:.0f} samples/s (mean of the second half of training)   [{took('train')}]"]
+             f"{trained['samples_per_s'] or 0:.0f} samples/s (mean of the second half of training), {trained['tokens_per_s'] or 0:,.0f} tokens/s"
+             + (f", MFU {trained['mfu']:.1%}" if trained["mfu"] is not None else "")
+             + (f", compiled in {trained['compile_s']:.0f} s" if trained["compile_s"] is not None else "")
+             + f"   [{took('train')}]"]
     if stage == "eval":
         per_step = "  ".join(f"{i + 1}:{v:.1%}" for i, v in enumerate(metrics["exact_accuracy_per_step"]))
         lines += [f"held-out  exact accuracy {metrics['exact_accuracy']:.1%} on {metrics['count']:,} puzzles "
