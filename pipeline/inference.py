@@ -194,13 +194,14 @@ def predict(ds, path: str, eval_cfg, passthrough: list, settings: "test_time.Set
 
 
 @torch.inference_mode()
-def step_predictions(model: TRM, batch: dict) -> np.ndarray:
-    """[N_sup, B, seq_len] predictions after each supervision step, for the few puzzles `eval.render` draws
-    (`evaluate_batch` keeps only the answer step's)."""
+def step_predictions(model: TRM, batch: dict) -> tuple[np.ndarray, np.ndarray]:
+    """([N_sup, B, seq_len] predictions, [N_sup, B] q_halt logits) after each supervision step, for the few
+    puzzles `eval.render` draws and `stage=solve` answers (`evaluate_batch` keeps only the answer step's)."""
     examples = {k: v.to(model.H_init.device) for k, v in to_examples(batch).items()}
     carry: Carry = refill(model.empty_carry(len(examples["inputs"]), model.H_init.device), examples)
-    steps = []
+    steps, q_halts = [], []
     for _ in range(model.config.halt_max_steps):
         carry, out = model(carry)
         steps.append(out.logits.argmax(-1).cpu().numpy().astype(np.uint8))
-    return np.stack(steps)
+        q_halts.append(out.q_halt.float().cpu().numpy())
+    return np.stack(steps), np.stack(q_halts)

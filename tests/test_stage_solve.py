@@ -35,8 +35,8 @@ def test_solve_a_typed_puzzle_prints_and_writes_every_step(sudoku_checkpoint, ca
     # The same puzzle through the model step by step, independently of the stage.
     model = inference.load_model(result["checkpoint"], True, "cpu")
     tokens = sudoku.encode_questions([PUZZLE], 6)
-    expected = inference.step_predictions(model, {"inputs": tokens, "labels": np.zeros_like(tokens),
-                                                  "puzzle_identifier": np.zeros(1, np.int32)})
+    expected, _ = inference.step_predictions(model, {"inputs": tokens, "labels": np.zeros_like(tokens),
+                                                     "puzzle_identifier": np.zeros(1, np.int32)})
     assert result["answers"] == sudoku.format_answers(expected[-1], 6) and result["answer_step"] == [3]
     assert len(result["confidence"][0]) == 3 and all(0 < c < 1 for c in result["confidence"][0])
     out = capsys.readouterr().out

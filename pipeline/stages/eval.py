@@ -229,7 +229,7 @@ def render_puzzles(ds, path: str, eval_cfg, task: str, out_dir: str, name=None) 
     puzzle i in its title (default: its test puzzle number)."""
     batch = ds.limit(int(eval_cfg.render)).take_batch(int(eval_cfg.render), batch_format="numpy")
     model = inference.load_model(path, bool(eval_cfg.ema), "cpu")
-    steps = inference.step_predictions(model, batch)
+    steps, _ = inference.step_predictions(model, batch)
     name = name or (lambda b, i: f"test puzzle {int(b['group_id'][i])}")
     files = []
     for i in range(len(batch["inputs"])):

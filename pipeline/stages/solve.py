@@ -22,12 +22,9 @@ import logging
 import posixpath
 
 import numpy as np
-import torch
 
 from pipeline import inference, reference_data, storage, tasks
 from pipeline.errors import PipelineError
-from pipeline.train_loop import to_examples
-from trm import refill
 
 log = logging.getLogger(__name__)
 
@@ -59,22 +56,10 @@ def read_puzzles(cfg, size: int, task: str) -> tuple[list[str], str]:
 
 def step_answers(model, inputs: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """([N_sup, B, seq_len] predicted tokens, [N_sup, B] q_halt logits) after each supervision step."""
-    preds, q_halts = [], []
-    device = model.H_init.device
-    for start in range(0, len(inputs), batch_size):
-        part = inputs[start:start + batch_size]
-        batch = {"inputs": part, "labels": np.zeros_like(part), "puzzle_identifier": np.zeros(len(part), np.int32)}
-        examples = {k: v.to(device) for k, v in to_examples(batch).items()}
-        carry = refill(model.empty_carry(len(part), device), examples)
-        steps, qs = [], []
-        with torch.inference_mode():
-            for _ in range(model.config.halt_max_steps):
-                carry, out = model(carry)
-                steps.append(out.logits.argmax(-1).cpu().numpy().astype(np.uint8))
-                qs.append(out.q_halt.float().cpu().numpy())
-        preds.append(np.stack(steps))
-        q_halts.append(np.stack(qs))
-    return np.concatenate(preds, axis=1), np.concatenate(q_halts, axis=1)
+    parts = [inference.step_predictions(model, {"inputs": part, "labels": np.zeros_like(part),
+                                                "puzzle_identifier": np.zeros(len(part), np.int32)})
+             for part in (inputs[start:start + batch_size] for start in range(0, len(inputs), batch_size))]
+    return np.concatenate([p for p, _ in parts], axis=1), np.concatenate([q for _, q in parts], axis=1)
 
 
 def grid_lines(answer: str, size: int) -> list[str]:
