@@ -118,3 +118,12 @@ def split_columns(data_dir, split: str) -> dict:
     from pipeline import storage
     table = fmt.read_columns(storage.join(str(data_dir), split), None)
     return {name: fmt.column_numpy(table.column(name)) for name in table.column_names}
+
+
+def pytest_collection_modifyitems(items):
+    """A test that starts Ray (the `ray_local` fixture, directly or through another) is `slow`: `pytest -m
+    "not slow"` is the quick subset run between edits; tests that train or compile without Ray carry the
+    mark themselves."""
+    for item in items:
+        if "ray_local" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
