@@ -31,8 +31,8 @@ from shared_data import with_arc_source
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from augment import arc  # noqa: E402
-from pipeline import arc_sources  # noqa: E402
-from pipeline import checkpoints as ckpt  # noqa: E402
+from pipeline.tasks.arc import sources as arc_sources  # noqa: E402
+from pipeline.checkpoints import checkpoint as ckpt  # noqa: E402
 
 SETTINGS = ("base + mean rows", "adapt embeddings", "adapt full")
 # The demo preset as the recorded runs had it: the validation split before task.val_from_demos (the held-out

@@ -27,7 +27,7 @@ from shared_data import with_arc_source
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from augment import arc  # noqa: E402
-from pipeline import arc_voting  # noqa: E402
+from pipeline.tasks.arc import voting as arc_voting  # noqa: E402
 from pipeline.stages.eval_arc import ground_truth  # noqa: E402
 
 ABLATION = ["model.H_cycles=1", "model.L_cycles=1", "model.halt_max_steps=1"]
@@ -60,7 +60,7 @@ def run_demo(task: str, seed: int, extra: list) -> dict:
 
 def identity_baseline(data_dir: str) -> list:
     """[pass@1, pass@2] of answering each ARC test input with the input itself, scored as eval_arc scores."""
-    from pipeline import dataset_format
+    from pipeline.data import dataset_format
     test_counts, truth = ground_truth(data_dir, dataset_format.read_manifest(data_dir))
     tasks = json.loads((Path(data_dir) / "test_puzzles.json").read_text())
     right = [(tid, i) for tid, t in tasks.items() for i, pair in enumerate(t["test"])

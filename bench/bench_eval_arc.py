@@ -26,7 +26,7 @@ os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
 os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 
-from pipeline import arc_voting  # noqa: E402
+from pipeline.tasks.arc import voting as arc_voting  # noqa: E402
 from tests.test_arc_voting import synthetic_predictions  # noqa: E402
 
 

@@ -85,7 +85,7 @@ def synthetic_arc_dataset(data_dir: Path, rng) -> list:
 
 def synthetic_predictions(folder: Path, inputs: list, versions: int, rng) -> int:
     """V predictions per test input in Parquet files of ROWS_PER_FILE rows, shuffled; returns the row count."""
-    from pipeline import arc_voting
+    from pipeline.tasks.arc import voting as arc_voting
     folder.mkdir(parents=True)
     n_correct, n_decoy = round(0.10 * versions), round(0.05 * versions)
     n_random = versions - n_correct - n_decoy
@@ -154,7 +154,7 @@ def bench_flaky(shares: list, rounds: int) -> None:
     import boto3
     import s3fs
 
-    from pipeline import checkpoints as ckpt
+    from pipeline.checkpoints import checkpoint as ckpt
     from pipeline import storage
     from tests.fault_proxy import FaultProxy
     print(f"# python bench/bench_faults.py flaky --shares {' '.join(map(str, shares))} --rounds {rounds}   (commit "

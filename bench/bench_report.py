@@ -5,7 +5,7 @@ python bench/bench_report.py [--sudoku 10000] [--sudoku-steps 16] [--arc-inputs 
 Writes synthetic predictions of the shape real evaluations write (no model): a Sudoku stage=eval of
 --sudoku 9x9 puzzles with every step recorded, and an ARC-AGI-1-sized stage=eval_arc (--arc-inputs test
 inputs of 400 tasks, --arc-versions voting versions each, ~20 distinct answers per input), builds each
-report with `pipeline.report.build`, then opens it from disk in headless Chromium (playwright driving
+report with `pipeline.results.report.build`, then opens it from disk in headless Chromium (playwright driving
 /usr/bin/chromium) and measures: the time from navigation to the first puzzle drawn, to the charts drawn,
 selecting the last puzzle (loads another data file), switching a filter, and scrolling the whole list in 40
 steps (the longest gap between animation frames while scrolling).
@@ -26,8 +26,9 @@ from record import commit_label
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pipeline import arc_voting, report  # noqa: E402
-from pipeline import dataset_format as fmt  # noqa: E402
+from pipeline.results import report  # noqa: E402
+from pipeline.tasks.arc import voting as arc_voting
+from pipeline.data import dataset_format as fmt  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -8,7 +8,7 @@ Mixing, from the train split's (group_id, aug_index) columns:
   concatenated per-epoch permutations of the groups, one version per group drawn uniformly, all of its
   examples in random order, the last puzzle of a global batch truncated to fit, an incomplete last batch
   dropped;
-- project: `pipeline.sampling.GroupSampler`, consecutive `--batch` positions of its epochs as a global batch
+- project: `pipeline.data.sampling.GroupSampler`, consecutive `--batch` positions of its epochs as a global batch
   (its in-memory and streamed paths hand out the same rows: tests/test_train.py);
 - uniform rows: a permutation of all rows per epoch (the project's order before this sampler).
 Figures: distinct groups per global batch (mean, min) and the max/min ratio of the groups' visit counts
@@ -27,8 +27,8 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from pipeline import storage
-from pipeline.sampling import GroupSampler
-from pipeline.split_reader import SplitFiles
+from pipeline.data.sampling import GroupSampler
+from pipeline.data.split_reader import SplitFiles
 from record import commit_label
 
 
@@ -91,7 +91,7 @@ def mixing(batches: list[np.ndarray], group_id, aug_index) -> tuple[float, int, 
 def stream_rate(split_dir: str, sampler: GroupSampler, rows: int, batch: int, window: int) -> float:
     """Examples/s of ExampleStream on the streamed path, world 1 (the first batch, which waits for the first
     window, not counted)."""
-    from pipeline.train_loop import ExampleStream
+    from pipeline.train.loop import ExampleStream
     split = SplitFiles(split_dir)
     stream = ExampleStream(split, sampler, rank=0, world=1, chunk=batch, in_memory=False,
                            window_rows=window)

@@ -173,7 +173,7 @@ def report(results: list, fs, args) -> None:
           f"repeated {repeated or 'none'}")
     if args.skip_eval:
         return
-    name = f"steps{args.eval_steps}-aug{args.eval_num_aug}"     # pipeline.eval_results names eval_arc's folder
+    name = f"steps{args.eval_steps}-aug{args.eval_num_aug}"     # pipeline.results.evaluations names eval_arc's folder
     metrics = json.loads(fs.cat(f"{BUCKET}/run/eval_arc/{name}/metrics.json"))
     passes = "  ".join(f"pass@{k} {metrics[f'pass@{k}']:.4f}" for k in (1, 2) if f"pass@{k}" in metrics)
     print(f"eval_arc: {metrics['tasks']} tasks, {metrics['test_inputs']} test inputs, {metrics['predictions']:,} "

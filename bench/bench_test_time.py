@@ -28,7 +28,7 @@ from omegaconf import OmegaConf
 
 import ray
 
-from pipeline import checkpoints as ckpt
+from pipeline.checkpoints import checkpoint as ckpt
 from pipeline import storage
 from pipeline.ray_setup import init_ray
 from pipeline.run import run_stage

@@ -35,11 +35,11 @@ import torch
 from hydra import compose, initialize_config_module
 
 from pipeline import storage
-from pipeline.metrics_log import read_metrics
+from pipeline.train.metrics_log import read_metrics
 from pipeline.run import run_stage
-from pipeline.split_reader import SplitFiles
+from pipeline.data.split_reader import SplitFiles
 from record import commit_label
-from pipeline.train_loop import to_examples
+from pipeline.train.loop import to_examples
 from trm import TRM, act_loss, build_optimizers, refill, set_lr
 
 
@@ -206,8 +206,8 @@ def main():
     run_stage(config("stage=augment", "task=sudoku", "preset=none", f"data_dir={data_dir}", "task.num_train=200",
                      "task.num_test=20", "task.num_aug=1"))
 
-    from pipeline import dataset_format as fmt
-    from pipeline.checkpoints import model_config
+    from pipeline.data import dataset_format as fmt
+    from pipeline.checkpoints.checkpoint import model_config
     from omegaconf import OmegaConf
     cfg = config("stage=train", f"data_dir={data_dir}", *model_overrides(args))
     trm_config = model_config(OmegaConf.to_container(cfg.model), fmt.read_manifest(data_dir))

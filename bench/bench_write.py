@@ -16,7 +16,7 @@ import time
 import numpy as np
 import ray
 
-from pipeline import dataset_format as fmt
+from pipeline.data import dataset_format as fmt
 from record import commit_label
 
 

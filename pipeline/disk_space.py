@@ -11,7 +11,9 @@ import errno
 import os
 import tempfile
 
-from pipeline import eval_results, run_lock, storage
+from pipeline import run_lock, storage
+
+from pipeline.results import evaluations as eval_results
 from pipeline.errors import PipelineError
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -58,7 +60,7 @@ def _folder_bytes(path: str) -> int:
 
 def _needed(cfg, option: str, folder: str, free: int) -> str:
     """What the stage needs there, as far as it is known after the failure."""
-    from pipeline import checkpoints as ckpt     # torch: imported only by the stages that need it
+    from pipeline.checkpoints import checkpoint as ckpt     # torch: imported only by the stages that need it
     if option.startswith("run_dir=") and cfg.stage in ("train", "all", "adapt"):
         complete = [path for _, path in ckpt.folders(folder, "checkpoint") if ckpt.is_complete(path)]
         if complete:
@@ -89,7 +91,7 @@ def message(cfg, cause) -> str:
 def remove_partial(cfg) -> list[str]:
     """Remove what the failed stage half-wrote where it does not clean up itself (augment does): a checkpoint
     Ray Train was copying, an evaluation without its metrics.json. Returns the paths removed."""
-    from pipeline import checkpoints as ckpt
+    from pipeline.checkpoints import checkpoint as ckpt
     removed = []
     if cfg.stage in ("train", "all", "adapt"):
         removed += ckpt.remove_unfinished(cfg.run_dir)

@@ -1,7 +1,9 @@
 """The command a user would run next, printed at the end of every stage (`pipeline.run.run_stage`)."""
 import re
 
-from pipeline import eval_results, storage, tasks
+from pipeline import storage, tasks
+
+from pipeline.results import evaluations
 
 RUN = "python -m pipeline.run"
 
@@ -13,7 +15,7 @@ def next_line(cfg, given: dict) -> str | None:
     task = cfg.task.name
     eval_stage = tasks.get(task).EVAL_STAGE if task in tasks.names() else "eval"
     size = int(cfg.task.get("size") or 0)
-    submission = storage.join(eval_results.output_dir(cfg, eval_results.ARC_DIR), "submission.json") \
+    submission = storage.join(evaluations.output_dir(cfg, evaluations.ARC_DIR), "submission.json") \
         if eval_stage == "eval_arc" else None
     if task == "sudoku":
         solve = f"{RUN} stage=solve {paths} solve.puzzle='<{size * size} characters: digits 1-{size}, a dot for a blank>'"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import fingerprint
+from pipeline.data import fingerprint
 from pipeline.errors import PipelineError
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"

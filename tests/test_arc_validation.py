@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from augment import arc
-from pipeline import arc_validation
-from pipeline.arc_voting import NO_ANSWER
+from pipeline.tasks.arc import validation as arc_validation
+from pipeline.tasks.arc.voting import NO_ANSWER
 
 
 def test_scores_vote_per_input_and_credit_tasks_fractionally():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from augment import arc
-from pipeline import arc_voting as voting
+from pipeline.tasks.arc import voting
 
 
 def _grid_columns(grids: list) -> dict:

@@ -3,6 +3,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow   # compiles, trains or starts Ray: not in the quick subset
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

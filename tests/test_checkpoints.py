@@ -1,11 +1,11 @@
-"""pipeline.checkpoints without Ray: finding complete checkpoints, loading, clear errors, model config."""
+"""pipeline.checkpoints.checkpoint without Ray: finding complete checkpoints, loading, clear errors, model config."""
 import json
 import os
 
 import pytest
 import torch
 
-from pipeline import checkpoints as ckpt
+from pipeline.checkpoints import checkpoint as ckpt
 from pipeline.errors import PipelineError
 
 MANIFEST = {"seq_len": 16, "vocab_size": 6, "num_puzzle_identifiers": 9}

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pipeline import dataset_format as fmt
+from pipeline.data import dataset_format as fmt
 from pipeline.errors import PipelineError
 
 

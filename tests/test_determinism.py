@@ -11,7 +11,7 @@ import ray
 import torch
 from ray.data import DataContext, ExecutionResources
 
-from pipeline import dataset_format as fmt
+from pipeline.data import dataset_format as fmt
 from pipeline import storage
 from pipeline.run import run_stage
 from tests.test_train import final_state, tiny_overrides

@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from pipeline import dataset_format as fmt
+from pipeline.data import dataset_format as fmt
 from pipeline import disk_space
 from pipeline.config import resolve_config
 from pipeline.errors import PipelineError
@@ -58,7 +58,7 @@ def test_augment_filling_the_disk_keeps_the_previous_dataset(small_disk, ray_loc
 def test_checkpoint_cut_short_by_a_full_disk_is_removed_and_the_previous_kept(tmp_path):
     import torch
 
-    from pipeline import checkpoints as ckpt
+    from pipeline.checkpoints import checkpoint as ckpt
     run_dir = tmp_path / "run"
     for step in (4, 8):
         folder = run_dir / ckpt.checkpoint_name(step)

@@ -8,12 +8,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from augment import maze, sudoku
-from pipeline import dataset_format as fmt
-from pipeline import inference, storage, test_time
+from pipeline.data import dataset_format as fmt
+from pipeline import storage
+from pipeline.infer import predictor as inference
+from pipeline.infer import test_time
 from pipeline.errors import PipelineError
 from pipeline.run import run_stage
 from pipeline.tasks.maze import score_batch as valid_paths
-from pipeline.train_loop import to_examples
+from pipeline.train.loop import to_examples
 from tests.conftest import compose
 from trm import evaluate_batch
 
@@ -28,7 +30,7 @@ def write_sudoku_dataset(data_dir: str, num_train: int = 64, num_test: int = 24)
     import ray
     from ray.data.extensions import ArrowTensorArray
 
-    from pipeline import dataset_format as fmt
+    from pipeline.data import dataset_format as fmt
     questions, solutions, _ = sudoku.generate(np.random.default_rng(0), num_train + num_test, 6)
     for split, part in (("train", slice(0, num_train)), ("test", slice(num_train, None))):
         n = len(questions[part])

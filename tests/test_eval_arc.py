@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import dataset_format as fmt
+from pipeline.data import dataset_format as fmt
 from pipeline.errors import PipelineError
 from pipeline.run import run_stage
 from pipeline.stages.eval_arc import _decode
@@ -39,8 +39,8 @@ def arc_run(ray_local, shared_data, tmp_path_factory):
 def test_training_validates_with_the_voted_arc_metric(arc_run):
     """The periodic evaluation of an ARC run scores pass@1/2 after voting over the validation task's versions
     (task.num_val=1), and best_ is chosen by pass@2."""
-    from pipeline import checkpoints as ckpt
-    from pipeline.metrics_log import read_metrics
+    from pipeline.checkpoints import checkpoint as ckpt
+    from pipeline.train.metrics_log import read_metrics
     root, _, _ = arc_run
     evaluated = [r for r in read_metrics(str(root / "run")) if "eval/exact_accuracy" in r]
     assert [r["step"] for r in evaluated] == [2]

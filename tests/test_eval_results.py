@@ -1,6 +1,6 @@
-"""pipeline.eval_results: the folder names of eval_arc evaluations (settings that differ from the plain pass)
+"""pipeline.results.evaluations: the folder names of eval_arc evaluations (settings that differ from the plain pass)
 and the ARC rows of the results table."""
-from pipeline import eval_results
+from pipeline.results import evaluations as eval_results
 from tests.conftest import compose
 
 

@@ -1,5 +1,6 @@
 """Fingerprints of a stage's inputs: file identities (local, prefix, folder, S3) and named differences."""
-from pipeline import fingerprint, storage
+from pipeline import storage
+from pipeline.data import fingerprint
 from tests.conftest import compose
 
 

@@ -11,7 +11,7 @@ import pytest
 import s3fs
 import torch
 
-from pipeline import checkpoints as ckpt
+from pipeline.checkpoints import checkpoint as ckpt
 from pipeline import storage
 from tests.fault_proxy import FaultProxy
 

@@ -1,8 +1,8 @@
-"""pipeline.generation.collect_kept: tries until enough rows are kept, in order, or a clear error."""
+"""pipeline.data.generation.collect_kept: tries until enough rows are kept, in order, or a clear error."""
 import numpy as np
 import pytest
 
-from pipeline.generation import collect_kept
+from pipeline.data.generation import collect_kept
 
 
 def test_keeps_the_first_rows_in_try_order():

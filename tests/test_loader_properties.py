@@ -20,8 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from augment import maze
-from pipeline import arc_identifiers, arc_sources, sources
-from pipeline import reference_checkpoint as ref
+from pipeline.checkpoints import arc_identifiers
+from pipeline.tasks.arc import sources as arc_sources
+from pipeline.data import sources
+from pipeline.checkpoints import reference as ref
 from pipeline.errors import PipelineError
 from pipeline.stages import eval as eval_stage
 from pipeline.tasks import maze as maze_task

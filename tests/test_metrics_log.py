@@ -1,9 +1,9 @@
-"""pipeline.metrics_log: truncation on resume, append, S3, wandb offline, the curves PNG."""
+"""pipeline.train.metrics_log: truncation on resume, append, S3, wandb offline, the curves PNG."""
 import os
 
 import pytest
 
-from pipeline.metrics_log import CURVES, MetricsLog, read_metrics, wandb_mode, write_curves
+from pipeline.train.metrics_log import CURVES, MetricsLog, read_metrics, wandb_mode, write_curves
 
 
 def record(step: int) -> dict:

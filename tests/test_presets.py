@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.checkpoints import model_config
+from pipeline.checkpoints.checkpoint import model_config
 from pipeline.errors import PipelineError
 from pipeline.run import run_stage
 from tests.conftest import compose

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import dataset_format as fmt
+from pipeline.data import dataset_format as fmt
+
+pytestmark = pytest.mark.slow   # compiles, trains or starts Ray: not in the quick subset
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))

@@ -11,11 +11,13 @@ import pytest
 import torch
 import yaml
 
-from pipeline import arc_identifiers, storage
-from pipeline import checkpoints as ckpt
-from pipeline import reference_checkpoint as ref
+from pipeline import storage
+
+from pipeline.checkpoints import arc_identifiers
+from pipeline.checkpoints import checkpoint as ckpt
+from pipeline.checkpoints import reference as ref
 from pipeline.errors import PipelineError
-from pipeline.reference_data import DataGiven
+from pipeline.checkpoints.reference_data import DataGiven
 from pipeline.run import run_stage
 from tests.conftest import compose
 from trm import EMA, TRM, TRMConfig, refill, training_state
@@ -155,7 +157,7 @@ def test_stage_import_writes_a_checkpoint_eval_loads(tmp_path):
     assert meta["step"] == 1234 and meta["source_sha256"] == hashlib.sha256(raw).hexdigest()
     manifest = storage.read_json(os.path.join(path, "manifest.json"))
     assert (manifest["task"], manifest["seq_len"], manifest["vocab_size"], manifest["size"]) == ("sudoku", 81, 11, 9)
-    from pipeline.inference import load_model
+    from pipeline.infer.predictor import load_model
     for ema in (True, False):
         model = load_model(path, use_ema=ema, device="cpu")
         by_hand = TRM(model.config, verbose=False)

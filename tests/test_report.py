@@ -11,8 +11,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import dataset_format as fmt
-from pipeline import report, storage
+from pipeline.data import dataset_format as fmt
+from pipeline import storage
+from pipeline.results import report
 from pipeline.run import run_stage
 from tests.conftest import compose
 
@@ -143,7 +144,7 @@ def test_report_in_a_real_browser(sudoku_report):
 def test_arc_items_rank_the_voted_answers_with_their_versions():
     """eval_arc predictions -> per test input: answers ranked by votes with the versions that gave them, the
     true output's rank and the filters' flags (no Ray: the page's data from the files' columns)."""
-    from pipeline import arc_voting
+    from pipeline.tasks.arc import voting
     grids = {name: np.full((2, 3), colour, np.uint8) for colour, name in enumerate("abc")}
     puzzles = {"t1": {"train": [{"input": [[1]], "output": [[2]]}], "test": [{"input": [[0]], "output": grids["b"].tolist()},
                                                                            {"input": [[0]], "output": grids["c"].tolist()}]},
@@ -153,7 +154,7 @@ def test_arc_items_rank_the_voted_answers_with_their_versions():
     rows = {"task_id": np.array([t for t, _, _ in voted], dtype=object),
             "example_index": np.array([e for _, e, _ in voted], np.int16),
             "aug_index": np.arange(len(voted), dtype=np.int32),
-            "answer_hash": np.array([arc_voting.grid_hash(grids[g]) for _, _, g in voted], dtype=object),
+            "answer_hash": np.array([voting.grid_hash(grids[g]) for _, _, g in voted], dtype=object),
             "height": np.full(len(voted), 2, np.int8), "width": np.full(len(voted), 3, np.int8),
             "answer": np.array([grids[g].tobytes() for _, _, g in voted], dtype=object),
             "q_halt": np.zeros(len(voted), np.float32)}

@@ -1,7 +1,7 @@
 """The reference's sampler: one version of every group per epoch, all of its examples, seeded and rank-split."""
 import numpy as np
 
-from pipeline.sampling import GroupSampler
+from pipeline.data.sampling import GroupSampler
 
 
 def rows_of(groups_versions_examples):

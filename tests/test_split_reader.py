@@ -5,8 +5,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import storage
-from pipeline.dataset_format import arrow_table, column_numpy, disk_table, read_ray, token_array
-from pipeline.split_reader import SplitFiles
+from pipeline.data.dataset_format import arrow_table, column_numpy, disk_table, read_ray, token_array
+from pipeline.data.split_reader import SplitFiles
 
 
 def write_files(split_dir: str, sizes=(7, 0, 12, 5), row_group_size=4, disk=True) -> dict:

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from pipeline import checkpoints as ckpt
+from pipeline.checkpoints import checkpoint as ckpt
 from pipeline.errors import PipelineError
 from pipeline.run import run_stage
 from pipeline.stages.adapt import START, embedding_only_steps, mean_rows

@@ -6,9 +6,9 @@ import os
 import pytest
 import torch
 
-from pipeline import arc_identifiers
-from pipeline import checkpoints as ckpt
-from pipeline import dataset_format as fmt
+from pipeline.checkpoints import arc_identifiers
+from pipeline.checkpoints import checkpoint as ckpt
+from pipeline.data import dataset_format as fmt
 from pipeline.errors import PipelineError
 from pipeline.run import run_stage
 from tests.conftest import compose

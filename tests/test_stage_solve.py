@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import inference
+from pipeline.infer import predictor
 from pipeline.errors import PipelineError
 from pipeline.run import run_stage
 from pipeline.tasks import maze, sudoku
@@ -33,9 +33,9 @@ def test_solve_a_typed_puzzle_prints_and_writes_every_step(sudoku_checkpoint, ca
     result = run_stage(compose("stage=solve", "task=sudoku", f"run_dir={run_dir}", f"solve.puzzle={PUZZLE}"))
     assert result["checkpoint"].endswith("checkpoint_00000042")
     # The same puzzle through the model step by step, independently of the stage.
-    model = inference.load_model(result["checkpoint"], True, "cpu")
+    model = predictor.load_model(result["checkpoint"], True, "cpu")
     tokens = sudoku.encode_questions([PUZZLE], 6)
-    expected, _ = inference.step_predictions(model, {"inputs": tokens, "labels": np.zeros_like(tokens),
+    expected, _ = predictor.step_predictions(model, {"inputs": tokens, "labels": np.zeros_like(tokens),
                                                      "puzzle_identifier": np.zeros(1, np.int32)})
     assert result["answers"] == sudoku.format_answers(expected[-1], 6) and result["answer_step"] == [3]
     assert len(result["confidence"][0]) == 3 and all(0 < c < 1 for c in result["confidence"][0])

@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from augment import arc
-from pipeline import dataset_format as fmt
+from pipeline.data import dataset_format as fmt
 from pipeline import storage
 from pipeline.errors import PipelineError
 from pipeline.run import run_stage

@@ -4,7 +4,7 @@ import pytest
 
 from augment import maze
 from augment.dihedral import dihedral_transform
-from pipeline import dataset_format as fmt
+from pipeline.data import dataset_format as fmt
 from pipeline import storage
 from pipeline.errors import PipelineError
 from pipeline.run import run_stage

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from augment import sudoku
-from pipeline import dataset_format as fmt
+from pipeline.data import dataset_format as fmt
 from pipeline import storage
 from pipeline.tasks.sudoku import group_transforms
 from pipeline.errors import PipelineError

@@ -4,7 +4,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from augment import maze, sudoku
-from pipeline import test_time
+from pipeline.infer import test_time
 from pipeline.errors import PipelineError
 
 

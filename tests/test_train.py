@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import checkpoints as ckpt
-from pipeline import dataset_format as fmt
+from pipeline.checkpoints import checkpoint as ckpt
+from pipeline.data import dataset_format as fmt
 from pipeline import storage
 from pipeline.errors import PipelineError
-from pipeline.metrics_log import read_metrics
+from pipeline.train.metrics_log import read_metrics
 from pipeline.run import run_stage
 from tests.conftest import compose
 
@@ -95,9 +95,9 @@ def baseline(tiny_data, tmp_path_factory):
 
 @pytest.mark.parametrize("in_memory", [True, False], ids=["in_memory", "streamed"])
 def test_example_stream_partitions_ranks_and_resumes_exactly(tiny_data, in_memory):
-    from pipeline.sampling import GroupSampler
-    from pipeline.split_reader import SplitFiles
-    from pipeline.train_loop import ExampleStream
+    from pipeline.data.sampling import GroupSampler
+    from pipeline.data.split_reader import SplitFiles
+    from pipeline.train.loop import ExampleStream
     split = SplitFiles(os.path.join(tiny_data, "train"))
     index = split.read_columns(["group_id", "aug_index"])
     sampler = GroupSampler(index["group_id"], index["aug_index"], seed=3)
@@ -125,9 +125,9 @@ def test_example_stream_partitions_ranks_and_resumes_exactly(tiny_data, in_memor
 
 def test_streamed_and_in_memory_streams_hand_out_the_same_rows(tiny_data):
     """Both paths follow the sampler's positions: a window of epochs read by row group equals the split held."""
-    from pipeline.sampling import GroupSampler
-    from pipeline.split_reader import SplitFiles
-    from pipeline.train_loop import ExampleStream
+    from pipeline.data.sampling import GroupSampler
+    from pipeline.data.split_reader import SplitFiles
+    from pipeline.train.loop import ExampleStream
     split = SplitFiles(os.path.join(tiny_data, "train"))
     index = split.read_columns(["group_id", "aug_index"])
     sampler = GroupSampler(index["group_id"], index["aug_index"], seed=5)
@@ -233,7 +233,7 @@ def test_unreadable_checkpoint_falls_back_to_the_newest_readable(baseline, tiny_
     truncate(os.path.join(newest, ckpt.rank_file(1)))
     assert "rank_1.pt is unreadable" in ckpt.unreadable_reason(newest)
     assert not ckpt.training_complete(run_dir, STEPS)
-    with caplog.at_level(logging.WARNING, logger="pipeline.train_recipe"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.train.recipe"):
         train(tiny_data, run_dir)
     assert f"skipping checkpoint {newest}: rank_1.pt is unreadable" in caplog.text
     assert ckpt.unreadable_reason(newest) is None and ckpt.training_complete(run_dir, STEPS)
@@ -276,6 +276,7 @@ def test_checkpoint_trained_on_another_dataset_is_refused(baseline, tiny_data, t
         train(data_dir, run_dir, f"train.steps={STEPS + 4}")
 
 
+@pytest.mark.slow
 def test_cli_exit_code_on_missing_data(tmp_path):
     result = subprocess.run([sys.executable, "-m", "pipeline.run", "stage=train", f"data_dir={tmp_path}/none",
                              f"run_dir={tmp_path}/run"], capture_output=True, text=True, timeout=120)
@@ -285,7 +286,7 @@ def test_cli_exit_code_on_missing_data(tmp_path):
 
 def test_auto_cpus_give_each_worker_the_most_whole_cpus_that_fit():
     from pipeline.ray_setup import torch_threads
-    from pipeline.train_recipe import whole_cpus_per_worker
+    from pipeline.train.recipe import whole_cpus_per_worker
     assert whole_cpus_per_worker([2], 1) == 2          # a laptop's one worker trains on every core
     assert whole_cpus_per_worker([8, 8], 3) == 4       # 4 + 4 on one node, 4 on the other
     assert whole_cpus_per_worker([2], 4) == 0.5        # more workers than CPUs: a share each

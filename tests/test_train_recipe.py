@@ -5,10 +5,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from pipeline import checkpoints as ckpt
-from pipeline import dataset_format as fmt
+from pipeline.checkpoints import checkpoint as ckpt
+from pipeline.data import dataset_format as fmt
 from pipeline.errors import PipelineError
-from pipeline.train_recipe import TrainRecipe, fit
+from pipeline.train.recipe import TrainRecipe, fit
 from tests.conftest import compose
 from tests.test_train import tiny_overrides, train, write_tiny_dataset
 

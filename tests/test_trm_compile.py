@@ -8,6 +8,8 @@ from trm.compile import SupervisionStep, compile_pays
 from trm.config import TRMConfig
 from trm.flops import inference_step_flops_per_sample, train_step_flops_per_sample
 
+pytestmark = pytest.mark.slow   # compiles, trains or starts Ray: not in the quick subset
+
 # The smallest graph with every part (2 rounds, one block; exploration on: its draws must match between eager
 # and compiled): compiling costs seconds on a quiet CPU.
 CONFIG = tiny(L_layers=1, L_cycles=1, halt_exploration_prob=0.5)

@@ -1,10 +1,13 @@
 """Gradient averaging and the sparse sign-SGD all-gather across 2 gloo processes on this machine."""
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from trm import SparseSignSGD, average_gradients
 from trm.puzzle_embedding import PuzzleEmbedding
+
+pytestmark = pytest.mark.slow   # compiles, trains or starts Ray: not in the quick subset
 
 
 def _worker(rank: int, init_file: str, out_dir: str):

@@ -1,5 +1,6 @@
 """End to end on CPU: a tiny TRM learns easy 4x4 Sudokus far above chance in a few hundred steps."""
 import numpy as np
+import pytest
 import torch
 
 from trm import EMA, TRM, TRMConfig, act_loss, build_optimizers, evaluate_batch, refill, set_lr
@@ -39,6 +40,7 @@ def test_easy_sudoku_generator_gives_valid_grids():
     assert len({tuple(g.ravel()) for g in grids}) > 20
 
 
+@pytest.mark.slow
 def test_tiny_trm_learns_easy_sudoku():
     torch.manual_seed(0)
     rng = np.random.default_rng(0)

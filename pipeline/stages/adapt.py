@@ -20,11 +20,13 @@ import tempfile
 import torch
 from omegaconf import OmegaConf, open_dict
 
-from pipeline import checkpoints as ckpt
-from pipeline import reference_checkpoint, reference_data, storage
+from pipeline.checkpoints import checkpoint as ckpt
+from pipeline import storage
+from pipeline.checkpoints import reference as reference_checkpoint
+from pipeline.checkpoints import reference_data
 from pipeline.errors import PipelineError
 from pipeline.stages import augment
-from pipeline.train_recipe import TrainRecipe, fit
+from pipeline.train.recipe import TrainRecipe, fit
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,15 @@ import logging
 import posixpath
 import time
 
-from pipeline import dataset_format, eval_results, fingerprint, report, storage, tasks
+from pipeline import storage, tasks
+
+from pipeline.data import dataset_format
+
+from pipeline.results import evaluations as eval_results
+
+from pipeline.data import fingerprint
+
+from pipeline.results import report
 
 log = logging.getLogger(__name__)
 
@@ -32,21 +40,22 @@ def stage_done(cfg, stage: str) -> bool:
     if stage == "augment":
         from pipeline.stages import augment
         return not cfg.overwrite and augment.changes_from_existing(cfg, fingerprint.dataset_fingerprint(cfg)) == []
-    from pipeline import checkpoints, inference
+    from pipeline.checkpoints import checkpoint as checkpoints
+    from pipeline.infer import predictor
     if stage == "train":
         return checkpoints.training_complete(cfg.run_dir, int(cfg.train.steps))
     metrics_path = storage.join(_eval_dir(cfg, stage), "metrics.json")
     if not storage.exists(metrics_path):
         return False
-    path = inference.resolve_checkpoint(cfg.checkpoint, cfg.run_dir)
-    step = inference.checkpoint_info(path)[2].get("step")
+    path = predictor.resolve_checkpoint(cfg.checkpoint, cfg.run_dir)
+    step = predictor.checkpoint_info(path)[2].get("step")
     wanted = fingerprint.evaluation_fingerprint(cfg, stage, path, step, dataset_format.read_manifest(cfg.data_dir))
     return storage.read_json(metrics_path).get("fingerprint") == wanted
 
 
 def summary_lines(cfg, timings: dict) -> list:
     """What a user wants after the demo: data made, training, held-out accuracy per step, where files are."""
-    from pipeline.train_recipe import summarize
+    from pipeline.train.recipe import summarize
     manifest = dataset_format.read_manifest(cfg.data_dir)
     trained = summarize(cfg.run_dir)
     stage = _eval_stage(cfg)

@@ -3,15 +3,16 @@
 The task's builder is `build(cfg, data_dir) -> dict` of its module `pipeline/tasks/<task>.py`: it writes the
 splits (through `dataset_format.write_split`) and returns the task's manifest fields.
 
-A complete dataset is kept only when it was made from this command's inputs (`pipeline.fingerprint`:
+A complete dataset is kept only when it was made from this command's inputs (`pipeline.data.fingerprint`:
 the task options, the seed, the source files' sizes and digests); otherwise the stage stops and names
 what differs, or, with `overwrite=true`, builds the new dataset beside the old one and replaces it only
 once the build has succeeded (a bad source leaves the old dataset as it was).
 """
 import logging
 
-from pipeline import dataset_format as fmt
-from pipeline import fingerprint, storage, tasks
+from pipeline.data import dataset_format as fmt
+from pipeline import storage, tasks
+from pipeline.data import fingerprint
 from pipeline.errors import PipelineError
 from pipeline.ray_setup import init_ray
 

@@ -3,7 +3,7 @@
 `python -m pipeline.run stage=eval task=sudoku [checkpoint=best|latest|<folder>] [eval.source=<csv>] [eval.render=4]`
 
 One checkpoint in, `run_dir/eval/<name>/` out, `<name>` naming the settings that differ from the plain pass
-(`pipeline.eval_results`: `plain`, `tta8`, `best-k8-noise0.1`...; the folder of the same name is replaced, the
+(`pipeline.results.evaluations`: `plain`, `tta8`, `best-k8-noise0.1`...; the folder of the same name is replaced, the
 others kept), and a row in the results table `run_dir/eval/results.json`: `predictions/part-<k>.parquet` (one row
 per puzzle, in the test split's (group_id, aug_index) order: tokens, prediction, halt logit, steps, correctness;
 with `eval.record_steps`, every copy's answer and q_halt after every step), `render/*.png` with `eval.render=N`, and
@@ -11,7 +11,7 @@ with `eval.record_steps`, every copy's answer and q_halt after every step), `ren
 Sudoku-Extreme / Maze-Hard style CSV (a file, a folder's `test.csv`, `s3://`, `hf:`), encoded as the
 data stage does for the checkpoint's grid size.
 
-Test-time compute (`pipeline.test_time`): `eval.max_steps` supervision steps instead of N_sup,
+Test-time compute (`pipeline.infer.test_time`): `eval.max_steps` supervision steps instead of N_sup,
 `eval.trajectories` copies with latent noise `eval.noise`, `eval.tta` transformed versions, and the
 selectors `eval.select` (a name or a list, all scored from the same copies, the first writing `preds`).
 metrics.json has one entry per selector under `settings` (exact accuracy, oracle rate: some copy was right
@@ -23,9 +23,17 @@ import time
 import numpy as np
 import ray
 
-from pipeline import checkpoints as ckpt
-from pipeline import dataset_format as fmt
-from pipeline import eval_results, fingerprint, inference, reference_data, render, report, sources, storage, tasks, test_time
+from pipeline.checkpoints import checkpoint as ckpt
+from pipeline.data import dataset_format as fmt
+from pipeline import storage, tasks
+from pipeline.results import evaluations
+from pipeline.data import fingerprint
+from pipeline.infer import predictor
+from pipeline.checkpoints import reference_data
+from pipeline.results import render
+from pipeline.results import report
+from pipeline.data import sources
+from pipeline.infer import test_time
 from pipeline.errors import PipelineError
 from pipeline.ray_setup import in_input_order, init_ray
 
@@ -40,8 +48,8 @@ def run(cfg) -> dict:
     e = cfg.eval
     if int(e.batch_size) < 1 or int(e.render) < 0:
         raise PipelineError(f"eval.batch_size={e.batch_size} must be >= 1 and eval.render={e.render} >= 0")
-    path = inference.resolve_checkpoint(cfg.checkpoint, cfg.run_dir, given=reference_data.given(cfg))
-    config, saved_manifest, meta = inference.checkpoint_info(path)
+    path = predictor.resolve_checkpoint(cfg.checkpoint, cfg.run_dir, given=reference_data.given(cfg))
+    config, saved_manifest, meta = predictor.checkpoint_info(path)
     task = saved_manifest.get("task")
     module = tasks.get(task)
     if module.EVAL_STAGE != "eval":
@@ -64,18 +72,18 @@ def run(cfg) -> dict:
         ds = ds.limit(int(e.limit))
     ds = in_input_order(ds)      # the same batches on every run: the same float rounding
 
-    name = eval_results.evaluation_name(cfg)
-    out_dir = eval_results.output_dir(cfg)
+    name = evaluations.evaluation_name(cfg)
+    out_dir = evaluations.output_dir(cfg)
     storage.remove(out_dir)   # nothing from an earlier evaluation with these settings survives; others are kept
     start = time.perf_counter()
-    predicted = inference.predict(ds, path, e, passthrough=INPUT_COLUMNS, settings=settings, task=task,
+    predicted = predictor.predict(ds, path, e, passthrough=INPUT_COLUMNS, settings=settings, task=task,
                                   size=int(saved_manifest["size"]), record_steps=bool(e.record_steps))
     if module.EXTRA_RATES:
         predicted = predicted.map_batches(module.score_batch, batch_format="numpy",
                                           fn_kwargs=dict(size=int(saved_manifest["size"])))
     predicted = predicted.materialize()
     wall_seconds = time.perf_counter() - start
-    fmt.write_split(predicted.drop_columns([*inference.STEP_SUMS, inference.SECONDS]), out_dir, "predictions",
+    fmt.write_split(predicted.drop_columns([*predictor.STEP_SUMS, predictor.SECONDS]), out_dir, "predictions",
                     groups_per_file=PREDICTIONS_PER_FILE)
     metrics = summarize(_totals(predicted, settings.select, module.EXTRA_RATES), module.EXTRA_RATES, settings)
     metrics.update(task=task, checkpoint=path, checkpoint_step=meta.get("step"), source=source,
@@ -86,8 +94,8 @@ def run(cfg) -> dict:
     metrics["name"] = name
     storage.write_json_atomic(storage.join(out_dir, "metrics.json"), metrics)
     print_table(metrics, module.EXTRA_RATES)
-    results = eval_results.record(cfg.run_dir, name, metrics)
-    print("\n".join([f"results table ({eval_results.results_path(cfg.run_dir)}):", *eval_results.table_lines(results),
+    results = evaluations.record(cfg.run_dir, name, metrics)
+    print("\n".join([f"results table ({evaluations.results_path(cfg.run_dir)}):", *evaluations.table_lines(results),
                      f"this evaluation: {out_dir}"]), flush=True)
     report.write_after_stage(cfg)
     return metrics
@@ -146,11 +154,11 @@ def _batch_totals(batch, *, select: tuple, rates: tuple) -> dict:
            "exact": [np.asarray(batch["exact"]).sum()], "token_accuracy": [np.asarray(batch["token_accuracy"]).sum()],
            "halt_step": [np.asarray(batch["halt_step"], dtype=np.float64).sum()],
            "answer_step": [np.asarray(batch["answer_step"], dtype=np.float64).sum()],
-           "oracle": [np.asarray(batch["oracle"]).sum()], "seconds": [np.asarray(batch[inference.SECONDS]).sum()],
+           "oracle": [np.asarray(batch["oracle"]).sum()], "seconds": [np.asarray(batch[predictor.SECONDS]).sum()],
            **{f"exact_{name}": [np.asarray(batch[f"exact_{name}"]).sum()] for name in select}}
     for column in rates:
         out[column] = [np.asarray(batch[column]).sum()]
-    for column in inference.STEP_SUMS:
+    for column in predictor.STEP_SUMS:
         out[column] = np.asarray(batch[column]).sum(axis=0, keepdims=True)
     return out
 
@@ -228,8 +236,8 @@ def render_puzzles(ds, path: str, eval_cfg, task: str, out_dir: str, name=None) 
     """PNGs of the first `eval.render` puzzles, drawn in the driver (a few puzzles); `name(batch, i)` names
     puzzle i in its title (default: its test puzzle number)."""
     batch = ds.limit(int(eval_cfg.render)).take_batch(int(eval_cfg.render), batch_format="numpy")
-    model = inference.load_model(path, bool(eval_cfg.ema), "cpu")
-    steps, _ = inference.step_predictions(model, batch)
+    model = predictor.load_model(path, bool(eval_cfg.ema), "cpu")
+    steps, _ = predictor.step_predictions(model, batch)
     name = name or (lambda b, i: f"test puzzle {int(b['group_id'][i])}")
     files = []
     for i in range(len(batch["inputs"])):

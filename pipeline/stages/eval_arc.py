@@ -6,11 +6,11 @@
 Every test input of the test-subset tasks is predicted under each version of its task the model knows
 (the data stage's test split: identity first, then up to `eval_arc.num_aug` augmentations), on Ray
 Data's actor pool. Each prediction is cropped at its end-of-grid marker, mapped back to the original task
-and hashed; Ray Data then groups them per (task, test input) and votes (`pipeline.arc_voting`). Nothing
+and hashed; Ray Data then groups them per (task, test input) and votes (`pipeline.tasks.arc.voting`). Nothing
 is gathered into one process but the few top answers per test input.
 
 Each evaluation is kept apart in `run_dir/eval_arc/<name>/`, `<name>` naming the settings that differ from
-the plain pass (`pipeline.eval_results`: `plain`, `aug100`, `best-steps8`, `rescored-<name>` for a
+the plain pass (`pipeline.results.evaluations`: `plain`, `aug100`, `best-steps8`, `rescored-<name>` for a
 re-scoring; the folder of the same name is replaced, the others kept), with a row in the results table
 `run_dir/eval_arc/results.json`: `predictions/` (one row per prediction, enough to re-score without a
 model), `votes/` (per test input, its ranked distinct answers: hash, count, mean confidence, correct),
@@ -22,10 +22,17 @@ import numpy as np
 import ray
 
 from augment import arc
-from pipeline import arc_voting, eval_results, fingerprint, inference, reference_data, report, storage, test_time
-from pipeline import checkpoints as ckpt
-from pipeline import dataset_format as fmt
-from pipeline.arc_identifiers import IDENTIFIER_FIELDS
+from pipeline import storage
+from pipeline.tasks.arc import voting as arc_voting
+from pipeline.results import evaluations
+from pipeline.data import fingerprint
+from pipeline.infer import predictor
+from pipeline.checkpoints import reference_data
+from pipeline.results import report
+from pipeline.infer import test_time
+from pipeline.checkpoints import checkpoint as ckpt
+from pipeline.data import dataset_format as fmt
+from pipeline.checkpoints.arc_identifiers import IDENTIFIER_FIELDS
 from pipeline.errors import PipelineError
 from pipeline.ray_setup import init_ray
 
@@ -53,8 +60,8 @@ def run(cfg) -> dict:
         raise PipelineError(f"data_dir={cfg.data_dir} holds a {manifest.get('task')!r} dataset; stage=eval_arc needs "
                             f"an ARC dataset (task=arc)")
     test_counts, truth = ground_truth(cfg.data_dir, manifest)
-    name = eval_results.evaluation_name(cfg, eval_results.ARC_DIR)
-    out_dir = eval_results.output_dir(cfg, eval_results.ARC_DIR)
+    name = evaluations.evaluation_name(cfg, evaluations.ARC_DIR)
+    out_dir = evaluations.output_dir(cfg, evaluations.ARC_DIR)
     predictions_dir = storage.join(out_dir, "predictions")
     info = {}
     if ea.predictions:
@@ -67,10 +74,10 @@ def run(cfg) -> dict:
         init_ray(cfg.ray)
     else:
         # a reference run or imported ARC checkpoint gets its table rows by name (task.identifiers=)
-        path = inference.resolve_checkpoint(cfg.checkpoint, cfg.run_dir, data_dir=cfg.data_dir,
+        path = predictor.resolve_checkpoint(cfg.checkpoint, cfg.run_dir, data_dir=cfg.data_dir,
                                             identifiers=cfg.task.get("identifiers"), num_aug=ea.num_aug,
                                             given=reference_data.given(cfg))
-        _, saved_manifest, meta = inference.checkpoint_info(path)
+        _, saved_manifest, meta = predictor.checkpoint_info(path)
         ckpt.check_fits(path, saved_manifest, manifest, f"data_dir={cfg.data_dir}", also=IDENTIFIER_FIELDS)
         storage.remove(out_dir)   # nothing from an earlier evaluation with these settings is pooled in; others are kept
         init_ray(cfg.ray)
@@ -96,9 +103,9 @@ def run(cfg) -> dict:
     storage.write_json_atomic(storage.join(out_dir, "submission.json"), submission)
     storage.write_json_atomic(storage.join(out_dir, "metrics.json"), metrics)
     print_table(metrics, ks)
-    results = eval_results.record(cfg.run_dir, name, metrics, eval_results.ARC_DIR)
-    print("\n".join([f"results table ({eval_results.results_path(cfg.run_dir, eval_results.ARC_DIR)}):",
-                     *eval_results.table_lines(results, eval_results.ARC_DIR), f"this evaluation: {out_dir}"]),
+    results = evaluations.record(cfg.run_dir, name, metrics, evaluations.ARC_DIR)
+    print("\n".join([f"results table ({evaluations.results_path(cfg.run_dir, evaluations.ARC_DIR)}):",
+                     *evaluations.table_lines(results, evaluations.ARC_DIR), f"this evaluation: {out_dir}"]),
           flush=True)
     report.write_after_stage(cfg)
     return metrics
@@ -124,7 +131,7 @@ def predict_to_parquet(cfg, path: str, predictions_dir: str, settings: test_time
     ds = fmt.read_ray(test_dir, ["inputs", "labels", *PASSTHROUGH])
     if cfg.eval_arc.num_aug is not None:
         ds = ds.map_batches(_versions_up_to, batch_format="numpy", fn_kwargs=dict(num_aug=int(cfg.eval_arc.num_aug)))
-    ds = inference.predict(ds, path, cfg.eval, passthrough=PASSTHROUGH, settings=settings)
+    ds = predictor.predict(ds, path, cfg.eval, passthrough=PASSTHROUGH, settings=settings)
     ds.map_batches(_decode, batch_format="numpy").write_parquet(predictions_dir, compression="zstd")
 
 

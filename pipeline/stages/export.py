@@ -13,10 +13,14 @@ import logging
 
 import torch
 
-from pipeline import arc_identifiers, inference, storage
-from pipeline import checkpoints as ckpt
-from pipeline import dataset_format as fmt
-from pipeline import reference_checkpoint as ref
+from pipeline import storage
+
+from pipeline.checkpoints import arc_identifiers
+
+from pipeline.infer import predictor
+from pipeline.checkpoints import checkpoint as ckpt
+from pipeline.data import dataset_format as fmt
+from pipeline.checkpoints import reference as ref
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -29,7 +33,7 @@ def run(cfg) -> dict:
     if storage.exists(storage.join(dest, ref.CONFIG_FILE)) and not cfg.overwrite:
         raise PipelineError(f"export.dir={cfg.export.dir} already holds a run ({ref.CONFIG_FILE}); choose another "
                             f"folder or pass overwrite=true")
-    path = inference.resolve_checkpoint(cfg.checkpoint, cfg.run_dir)
+    path = predictor.resolve_checkpoint(cfg.checkpoint, cfg.run_dir)
     state, saved, manifest = ckpt.load_checkpoint(path)
     meta = storage.read_json(storage.join(path, ckpt.META))
     config = ckpt.model_config(saved["model"], manifest, source=f"checkpoint {path}: model")

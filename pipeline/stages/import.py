@@ -3,9 +3,9 @@
 `trm-pipeline stage=import checkpoint=<reference run folder | step_<N> file> run_dir=<new>`
 (ARC: `task.identifiers=<identifiers.json>` unless it lies beside the checkpoint; an attention model with
 rotary positions also needs its sequence length: `+model.seq_len=` or `data_dir=` its data, see
-`pipeline.reference_data`)
+`pipeline.checkpoints.reference_data`)
 
-Reads `step_<N>` and `all_config.yaml` (local or `s3://`; `pipeline.reference_checkpoint` says how) and
+Reads `step_<N>` and `all_config.yaml` (local or `s3://`; `pipeline.checkpoints.reference` says how) and
 writes `run_dir/imported_<N>/`: `state.pt` with the step file's weights as both the raw and the EMA
 weights, `config.json` (the model config, and the reference's config as read), `manifest.json` (the data
 the model expects), `identifiers.json` for an ARC run when one is given or lies beside the checkpoint, and
@@ -14,8 +14,8 @@ the model expects), `identifiers.json` for an ARC run when one is given or lies 
 """
 import logging
 
-from pipeline import reference_checkpoint as ref
-from pipeline import reference_data
+from pipeline.checkpoints import reference as ref
+from pipeline.checkpoints import reference_data
 from pipeline import storage
 from pipeline.errors import PipelineError
 

@@ -3,9 +3,9 @@
 `python -m pipeline.run stage=report run_dir=<run folder> [data_dir=<its dataset, for ARC demonstrations>]`
 
 stage=train, eval and eval_arc write it at their end already (`report.enabled`); this rebuilds it, e.g. after
-copying a run folder from S3. What it shows and how: `pipeline.report`.
+copying a run folder from S3. What it shows and how: `pipeline.results.report`.
 """
-from pipeline import report
+from pipeline.results import report
 
 
 def run(cfg) -> dict:

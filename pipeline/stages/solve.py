@@ -23,7 +23,11 @@ import posixpath
 
 import numpy as np
 
-from pipeline import inference, reference_data, storage, tasks
+from pipeline import storage, tasks
+
+from pipeline.infer import predictor
+
+from pipeline.checkpoints import reference_data
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -56,7 +60,7 @@ def read_puzzles(cfg, size: int, task: str) -> tuple[list[str], str]:
 
 def step_answers(model, inputs: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """([N_sup, B, seq_len] predicted tokens, [N_sup, B] q_halt logits) after each supervision step."""
-    parts = [inference.step_predictions(model, {"inputs": part, "labels": np.zeros_like(part),
+    parts = [predictor.step_predictions(model, {"inputs": part, "labels": np.zeros_like(part),
                                                 "puzzle_identifier": np.zeros(len(part), np.int32)})
              for part in (inputs[start:start + batch_size] for start in range(0, len(inputs), batch_size))]
     return np.concatenate([p for p, _ in parts], axis=1), np.concatenate([q for _, q in parts], axis=1)
@@ -69,8 +73,8 @@ def grid_lines(answer: str, size: int) -> list[str]:
 def run(cfg) -> dict:
     if int(cfg.eval.batch_size) < 1:
         raise PipelineError(f"eval.batch_size={cfg.eval.batch_size} must be >= 1")
-    path = inference.resolve_checkpoint(cfg.checkpoint, cfg.run_dir, given=reference_data.given(cfg))
-    _, saved_manifest, meta = inference.checkpoint_info(path)
+    path = predictor.resolve_checkpoint(cfg.checkpoint, cfg.run_dir, given=reference_data.given(cfg))
+    _, saved_manifest, meta = predictor.checkpoint_info(path)
     task = saved_manifest.get("task")
     if task == "arc":
         raise PipelineError(f"checkpoint {path} is an ARC model: ARC test inputs are answered by stage=eval_arc "
@@ -85,7 +89,7 @@ def run(cfg) -> dict:
     if bad.size:
         where = "solve.puzzle" if cfg.solve.puzzle is not None else f"solve.file={cfg.solve.file}, puzzle {bad[0] + 1}"
         raise PipelineError(f"{where}: {reasons[bad[0]]} (the checkpoint's {task} size is {size})")
-    model = inference.load_model(path, bool(cfg.eval.ema), "cpu")
+    model = predictor.load_model(path, bool(cfg.eval.ema), "cpu")
     preds, q_halt = step_answers(model, module.encode_questions(questions, size), int(cfg.eval.batch_size))
     confidence = 1.0 / (1.0 + np.exp(-q_halt))
     n_steps = len(preds)

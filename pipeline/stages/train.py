@@ -5,17 +5,20 @@
 `run_dir` (local or `s3://bucket/prefix/name`) is Ray Train's run folder (storage_path = its parent,
 name = its last part): checkpoints, `metrics.jsonl` and `curves.png` live there. Rerunning the same
 command continues from the latest checkpoint (`train.resume=auto`); `train.init_from=` starts a fresh run
-from another run's weights. How a run is resumed, resourced and reported is `pipeline.train_recipe`'s.
+from another run's weights. How a run is resumed, resourced and reported is `pipeline.train.recipe`'s.
 """
 from dataclasses import asdict
 
 from omegaconf import OmegaConf
 
-from pipeline import checkpoints as ckpt
-from pipeline import dataset_format as fmt
-from pipeline import reference_checkpoint, reference_data, report, storage
+from pipeline.checkpoints import checkpoint as ckpt
+from pipeline.data import dataset_format as fmt
+from pipeline import storage
+from pipeline.checkpoints import reference as reference_checkpoint
+from pipeline.checkpoints import reference_data
+from pipeline.results import report
 from pipeline.errors import PipelineError
-from pipeline.train_recipe import TrainRecipe, fit
+from pipeline.train.recipe import TrainRecipe, fit
 
 
 def _init_from(cfg, model_config, manifest: dict) -> str:

@@ -19,10 +19,10 @@ import numpy as np
 import ray
 
 from augment import sudoku
-from pipeline import dataset_format as fmt
-from pipeline import sources
+from pipeline.data import dataset_format as fmt
+from pipeline.data import sources
 from pipeline.errors import PipelineError
-from pipeline.generation import collect_kept
+from pipeline.data.generation import collect_kept
 from pipeline.progress import Tally, TallyBar
 
 log = logging.getLogger(__name__)

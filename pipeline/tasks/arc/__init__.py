@@ -8,7 +8,7 @@ The driver reads and validates every task, checks for leakage, and chooses each 
 identity plus up to `task.num_aug` distinct (dihedral, colour map) pairs; cheap: no grid is built). That
 fixes the puzzle identifiers: one per (task, version), consecutive per task. With `task.identifiers=<a reference
 identifiers.json>` the versions are instead exactly those it names (the identity first), so a reference
-checkpoint's trained rows serve every version (`pipeline.arc_identifiers`). Ray Data then encodes: each
+checkpoint's trained rows serve every version (`pipeline.checkpoints.arc_identifiers`). Ray Data then encodes: each
 work unit is a run of whole tasks of about `task.rows_per_file` rows that one Ray task encodes into
 preallocated arrays and writes as one Parquet file, a row group of about `task.rows_per_group` rows at a
 time (`dataset_format.write_files`), so no process ever holds more than a row group.
@@ -32,8 +32,10 @@ import pyarrow.parquet as pq
 from ray.data.extensions import ArrowTensorArray
 
 from augment import arc
-from pipeline import arc_identifiers, arc_sources, storage
-from pipeline import dataset_format as fmt
+from pipeline import storage
+from pipeline.checkpoints import arc_identifiers
+from pipeline.tasks.arc import sources
+from pipeline.data import dataset_format as fmt
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -61,7 +63,7 @@ def build(cfg, data_dir: str) -> dict:
     source = storage.to_absolute(str(task.source))
     keep = None if task.task_ids is None else {str(t) for t in task.task_ids}
     exclude = {str(t) for t in (task.exclude_task_ids or [])}
-    loaded = arc_sources.load_subsets(source, subsets, keep)
+    loaded = sources.load_subsets(source, subsets, keep)
     if keep is not None:
         missing = sorted(keep - {t for tasks in loaded.values() for t in tasks})
         if missing:

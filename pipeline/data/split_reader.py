@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import storage
-from pipeline.dataset_format import column_numpy, read_columns
+from pipeline.data.dataset_format import column_numpy, read_columns
 
 
 class SplitFiles:

@@ -21,7 +21,9 @@ import zipfile
 
 import torch
 
-from pipeline import load_errors, storage
+from pipeline import storage
+
+from pipeline.checkpoints import load_errors
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ it builds its dataset and its starting weights (a checkpoint folder), names its 
 (`<section>.resume`) and fits this run (dataset fingerprint, model, batch, EMA, world size), the starting
 weights of a fresh run, CPUs / GPUs per worker, Ray Train's storage, failure restarts and checkpoint
 retention, the live progress line, the curves and the summary. The per-worker loop is
-`pipeline.train_loop.train_loop`, the same for every stage; the checkpoint layout is `pipeline.checkpoints`'.
+`pipeline.train.loop.train_loop`, the same for every stage; the checkpoint layout is `pipeline.checkpoints.checkpoint`'.
 
 Memory of the puzzle-embedding table (float32, replicated on every worker and saved in each
 checkpoint): num_puzzle_identifiers x hidden_size x 4 bytes, e.g. ARC-AGI-1 aug-1000 876,406 x 512 x 4
@@ -21,13 +21,14 @@ from typing import Callable
 
 import ray
 
-from pipeline import checkpoints as ckpt
-from pipeline import fingerprint, storage
+from pipeline.checkpoints import checkpoint as ckpt
+from pipeline import storage
+from pipeline.data import fingerprint
 from pipeline.errors import PipelineError
-from pipeline.metrics_log import read_metrics, write_curves
+from pipeline.train.metrics_log import read_metrics, write_curves
 from pipeline.progress import Board, DriverProgress
 from pipeline.ray_setup import init_ray
-from pipeline.train_loop import train_loop
+from pipeline.train.loop import train_loop
 from trm.compile import COMPILE_MODES
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ def _resources(t) -> tuple[bool, float]:
         use_gpu = ray.cluster_resources().get("GPU", 0) > 0
     cpus = t["cpus_per_worker"]
     if str(cpus).lower() == "auto":
-        # Training reads its rows without Ray Data (pipeline.split_reader), so nothing else needs CPUs while it runs.
+        # Training reads its rows without Ray Data (pipeline.data.split_reader), so nothing else needs CPUs while it runs.
         nodes = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")]
         cpus = 1 if use_gpu else whole_cpus_per_worker(nodes, int(t["num_workers"]))
     return bool(use_gpu), float(cpus)

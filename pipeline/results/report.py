@@ -1,6 +1,6 @@
 """`run_dir/report.html`: one static page per run showing the recursion, built from files only.
 
-The page opens from disk with no server and no network: `report.html` (the viewer, `pipeline/report_page/`)
+The page opens from disk with no server and no network: `report.html` (the viewer, `pipeline/results/report_page/`)
 and `report_data/` beside it, whose files are `<script>`s that hand their data to the page (a page opened
 from file:// cannot fetch() its neighbours): `index.js` (the run, the curves, every evaluation's metrics and a
 few numbers per puzzle for the list and its filters) and, per evaluation, `page_<k>.js` holding the
@@ -19,11 +19,15 @@ import posixpath
 
 import numpy as np
 
-from pipeline import arc_voting, storage, tasks, test_time
-from pipeline import checkpoints as ckpt
-from pipeline import dataset_format as fmt
+from pipeline import storage, tasks
+
+from pipeline.tasks.arc import voting
+
+from pipeline.infer import test_time
+from pipeline.checkpoints import checkpoint as ckpt
+from pipeline.data import dataset_format as fmt
 from pipeline.errors import PipelineError
-from pipeline.metrics_log import read_metrics
+from pipeline.train.metrics_log import read_metrics
 
 log = logging.getLogger(__name__)
 
@@ -210,16 +214,16 @@ def arc_items(rows: dict, puzzles: dict, shown: int) -> tuple[dict, list]:
     order = np.argsort(keys, kind="stable")
     unique, starts = np.unique(keys[order], return_index=True)
     bounds = np.append(starts, len(order))
-    expected = [arc_voting.input_key(t, i) for t in sorted(puzzles) for i in range(len(puzzles[t]["test"]))]
+    expected = [voting.input_key(t, i) for t in sorted(puzzles) for i in range(len(puzzles[t]["test"]))]
     groups = {str(k): order[bounds[j]:bounds[j + 1]] for j, k in enumerate(unique)}
     ids, flags, details = [], [], []
     for key in expected or sorted(groups):
         task_id, example = key.rsplit(":", 1)
         task = puzzles.get(task_id, {"train": [], "test": []})
         pair = task["test"][int(example)] if int(example) < len(task["test"]) else {}
-        truth = arc_voting.grid_hash(np.asarray(pair["output"], np.uint8)) if "output" in pair else None
+        truth = voting.grid_hash(np.asarray(pair["output"], np.uint8)) if "output" in pair else None
         picked = groups.get(key, np.zeros(0, np.intp))
-        first, counts, confidence = arc_voting.rank_answers(np.asarray(rows["answer_hash"], dtype=object)[picked],
+        first, counts, confidence = voting.rank_answers(np.asarray(rows["answer_hash"], dtype=object)[picked],
                                                             np.asarray(rows["q_halt"])[picked])
         hashes = np.asarray(rows["answer_hash"], dtype=object)[picked]
         answers, rank_correct = [], 0
@@ -232,9 +236,9 @@ def arc_items(rows: dict, puzzles: dict, shown: int) -> tuple[dict, list]:
                 answers.append({"rank": rank, "count": int(count), "confidence": round(float(conf), 4),
                                 "correct": bool(correct),
                                 "versions": np.sort(np.asarray(rows["aug_index"])[picked][hashes == h]).astype(int).tolist(),
-                                "grid": arc_voting.grid_from_cells(rows["answer"][r], rows["height"][r], rows["width"][r])})
-        flag = (RIGHT if rank_correct == 1 else 0) | (IN_ATTEMPTS if 1 <= rank_correct <= arc_voting.ATTEMPTS else 0) \
-            | (ORACLE_NOT_SELECTED if rank_correct > arc_voting.ATTEMPTS else 0)
+                                "grid": voting.grid_from_cells(rows["answer"][r], rows["height"][r], rows["width"][r])})
+        flag = (RIGHT if rank_correct == 1 else 0) | (IN_ATTEMPTS if 1 <= rank_correct <= voting.ATTEMPTS else 0) \
+            | (ORACLE_NOT_SELECTED if rank_correct > voting.ATTEMPTS else 0)
         ids.append(key)
         flags.append(flag)
         details.append({"task_id": task_id, "example": int(example), "train": task["train"], "input": pair.get("input"),

@@ -4,7 +4,7 @@
 `puzzle_identifier`) through a pool of actors. Each actor loads the checkpoint once (EMA weights unless
 `eval.ema=false`), on a GPU when the cluster has GPUs, and runs every row through all N_sup supervision
 steps with `trm.evaluate_batch` (optionally answering at the first step whose halt logit is positive), or,
-for `stage=eval`'s test-time compute, as several copies (`pipeline.test_time`) from which one answer is picked.
+for `stage=eval`'s test-time compute, as several copies (`pipeline.infer.test_time`) from which one answer is picked.
 """
 import logging
 import time
@@ -13,12 +13,13 @@ import numpy as np
 import ray
 import torch
 
-from pipeline import checkpoints as ckpt
-from pipeline import reference_checkpoint
-from pipeline import storage, test_time
+from pipeline.checkpoints import checkpoint as ckpt
+from pipeline.checkpoints import reference as reference_checkpoint
+from pipeline import storage
+from pipeline.infer import test_time
 from pipeline.errors import PipelineError
 from pipeline.ray_setup import torch_threads, use_own_inductor_cache
-from pipeline.train_loop import to_examples
+from pipeline.train.loop import to_examples
 from trm import TRM, Carry, evaluate_batch, refill
 from trm.compile import SupervisionStep, compile_pays
 from trm.noise import RowKeyedNormal
@@ -38,8 +39,8 @@ def resolve_checkpoint(choice, run_dir: str, data_dir: str | None = None, identi
     """The checkpoint folder for `checkpoint=`: null or `latest` (the latest complete one in run_dir; without
     one, the newest `imported_<step>` of stage=import), `best`
     (the best by the periodic evaluation), or a folder path / URL. A reference run folder or `step_<N>` file
-    is imported into run_dir first (`pipeline.reference_checkpoint.prepare`); with `data_dir`, an ARC one
-    gets its puzzle-embedding rows fitted to that dataset's versions; `given` (`pipeline.reference_data.DataGiven`)
+    is imported into run_dir first (`pipeline.checkpoints.reference.prepare`); with `data_dir`, an ARC one
+    gets its puzzle-embedding rows fitted to that dataset's versions; `given` (`pipeline.checkpoints.reference_data.DataGiven`)
     is what the command line says about a reference run's data."""
     if choice in (None, "latest", "best"):
         path = ckpt.best_checkpoint(run_dir) if choice == "best" else ckpt.latest_checkpoint(run_dir)
@@ -82,14 +83,14 @@ def load_model(path: str, use_ema: bool, device) -> TRM:
 class Predictor:
     """Ray Data callable class: the model is loaded once per actor, then every batch runs all its steps.
 
-    Each batch of B puzzles runs as the `settings.copies` copies of `pipeline.test_time` (the defaults: one
+    Each batch of B puzzles runs as the `settings.copies` copies of `pipeline.infer.test_time` (the defaults: one
     copy, N_sup steps, no noise: the plain pass), and the first of `settings.select` picks each answer.
     Output columns: the `passthrough` input columns, `preds` (uint8 tokens of the answer), `q_halt` (its
     halt logit), `answer_step`, `answer_copy`, `halt_step` (the answer copy's first step with q_halt > 0,
     else the last), `exact`, `token_accuracy`, `has_labels`, `oracle` (some copy was exact at some step),
     `exact_<selector>` for each selector, and the STEP_SUMS (over all copies) and SECONDS columns.
     `task` and `size` (the grid side) say how to transform puzzles when `settings.tta` > 1. With
-    `record_steps`, also what the report page draws (`pipeline.report`): STEP_COLUMNS, every copy's answer
+    `record_steps`, also what the report page draws (`pipeline.results.report`): STEP_COLUMNS, every copy's answer
     after every step mapped back to the puzzle's frame [B, S, C, L], its q_halt [B, S, C] and each copy's own
     answer step [B, C] (the one `vote` counts).
     """

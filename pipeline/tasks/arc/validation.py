@@ -1,10 +1,10 @@
 """The ARC metric of training's periodic evaluation: pass@k after voting over the versions of each validation
-test input, scored as `stage=eval_arc` scores the test split (`pipeline.arc_voting`), not exact accuracy of
+test input, scored as `stage=eval_arc` scores the test split (`pipeline.tasks.arc.voting`), not exact accuracy of
 single rows. Pure numpy: the train loop gathers each rank's votes and calls `scores`.
 """
 import numpy as np
 
-from pipeline import arc_voting
+from pipeline.tasks.arc import voting as arc_voting
 
 COLUMNS = ["task_id", "example_index", "dihedral", "colour_map"]   # what a validation row needs besides tokens
 KS = (1, 2)

@@ -4,7 +4,7 @@ A reference run folder holds `step_<N>` (a `torch.save`d state_dict of the compi
 EMA weights when the run set `ema=True`), `all_config.yaml` (the trainer and `arch:` model fields) and
 copies of the model's `.py` files, which are never imported or executed here. An ARC run needs its data
 folder's `identifiers.json` (the name of every puzzle-embedding row) to be scored on other data; see
-`pipeline.arc_identifiers`.
+`pipeline.checkpoints.arc_identifiers`.
 
 The tensors are the same as `trm.TRM`'s under other names (the fused qkv and gate|up layouts agree), so a
 conversion is a renaming plus checks: every key accounted for, every shape as the config implies. Key
@@ -17,7 +17,7 @@ project's deliberate difference); `puzzle_emb_ndim` equal to `hidden_size` -> nu
 `puzzle_emb_len: 0` -> its computed value. `H_layers` is ignored as the reference ignores it;
 `no_ACT_continue: false` (the reference's broken HRM halting path) has no counterpart and is refused.
 `seq_len`, `vocab_size` and `num_puzzle_identifiers` are not in `all_config.yaml`: vocab and table rows
-come from the tensors' shapes, the sequence length (and the task) as `pipeline.reference_data` says: from
+come from the tensors' shapes, the sequence length (and the task) as `pipeline.checkpoints.reference_data` says: from
 the weights where they fix it, `+model.seq_len=`, a `data_manifest:` block, or the data given; never guessed.
 """
 import hashlib
@@ -33,13 +33,15 @@ import fsspec
 import torch
 import yaml
 
-from pipeline import arc_identifiers
-from pipeline import checkpoints as ckpt
-from pipeline import dataset_format as fmt
-from pipeline import load_errors, reference_data, storage
+from pipeline.checkpoints import arc_identifiers
+from pipeline.checkpoints import checkpoint as ckpt
+from pipeline.data import dataset_format as fmt
+from pipeline import storage
+from pipeline.checkpoints import load_errors
+from pipeline.checkpoints import reference_data
 from pipeline.config import redact
 from pipeline.errors import PipelineError
-from pipeline.reference_data import DataGiven
+from pipeline.checkpoints.reference_data import DataGiven
 from trm import TRM, TRMConfig
 
 log = logging.getLogger(__name__)
@@ -155,7 +157,7 @@ def locate(source: str) -> tuple[str, str, int]:
 
 def read_reference(source: str, identifiers: str | None = None, given: DataGiven = DataGiven()) -> Imported:
     """Read and check a reference checkpoint (folder or step file, local or remote); `given` is what the command
-    line says about its data (`pipeline.reference_data`). PipelineError on any problem, before anything is
+    line says about its data (`pipeline.checkpoints.reference_data`). PipelineError on any problem, before anything is
     written."""
     folder, step_file, step = locate(source)
     config_path = storage.join(folder, CONFIG_FILE)

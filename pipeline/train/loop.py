@@ -3,11 +3,11 @@
 Every rank holds the whole model (no DDP wrapper: `trm.average_gradients` all-reduces the gradients,
 the sparse puzzle-table optimiser all-gathers its rows) and `global_batch_size / world` carry slots.
 
-Data order: the reference's sampler (`pipeline.sampling`): per epoch a seeded permutation of the groups,
+Data order: the reference's sampler (`pipeline.data.sampling`): per epoch a seeded permutation of the groups,
 one version of each drawn uniformly, all of its examples; rank r keeps the epoch's positions p with
 p % world == r. The order each rank sees is thereby a pure function of (seed, epoch, rank, world): ranks
 never overlap, and a restarted rank skips exactly the rows it had consumed. Rows are read straight from the
-split's Parquet files (`pipeline.split_reader`), not through Ray Data, so training needs no CPU for read tasks.
+split's Parquet files (`pipeline.data.split_reader`), not through Ray Data, so training needs no CPU for read tasks.
 
 Two ways to hold the rows, chosen by the split's size (`train.in_memory_mb`):
 - in memory (Sudoku, Maze, small ARC builds): every rank reads the split once.
@@ -31,13 +31,15 @@ import ray.train
 import torch
 import torch.distributed as dist
 
-from pipeline import arc_validation, storage
-from pipeline import checkpoints as ckpt
-from pipeline.metrics_log import MetricsLog
+from pipeline import storage
+
+from pipeline.tasks.arc import validation as arc_validation
+from pipeline.checkpoints import checkpoint as ckpt
+from pipeline.train.metrics_log import MetricsLog
 from pipeline.progress import Poster
 from pipeline.ray_setup import apply_train_log_level, quiet_expected_ray_warnings, torch_threads, use_own_inductor_cache
-from pipeline.sampling import GroupSampler
-from pipeline.split_reader import SplitFiles
+from pipeline.data.sampling import GroupSampler
+from pipeline.data.split_reader import SplitFiles
 from trm import EMA, TRM, Carry, TRMConfig, act_loss, average_gradients, build_optimizers, evaluate_batch
 from trm import load_training_state, refill, set_lr, training_state
 from trm.compile import SupervisionStep, compile_pays

@@ -1,0 +1,1 @@
+"""Inference with a trained checkpoint: batch prediction on Ray Data and test-time copies."""
