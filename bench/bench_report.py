@@ -26,6 +26,7 @@ from record import commit_label
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from pipeline.options import ReportOptions  # noqa: E402
 from pipeline.results import report  # noqa: E402
 from pipeline.tasks.arc import voting as arc_voting
 from pipeline.data import dataset_format as fmt  # noqa: E402
@@ -33,10 +34,6 @@ from pipeline.data import dataset_format as fmt  # noqa: E402
 CHROMIUM = "/usr/bin/chromium"
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                 "--no-first-run", "--disable-sync", "--disable-dev-shm-usage"]
-
-
-class Options(dict):
-    __getattr__ = dict.__getitem__
 
 
 def write_parquet(directory: Path, columns: dict) -> None:
@@ -177,7 +174,7 @@ def main() -> None:
     parser.add_argument("--arc-versions", type=int, default=1000)
     parser.add_argument("--screenshots", default=None, help="folder for a screenshot of each page")
     args = parser.parse_args()
-    options = Options(page_size=100, max_items=10000, arc_answers=10)
+    options = ReportOptions(enabled=True, max_items=10000, page_size=100, arc_answers=10)
     lines = [f"# python bench/bench_report.py --sudoku {args.sudoku} --sudoku-steps {args.sudoku_steps} --arc-inputs "
              f"{args.arc_inputs} --arc-versions {args.arc_versions} (commit {commit_label()}, "
              f"{time.strftime('%Y-%m-%d')}; Chromium headless, {os.cpu_count()} CPUs, load average "

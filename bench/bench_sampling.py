@@ -14,7 +14,7 @@ Mixing, from the train split's (group_id, aug_index) columns:
 Figures: distinct groups per global batch (mean, min) and the max/min ratio of the groups' visit counts
 (a visit = one version of the group taken) over `--epochs` reference epochs of examples.
 
-Throughput: `train_loop.ExampleStream` on the streamed path (world 1, the default window) taking global
+Throughput: `pipeline.train.stream.ExampleStream` on the streamed path (world 1, the default window) taking global
 batches for `--rows` rows, reading local files, then the same files from a loopback S3 server (moto),
 with the process's peak resident memory before the S3 part (moto holds its copy of the files in-process).
 """
@@ -91,7 +91,7 @@ def mixing(batches: list[np.ndarray], group_id, aug_index) -> tuple[float, int, 
 def stream_rate(split_dir: str, sampler: GroupSampler, rows: int, batch: int, window: int) -> float:
     """Examples/s of ExampleStream on the streamed path, world 1 (the first batch, which waits for the first
     window, not counted)."""
-    from pipeline.train.loop import ExampleStream
+    from pipeline.train.stream import ExampleStream
     split = SplitFiles(split_dir)
     stream = ExampleStream(split, sampler, rank=0, world=1, chunk=batch, in_memory=False,
                            window_rows=window)

@@ -39,7 +39,7 @@ from pipeline.train.metrics_log import read_metrics
 from pipeline.run import run_stage
 from pipeline.data.split_reader import SplitFiles
 from record import commit_label
-from pipeline.train.loop import to_examples
+from pipeline.data.examples import to_examples
 from trm import TRM, act_loss, build_optimizers, refill, set_lr
 
 

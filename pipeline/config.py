@@ -8,6 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import storage
 from pipeline.errors import PipelineError
+from pipeline.options import Options
 from pipeline.storage import to_absolute
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ def resolve_config(cfg: DictConfig) -> DictConfig:
                     "serves", cfg.stage)
         cfg.ray.dashboard = True
     OmegaConf.set_struct(cfg, True)
+    Options.of(cfg)     # every section's values checked once, before any stage starts
     return cfg
 
 

@@ -15,6 +15,7 @@ from pipeline import run_lock, storage
 
 from pipeline.results import evaluations as eval_results
 from pipeline.errors import PipelineError
+from pipeline.options import Options
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 NO_SPACE_TEXT = tuple(f"[Errno {code}]" for code in NO_SPACE)   # the cause as Ray Train hands it on: text only
@@ -64,9 +65,9 @@ def _needed(cfg, option: str, folder: str, free: int) -> str:
     if option.startswith("run_dir=") and cfg.stage in ("train", "all", "adapt"):
         complete = [path for _, path in ckpt.folders(folder, "checkpoint") if ckpt.is_complete(path)]
         if complete:
-            each = _folder_bytes(complete[-1])
+            each, keep = _folder_bytes(complete[-1]), Options.of(cfg).train.keep_last
             return (f"each checkpoint takes {_size(each)} ({os.path.basename(complete[-1])}) and train.keep_last="
-                    f"{cfg.train.keep_last} are kept, plus the best: about {_size(each * (int(cfg.train.keep_last) + 2))}")
+                    f"{keep} are kept, plus the best: about {_size(each * (keep + 2))}")
     return f"the stage needs more than the {_size(free)} free now that its partial output is removed"
 
 

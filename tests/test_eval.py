@@ -15,7 +15,7 @@ from pipeline.infer import test_time
 from pipeline.errors import PipelineError
 from pipeline.run import run_stage
 from pipeline.tasks.maze import score_batch as valid_paths
-from pipeline.train.loop import to_examples
+from pipeline.data.examples import to_examples
 from tests.conftest import compose
 from trm import evaluate_batch
 

@@ -10,6 +10,7 @@ import torch
 
 from pipeline.checkpoints import checkpoint as ckpt
 from pipeline.errors import PipelineError
+from pipeline.options import Options
 from pipeline.run import run_stage
 from pipeline.stages.adapt import START, embedding_only_steps, mean_rows
 from tests.conftest import compose
@@ -94,8 +95,10 @@ def test_the_base_is_never_an_output(adapted):
 
 
 def test_embedding_only_steps_and_mean_rows():
-    assert embedding_only_steps("full", 0.25, 12500) == 3125 and embedding_only_steps("embeddings", 0.25, 10) == 10
-    with pytest.raises(PipelineError, match="adapt.mode"):
-        embedding_only_steps("lora", 0.25, 10)
+    full, embeddings = (Options.of(compose(f"adapt.mode={mode}", "adapt.embedding_only_fraction=0.25")).adapt
+                        for mode in ("full", "embeddings"))
+    assert embedding_only_steps(full, 12500) == 3125 and embedding_only_steps(embeddings, 10) == 10
+    with pytest.raises(PipelineError, match="adapt.mode='lora': not one of full, embeddings"):
+        Options.of(compose("adapt.mode=lora"))
     table = torch.tensor([[9.0, 9.0], [1.0, 3.0], [0.0, 0.0], [3.0, 5.0]])     # row 2 never trained
     assert torch.equal(mean_rows(table, 3), torch.tensor([[9.0, 9.0], [2.0, 4.0], [2.0, 4.0]]))

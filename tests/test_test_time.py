@@ -1,11 +1,12 @@
 """Test-time compute helpers: puzzle versions and their exact inverses, the selectors, scoring, settings."""
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 
 from augment import maze, sudoku
 from pipeline.infer import test_time
 from pipeline.errors import PipelineError
+from pipeline.options import Options
+from tests.conftest import compose
 
 
 def _round_trip(task: str, size: int, tta: int, trajectories: int, tokens: np.ndarray, keyed_by: np.ndarray,
@@ -102,21 +103,20 @@ def test_score_ignores_unlabelled_cells_and_rows():
     assert accuracy.dtype == np.float32 and accuracy.tolist() == pytest.approx([1.0, 0.0, 2 / 3])
 
 
-def _eval_cfg(**overrides):
-    values = dict(max_steps=None, trajectories=1, noise=0.0, tta=1, select="vote", seed=None)
-    return OmegaConf.create({**values, **overrides})
+def _eval_options(**overrides):
+    return Options.of(compose(*(f"eval.{k}={v}" for k, v in overrides.items()))).eval
 
 
-def test_settings_from_config_and_errors_naming_the_option():
-    s = test_time.settings_from_config(_eval_cfg(trajectories=4, tta=2, select=["q_halt", "vote"]), 7, "sudoku")
+def test_settings_from_options_and_errors_naming_the_option():
+    s = test_time.settings_from_options(_eval_options(trajectories=4, tta=2, select="[q_halt,vote]"), 7, "sudoku")
     assert s.copies == 8 and s.select == ("q_halt", "vote") and s.seed == 7
-    assert test_time.settings_from_config(_eval_cfg(seed=3), 7, "maze").seed == 3
+    assert test_time.settings_from_options(_eval_options(seed=3), 7, "maze").seed == 3
     assert s.describe("vote", 4)["max_steps"] == 4
     for bad, match in ((dict(select="best"), "eval.select"), (dict(trajectories=0), "eval.trajectories"),
                        (dict(noise=-1.0), "eval.noise"), (dict(max_steps=0), "eval.max_steps"),
                        (dict(tta=9), "eval.tta=9: a maze puzzle has 8 versions at most")):
         with pytest.raises(PipelineError, match=match):
-            test_time.settings_from_config(_eval_cfg(**bad), 0, "maze")
+            test_time.settings_from_options(_eval_options(**bad), 0, "maze")
 
 
 def test_a_puzzles_versions_and_noise_keys_depend_on_the_seed_and_the_puzzle_only():

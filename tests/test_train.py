@@ -97,7 +97,7 @@ def baseline(tiny_data, tmp_path_factory):
 def test_example_stream_partitions_ranks_and_resumes_exactly(tiny_data, in_memory):
     from pipeline.data.sampling import GroupSampler
     from pipeline.data.split_reader import SplitFiles
-    from pipeline.train.loop import ExampleStream
+    from pipeline.train.stream import ExampleStream
     split = SplitFiles(os.path.join(tiny_data, "train"))
     index = split.read_columns(["group_id", "aug_index"])
     sampler = GroupSampler(index["group_id"], index["aug_index"], seed=3)
@@ -127,7 +127,7 @@ def test_streamed_and_in_memory_streams_hand_out_the_same_rows(tiny_data):
     """Both paths follow the sampler's positions: a window of epochs read by row group equals the split held."""
     from pipeline.data.sampling import GroupSampler
     from pipeline.data.split_reader import SplitFiles
-    from pipeline.train.loop import ExampleStream
+    from pipeline.train.stream import ExampleStream
     split = SplitFiles(os.path.join(tiny_data, "train"))
     index = split.read_columns(["group_id", "aug_index"])
     sampler = GroupSampler(index["group_id"], index["aug_index"], seed=5)

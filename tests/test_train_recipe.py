@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 from pipeline.checkpoints import checkpoint as ckpt
 from pipeline.data import dataset_format as fmt
 from pipeline.errors import PipelineError
+from pipeline.options import TrainOptions, build
 from pipeline.train.recipe import TrainRecipe, fit
 from tests.conftest import compose
 from tests.test_train import tiny_overrides, train, write_tiny_dataset
@@ -17,8 +18,8 @@ def finetune(data_dir: str, run_dir: str, start: str, calls: list, **options) ->
     """A whole fine-tuning stage: the train options with a few of its own, weights from `start`."""
     cfg = compose("stage=train", f"data_dir={data_dir}", f"run_dir={run_dir}", *tiny_overrides())
     manifest = fmt.read_manifest(data_dir)
-    section = {**OmegaConf.to_container(cfg.train, resolve=True), "num_workers": 1, "steps": 2, "lr": 0.0,
-               "puzzle_emb_lr": 0.0, "eval_every": 0, **options}
+    section = build(TrainOptions, {**OmegaConf.to_container(cfg.train, resolve=True), "num_workers": 1, "steps": 2,
+                                   "lr": 0.0, "puzzle_emb_lr": 0.0, "eval_every": 0, **options}, "finetune")
 
     def start_weights():
         calls.append(start)
@@ -54,7 +55,7 @@ def test_a_stage_of_a_few_lines_trains_from_its_start_and_resumes(trained):
 
 def test_errors_name_the_stage_section(trained):
     root, start = trained
-    with pytest.raises(PipelineError, match=r"finetune\.num_workers, finetune\.global_batch_size"):
+    with pytest.raises(PipelineError, match=r"finetune\.num_workers=0: must be at least 1"):
         finetune(str(root / "data"), str(root / "bad"), start, [], num_workers=0)
     with pytest.raises(PipelineError, match=r"trained with finetune\.global_batch_size=16, not 8"):
         finetune(str(root / "data"), str(root / "tuned"), start, [], global_batch_size=8)

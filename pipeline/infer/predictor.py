@@ -18,8 +18,9 @@ from pipeline.checkpoints import reference as reference_checkpoint
 from pipeline import storage
 from pipeline.infer import test_time
 from pipeline.errors import PipelineError
+from pipeline.options import EvalOptions
 from pipeline.ray_setup import torch_threads, use_own_inductor_cache
-from pipeline.train.loop import to_examples
+from pipeline.data.examples import to_examples
 from trm import TRM, Carry, evaluate_batch, refill
 from trm.compile import SupervisionStep, compile_pays
 from trm.noise import RowKeyedNormal
@@ -157,11 +158,11 @@ class Predictor:
         return out
 
 
-def actor_resources(eval_cfg) -> dict:
+def actor_resources(e: EvalOptions) -> dict:
     """map_batches arguments for the actor pool: one GPU per actor where the cluster has GPUs."""
     gpus = int(ray.cluster_resources().get("GPU", 0))
-    cpus = max(1, int(eval_cfg.cpus_per_actor))
-    actors = int(eval_cfg.num_actors) if eval_cfg.num_actors else max(1, gpus)
+    cpus = e.cpus_per_actor
+    actors = e.num_actors or max(1, gpus)
     if gpus:
         return {"actors": actors, "num_gpus": 1, "num_cpus": cpus, "device": "cuda", "threads": cpus}
     # The reads feeding the actors need a CPU of their own: actors holding every CPU wait for them forever.
@@ -173,25 +174,25 @@ def actor_resources(eval_cfg) -> dict:
     return {"actors": actors, "num_gpus": 0, "num_cpus": cpus, "device": "cpu", "threads": cpus}
 
 
-def predict(ds, path: str, eval_cfg, passthrough: list, settings: "test_time.Settings | None" = None,
+def predict(ds, path: str, e: EvalOptions, passthrough: list, settings: "test_time.Settings | None" = None,
             task: str | None = None, size: int | None = None, record_steps: bool = False):
     """`ds` with the Predictor's columns (lazy Ray Dataset); `settings`, `task`, `size`, `record_steps`: see
     Predictor."""
-    res = actor_resources(eval_cfg)
+    res = actor_resources(e)
     log.info("inference with %s on %d %s actor(s), batch %d", path, res["actors"], res["device"].upper(),
-             int(eval_cfg.batch_size))
+             e.batch_size)
     # Each actor loads the weights itself from `path`: its constructor arguments are a few hundred bytes.
     # The "constructor arguments in the object store and max_restarts > 0" line Ray's core prints at each
     # evaluation is about Ray Data's own arguments (its DataContext and map function, put in the object
     # store for every actor-pool map: ray-project/ray#57733); the restarts it warns about are kept.
     return ds.map_batches(
-        Predictor, batch_size=int(eval_cfg.batch_size), batch_format="numpy",
+        Predictor, batch_size=e.batch_size, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=res["actors"]),
         num_cpus=res["num_cpus"], num_gpus=res["num_gpus"],
-        fn_constructor_kwargs=dict(path=path, use_ema=bool(eval_cfg.ema), halt_on_q=bool(eval_cfg.halt_on_q),
+        fn_constructor_kwargs=dict(path=path, use_ema=e.ema, halt_on_q=e.halt_on_q,
                                    device=res["device"], threads=res["threads"], passthrough=list(passthrough),
                                    settings=settings, task=task, size=size, record_steps=record_steps,
-                                   compile=str(eval_cfg.get("compile", "auto")), batch_size=int(eval_cfg.batch_size)))
+                                   compile=e.compile, batch_size=e.batch_size))
 
 
 @torch.inference_mode()

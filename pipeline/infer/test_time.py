@@ -16,12 +16,16 @@ validity-preserving transforms, each answer mapped back with the exact inverse: 
 With one copy `vote` is the plain pass's answer and `first_halt` that of `eval.halt_on_q=true`.
 """
 import dataclasses
+import typing
 import zlib
 
 import numpy as np
 
 from pipeline import tasks
 from pipeline.errors import PipelineError
+
+if typing.TYPE_CHECKING:
+    from pipeline.options import EvalOptions
 
 SELECTORS = ("vote", "q_halt", "first_halt")
 
@@ -46,31 +50,14 @@ class Settings:
                 "tta": self.tta, "select": select, "seed": self.seed}
 
 
-def max_steps(eval_cfg) -> int | None:
-    """`eval.max_steps`: a positive number of supervision steps, or None for the model's N_sup."""
-    if eval_cfg.max_steps is not None and int(eval_cfg.max_steps) < 1:
-        raise PipelineError(f"eval.max_steps={eval_cfg.max_steps} must be >= 1 (or null: the model's N_sup)")
-    return None if eval_cfg.max_steps is None else int(eval_cfg.max_steps)
-
-
-def settings_from_config(eval_cfg, seed: int, task: str) -> Settings:
-    """`eval.max_steps`, `eval.trajectories`, `eval.noise`, `eval.tta`, `eval.select`, `eval.seed` (null: `seed`)."""
-    select = eval_cfg.select
-    select = (select,) if isinstance(select, str) else tuple(select)
-    unknown = [s for s in select if s not in SELECTORS]
-    if not select or unknown:
-        raise PipelineError(f"eval.select={list(select)}: each must be one of {', '.join(SELECTORS)}")
-    for name in ("trajectories", "tta"):
-        if int(eval_cfg[name]) < 1:
-            raise PipelineError(f"eval.{name}={eval_cfg[name]} must be >= 1")
-    if float(eval_cfg.noise) < 0:
-        raise PipelineError(f"eval.noise={eval_cfg.noise} must be >= 0")
+def settings_from_options(e: "EvalOptions", seed: int, task: str) -> Settings:
+    """`eval.max_steps`, `eval.trajectories`, `eval.noise`, `eval.tta`, `eval.select`, `eval.seed` (null: `seed`);
+    their types and bounds are checked with the options (`pipeline.options.EvalOptions`), the task's limit here."""
     most = tasks.get(task).MAX_TTA
-    if most is not None and int(eval_cfg.tta) > most:
-        raise PipelineError(f"eval.tta={eval_cfg.tta}: a {task} puzzle has {most} versions at most")
-    return Settings(max_steps=max_steps(eval_cfg),
-                    trajectories=int(eval_cfg.trajectories), noise=float(eval_cfg.noise), tta=int(eval_cfg.tta),
-                    select=select, seed=int(seed if eval_cfg.seed is None else eval_cfg.seed))
+    if most is not None and e.tta > most:
+        raise PipelineError(f"eval.tta={e.tta}: a {task} puzzle has {most} versions at most")
+    return Settings(max_steps=e.max_steps, trajectories=e.trajectories, noise=e.noise, tta=e.tta, select=e.select,
+                    seed=seed if e.seed is None else e.seed)
 
 
 STREAM = {"versions": 0, "noise": 1}      # independent random streams per puzzle

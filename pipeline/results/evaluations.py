@@ -10,6 +10,7 @@ import posixpath
 import re
 
 from pipeline import storage
+from pipeline.options import Options
 
 EVAL_DIR = "eval"
 ARC_DIR = "eval_arc"
@@ -28,33 +29,33 @@ def _folder_name(path) -> str:
 def evaluation_name(cfg, stage: str = EVAL_DIR) -> str:
     """The settings of `cfg.eval` (and `checkpoint=`; for `stage=eval_arc`, `cfg.eval_arc`) that differ from
     the plain pass, joined by '-'."""
-    e = cfg.eval
-    if stage == ARC_DIR and cfg.eval_arc.predictions:   # a re-scoring: named by the evaluation it re-scores
-        return _safe("rescored-" + _folder_name(posixpath.dirname(str(cfg.eval_arc.predictions).rstrip("/"))))
+    options = Options.of(cfg)
+    e, ea = options.eval, options.eval_arc
+    if stage == ARC_DIR and ea.predictions:   # a re-scoring: named by the evaluation it re-scores
+        return _safe("rescored-" + _folder_name(posixpath.dirname(ea.predictions.rstrip("/"))))
     parts = []
     if cfg.checkpoint not in (None, "latest"):
         parts.append("best" if cfg.checkpoint == "best" else _folder_name(cfg.checkpoint))
-    parts += ["raw"] * (not e.ema) + ["halt_on_q"] * bool(e.halt_on_q)
+    parts += ["raw"] * (not e.ema) + ["halt_on_q"] * e.halt_on_q
     if e.max_steps is not None:
-        parts.append(f"steps{int(e.max_steps)}")
+        parts.append(f"steps{e.max_steps}")
     if stage == ARC_DIR:     # eval_arc reads the inference settings above, not stage=eval's test-time compute
-        if cfg.eval_arc.num_aug is not None:
-            parts.append(f"aug{int(cfg.eval_arc.num_aug)}")
+        if ea.num_aug is not None:
+            parts.append(f"aug{ea.num_aug}")
         return _safe("-".join(parts))
-    select = [e.select] if isinstance(e.select, str) else list(e.select)
-    stochastic = (int(e.trajectories) > 1 and float(e.noise) > 0) or int(e.tta) > 1
-    if int(e.trajectories) > 1:
-        parts.append(f"k{int(e.trajectories)}")
-    if float(e.noise) > 0:
+    stochastic = (e.trajectories > 1 and e.noise > 0) or e.tta > 1
+    if e.trajectories > 1:
+        parts.append(f"k{e.trajectories}")
+    if e.noise > 0:
         parts.append(f"noise{_number(e.noise)}")
-    if int(e.tta) > 1:
-        parts.append(f"tta{int(e.tta)}")
-    if select != ["vote"]:
-        parts.append("select-" + "+".join(select))
+    if e.tta > 1:
+        parts.append(f"tta{e.tta}")
+    if e.select != ("vote",):
+        parts.append("select-" + "+".join(e.select))
     if stochastic and e.seed is not None:
-        parts.append(f"seed{int(e.seed)}")
+        parts.append(f"seed{e.seed}")
     if e.limit:
-        parts.append(f"limit{int(e.limit)}")
+        parts.append(f"limit{e.limit}")
     if e.source:
         parts.append("source-" + _folder_name(e.source).rsplit(".", 1)[0])
     return _safe("-".join(parts))

@@ -27,6 +27,7 @@ from pipeline.infer import test_time
 from pipeline.checkpoints import checkpoint as ckpt
 from pipeline.data import dataset_format as fmt
 from pipeline.errors import PipelineError
+from pipeline.options import Options, ReportOptions
 from pipeline.train.metrics_log import read_metrics
 
 log = logging.getLogger(__name__)
@@ -276,7 +277,7 @@ def _write_text(path: str, text: str) -> None:
 def _evaluation(stage: str, folder: str, run_dir: str, data_dir: str | None, options) -> tuple[dict, list]:
     metrics = storage.read_json(storage.join(folder, "metrics.json"))
     name = posixpath.relpath(folder, run_dir) if storage.is_remote(run_dir) else os.path.relpath(folder, run_dir)
-    entry = {"name": name, "stage": stage, "metrics": metrics, "page_size": int(options.page_size)}
+    entry = {"name": name, "stage": stage, "metrics": metrics, "page_size": options.page_size}
     predictions = storage.join(folder, "predictions")
     if stage == "eval_arc" and metrics.get("predictions_from"):
         predictions = metrics["predictions_from"]
@@ -285,7 +286,7 @@ def _evaluation(stage: str, folder: str, run_dir: str, data_dir: str | None, opt
         return entry, []
     if stage == "eval":
         halts = _read(predictions, ["halt_step"])["halt_step"]       # all puzzles: the histogram
-        rows = _read(predictions, rows=int(options.max_items))         # the puzzles shown one by one
+        rows = _read(predictions, rows=options.max_items)         # the puzzles shown one by one
         side = int(round(np.sqrt(np.asarray(rows["inputs"]).shape[1])))
         entry.update(display=_display(metrics["task"], side), figures=eval_figures(halts, metrics))
         total = len(halts)
@@ -297,9 +298,9 @@ def _evaluation(stage: str, folder: str, run_dir: str, data_dir: str | None, opt
         if data_dir:
             path = storage.join(data_dir, tasks.get("arc").TEST_PUZZLES_FILE)
             puzzles = storage.read_json(path) if storage.exists(path) else {}
-        index, details = arc_items(rows, puzzles, int(options.arc_answers))
+        index, details = arc_items(rows, puzzles, options.arc_answers)
         total = len(details)
-        index, details = {k: v[:int(options.max_items)] for k, v in index.items()}, details[:int(options.max_items)]
+        index, details = {k: v[:options.max_items] for k, v in index.items()}, details[:options.max_items]
         entry.update(display={"mode": "arc", "palette": list(tasks.get("arc").PALETTE[2:])}, figures=arc_figures(details))
     entry.update(index=index, count=len(details), total=total)
     return entry, details
@@ -308,10 +309,11 @@ def _evaluation(stage: str, folder: str, run_dir: str, data_dir: str | None, opt
 def write_after_stage(cfg) -> str | None:
     """The report at the end of stage=train / eval / eval_arc (unless `report.enabled=false`). The stage's own
     results are written by then: a report that cannot be built is a warning, not a failed stage."""
-    if not cfg.report.enabled:
+    options = Options.of(cfg).report
+    if not options.enabled:
         return None
     try:
-        page = build(cfg.run_dir, cfg.data_dir, cfg.report)
+        page = build(cfg.run_dir, cfg.data_dir, options)
     except (PipelineError, OSError) as err:
         log.warning("report not written: %s (stage=report rebuilds it)", err)
         return None
@@ -319,17 +321,14 @@ def write_after_stage(cfg) -> str | None:
     return page
 
 
-def build(run_dir: str, data_dir: str | None, options) -> str:
-    """Write run_dir/report.html and report_data/ (replacing earlier ones whole); returns the page's path.
-    `options`: the `report` config section (page_size, max_items, arc_answers)."""
+def build(run_dir: str, data_dir: str | None, options: ReportOptions) -> str:
+    """Write run_dir/report.html and report_data/ (replacing earlier ones whole); returns the page's path."""
     import plotly
     training = training_section(run_dir)
     evaluations = discover(run_dir)
     if training is None and not evaluations:
         raise PipelineError(f"run_dir={run_dir}: nothing to report (no metrics.jsonl, checkpoint or evaluation)")
-    page_size = int(options.page_size)
-    if page_size < 1 or int(options.max_items) < 0:
-        raise PipelineError(f"report.page_size={page_size} must be >= 1 and report.max_items={options.max_items} >= 0")
+    page_size = options.page_size
     # Written in place (an object store has no rename) with index.js last: until it exists the page says its
     # data are missing, so a reader never sees a half-written report, and an interrupted build shows as such.
     target = storage.join(run_dir, DATA)

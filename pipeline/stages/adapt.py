@@ -13,6 +13,7 @@ recipe and loop as `stage=train` (resumable, multi-worker, s3://): the embedding
 throughout (`adapt.mode=embeddings`). The base checkpoint is only read.
 """
 import copy
+import dataclasses
 import logging
 import os
 import tempfile
@@ -25,22 +26,18 @@ from pipeline import storage
 from pipeline.checkpoints import reference as reference_checkpoint
 from pipeline.checkpoints import reference_data
 from pipeline.errors import PipelineError
+from pipeline.options import AdaptOptions, Options
 from pipeline.stages import augment
 from pipeline.train.recipe import TrainRecipe, fit
 
 log = logging.getLogger(__name__)
 
 START = "adapt_start"          # run_dir/adapt_start/: the weights adaptation starts from
-MODES = ("full", "embeddings")
 
 
-def embedding_only_steps(mode: str, fraction: float, steps: int) -> int:
+def embedding_only_steps(a: AdaptOptions, steps: int) -> int:
     """Steps that train the embeddings alone: all of them for `embeddings`, the first `fraction` for `full`."""
-    if mode not in MODES:
-        raise PipelineError(f"adapt.mode={mode!r}: use {' or '.join(MODES)}")
-    if not 0 <= fraction <= 1:
-        raise PipelineError(f"adapt.embedding_only_fraction={fraction}: must be in [0, 1]")
-    return int(steps) if mode == "embeddings" else int(round(fraction * int(steps)))
+    return steps if a.mode == "embeddings" else int(round(a.embedding_only_fraction * steps))
 
 
 def mean_rows(table: torch.Tensor, rows: int) -> torch.Tensor:
@@ -108,12 +105,11 @@ def run(cfg) -> dict:
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
         cfg.model = _model_section(base_path, manifest)
-    options = OmegaConf.to_container(cfg.train, resolve=True)
-    options["embedding_only_steps"] = embedding_only_steps(str(cfg.adapt.mode), float(cfg.adapt.embedding_only_fraction),
-                                                           int(options["steps"]))
+    given = Options.of(cfg)
+    options = dataclasses.replace(given.train, embedding_only_steps=embedding_only_steps(given.adapt, given.train.steps))
     model_config = ckpt.model_config(OmegaConf.to_container(cfg.model, resolve=True), manifest)
     log.info("adapting to %d tasks for %d steps, the first %d on the embeddings alone (adapt.mode=%s)",
-             manifest["splits"]["train"]["groups"], options["steps"], options["embedding_only_steps"], cfg.adapt.mode)
+             manifest["splits"]["train"]["groups"], options.steps, options.embedding_only_steps, given.adapt.mode)
     return fit(TrainRecipe(cfg=cfg, options=options, section="train", data_dir=cfg.data_dir, manifest=manifest,
                            run_dir=cfg.run_dir, model_config=model_config,
                            start_weights=lambda: _write_start(cfg, base_path, manifest)))

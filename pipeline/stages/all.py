@@ -12,6 +12,7 @@ import posixpath
 import time
 
 from pipeline import storage, tasks
+from pipeline.options import Options
 
 from pipeline.data import dataset_format
 
@@ -43,7 +44,7 @@ def stage_done(cfg, stage: str) -> bool:
     from pipeline.checkpoints import checkpoint as checkpoints
     from pipeline.infer import predictor
     if stage == "train":
-        return checkpoints.training_complete(cfg.run_dir, int(cfg.train.steps))
+        return checkpoints.training_complete(cfg.run_dir, Options.of(cfg).train.steps)
     metrics_path = storage.join(_eval_dir(cfg, stage), "metrics.json")
     if not storage.exists(metrics_path):
         return False

@@ -35,6 +35,7 @@ from pipeline.results import report
 from pipeline.data import sources
 from pipeline.infer import test_time
 from pipeline.errors import PipelineError
+from pipeline.options import EvalOptions, Options
 from pipeline.ray_setup import in_input_order, init_ray
 
 log = logging.getLogger(__name__)
@@ -45,9 +46,7 @@ PREDICTIONS_PER_FILE = 100_000   # puzzles per predictions file, in (group_id, a
 
 
 def run(cfg) -> dict:
-    e = cfg.eval
-    if int(e.batch_size) < 1 or int(e.render) < 0:
-        raise PipelineError(f"eval.batch_size={e.batch_size} must be >= 1 and eval.render={e.render} >= 0")
+    e = Options.of(cfg).eval
     path = predictor.resolve_checkpoint(cfg.checkpoint, cfg.run_dir, given=reference_data.given(cfg))
     config, saved_manifest, meta = predictor.checkpoint_info(path)
     task = saved_manifest.get("task")
@@ -55,11 +54,11 @@ def run(cfg) -> dict:
     if module.EVAL_STAGE != "eval":
         raise PipelineError(f"checkpoint {path} is a {task!r} model, which stage={module.EVAL_STAGE} scores; "
                             f"stage=eval scores {', '.join(t for t in tasks.names() if tasks.get(t).EVAL_STAGE == 'eval')}")
-    settings = test_time.settings_from_config(e, cfg.seed, task)
+    settings = test_time.settings_from_options(e, cfg.seed, task)
     init_ray(cfg.ray)
     data_manifest = {}
     if e.source:
-        source = str(e.source)
+        source = e.source
         ds = csv_dataset(source, module, saved_manifest)
     else:
         source = storage.join(cfg.data_dir, "test")
@@ -69,7 +68,7 @@ def run(cfg) -> dict:
             raise PipelineError(f"no test puzzles under {source}: rebuild the dataset with stage=augment")
         ds = fmt.read_ray(source, INPUT_COLUMNS)
     if e.limit:
-        ds = ds.limit(int(e.limit))
+        ds = ds.limit(e.limit)
     ds = in_input_order(ds)      # the same batches on every run: the same float rounding
 
     name = evaluations.evaluation_name(cfg)
@@ -77,7 +76,7 @@ def run(cfg) -> dict:
     storage.remove(out_dir)   # nothing from an earlier evaluation with these settings survives; others are kept
     start = time.perf_counter()
     predicted = predictor.predict(ds, path, e, passthrough=INPUT_COLUMNS, settings=settings, task=task,
-                                  size=int(saved_manifest["size"]), record_steps=bool(e.record_steps))
+                                  size=int(saved_manifest["size"]), record_steps=e.record_steps)
     if module.EXTRA_RATES:
         predicted = predicted.map_batches(module.score_batch, batch_format="numpy",
                                           fn_kwargs=dict(size=int(saved_manifest["size"])))
@@ -87,9 +86,9 @@ def run(cfg) -> dict:
                     groups_per_file=PREDICTIONS_PER_FILE)
     metrics = summarize(_totals(predicted, settings.select, module.EXTRA_RATES), module.EXTRA_RATES, settings)
     metrics.update(task=task, checkpoint=path, checkpoint_step=meta.get("step"), source=source,
-                   ema=bool(e.ema), halt_on_q=bool(e.halt_on_q), wall_seconds=wall_seconds,
+                   ema=e.ema, halt_on_q=e.halt_on_q, wall_seconds=wall_seconds,
                    fingerprint=fingerprint.evaluation_fingerprint(cfg, "eval", path, meta.get("step"), data_manifest))
-    if int(e.render):
+    if e.render:
         metrics["rendered"] = render_puzzles(ds, path, e, task, out_dir)
     metrics["name"] = name
     storage.write_json_atomic(storage.join(out_dir, "metrics.json"), metrics)
@@ -232,11 +231,11 @@ def solved_title(steps: np.ndarray, labels: np.ndarray) -> str:
         f"right at step {first}, wrong again at step {len(steps)}"
 
 
-def render_puzzles(ds, path: str, eval_cfg, task: str, out_dir: str, name=None) -> list:
+def render_puzzles(ds, path: str, e: EvalOptions, task: str, out_dir: str, name=None) -> list:
     """PNGs of the first `eval.render` puzzles, drawn in the driver (a few puzzles); `name(batch, i)` names
     puzzle i in its title (default: its test puzzle number)."""
-    batch = ds.limit(int(eval_cfg.render)).take_batch(int(eval_cfg.render), batch_format="numpy")
-    model = predictor.load_model(path, bool(eval_cfg.ema), "cpu")
+    batch = ds.limit(e.render).take_batch(e.render, batch_format="numpy")
+    model = predictor.load_model(path, e.ema, "cpu")
     steps, _ = predictor.step_predictions(model, batch)
     name = name or (lambda b, i: f"test puzzle {int(b['group_id'][i])}")
     files = []

@@ -34,6 +34,7 @@ from pipeline.checkpoints import checkpoint as ckpt
 from pipeline.data import dataset_format as fmt
 from pipeline.checkpoints.arc_identifiers import IDENTIFIER_FIELDS
 from pipeline.errors import PipelineError
+from pipeline.options import EvalOptions, Options
 from pipeline.ray_setup import init_ray
 
 log = logging.getLogger(__name__)
@@ -47,14 +48,11 @@ ROWS_PER_VOTE_PARTITION = 50_000   # predictions per groupby partition (Ray's de
 
 
 def run(cfg) -> dict:
-    ea = cfg.eval_arc
-    ks = sorted({int(k) for k in ea.pass_ks})
-    if not ks or ks[0] < 1:
-        raise PipelineError(f"eval_arc.pass_ks={list(ea.pass_ks)}: need positive integers")
-    if ea.num_aug is not None and int(ea.num_aug) < 0:
-        raise PipelineError(f"eval_arc.num_aug={ea.num_aug}: must be >= 0 (or null for every version)")
-    # one pass of eval.max_steps supervision steps per version (the versions vote); checked before anything is removed
-    settings = test_time.Settings(max_steps=test_time.max_steps(cfg.eval))
+    options = Options.of(cfg)
+    ea, e = options.eval_arc, options.eval
+    ks = sorted(set(ea.pass_ks))
+    # one pass of eval.max_steps supervision steps per version (the versions vote)
+    settings = test_time.Settings(max_steps=e.max_steps)
     manifest = fmt.read_task_manifest(cfg)
     if manifest.get("task") != "arc":
         raise PipelineError(f"data_dir={cfg.data_dir} holds a {manifest.get('task')!r} dataset; stage=eval_arc needs "
@@ -65,7 +63,7 @@ def run(cfg) -> dict:
     predictions_dir = storage.join(out_dir, "predictions")
     info = {}
     if ea.predictions:
-        predictions_dir = storage.to_absolute(str(ea.predictions))
+        predictions_dir = storage.to_absolute(ea.predictions)
         if not storage.list_files(predictions_dir, ".parquet"):
             raise PipelineError(f"eval_arc.predictions={ea.predictions}: no Parquet files under {predictions_dir}")
         info["predictions_from"] = predictions_dir
@@ -81,11 +79,11 @@ def run(cfg) -> dict:
         ckpt.check_fits(path, saved_manifest, manifest, f"data_dir={cfg.data_dir}", also=IDENTIFIER_FIELDS)
         storage.remove(out_dir)   # nothing from an earlier evaluation with these settings is pooled in; others are kept
         init_ray(cfg.ray)
-        info.update(checkpoint=path, checkpoint_step=meta.get("step"), ema=bool(cfg.eval.ema),
-                    halt_on_q=bool(cfg.eval.halt_on_q), max_steps=cfg.eval.max_steps)
-        predict_to_parquet(cfg, path, predictions_dir, settings)
-        if int(cfg.eval.render):
-            info["rendered"] = render_test_inputs(cfg, path, out_dir)
+        info.update(checkpoint=path, checkpoint_step=meta.get("step"), ema=e.ema, halt_on_q=e.halt_on_q,
+                    max_steps=e.max_steps)
+        predict_to_parquet(cfg.data_dir, path, predictions_dir, options, settings)
+        if e.render:
+            info["rendered"] = render_test_inputs(cfg.data_dir, path, out_dir, e)
 
     predictions = ray.data.read_parquet(predictions_dir, columns=["task_id", "example_index", "answer_hash", "height",
                                                                    "width", "answer", "q_halt"])
@@ -124,25 +122,26 @@ def ground_truth(data_dir: str, manifest: dict) -> tuple[dict, dict]:
     return counts, truth
 
 
-def predict_to_parquet(cfg, path: str, predictions_dir: str, settings: test_time.Settings) -> None:
-    test_dir = storage.join(cfg.data_dir, "test")
+def predict_to_parquet(data_dir: str, path: str, predictions_dir: str, options: Options,
+                       settings: test_time.Settings) -> None:
+    test_dir = storage.join(data_dir, "test")
     if not storage.list_files(test_dir, ".parquet"):
         raise PipelineError(f"no test rows under {test_dir}: rebuild the dataset with stage=augment")
     ds = fmt.read_ray(test_dir, ["inputs", "labels", *PASSTHROUGH])
-    if cfg.eval_arc.num_aug is not None:
-        ds = ds.map_batches(_versions_up_to, batch_format="numpy", fn_kwargs=dict(num_aug=int(cfg.eval_arc.num_aug)))
-    ds = predictor.predict(ds, path, cfg.eval, passthrough=PASSTHROUGH, settings=settings)
+    if options.eval_arc.num_aug is not None:
+        ds = ds.map_batches(_versions_up_to, batch_format="numpy", fn_kwargs=dict(num_aug=options.eval_arc.num_aug))
+    ds = predictor.predict(ds, path, options.eval, passthrough=PASSTHROUGH, settings=settings)
     ds.map_batches(_decode, batch_format="numpy").write_parquet(predictions_dir, compression="zstd")
 
 
-def render_test_inputs(cfg, path: str, out_dir: str) -> list:
+def render_test_inputs(data_dir: str, path: str, out_dir: str, e: EvalOptions) -> list:
     """PNGs of the first `eval.render` test inputs as the model sees them (the identity version, on its canvas):
     the answer after each supervision step and the target (`run_dir/eval_arc/<name>/render/`)."""
     from pipeline.stages.eval import render_puzzles
-    ds = fmt.read_ray(storage.join(cfg.data_dir, "test"), ["inputs", "labels", "puzzle_identifier", "task_id",
+    ds = fmt.read_ray(storage.join(data_dir, "test"), ["inputs", "labels", "puzzle_identifier", "task_id",
                                                            "example_index", "aug_index"])
     ds = ds.map_batches(_versions_up_to, batch_format="numpy", fn_kwargs=dict(num_aug=0))
-    return render_puzzles(ds, path, cfg.eval, "arc", out_dir,
+    return render_puzzles(ds, path, e, "arc", out_dir,
                           name=lambda b, i: f"task {b['task_id'][i]}, test input {int(b['example_index'][i]) + 1}")
 
 

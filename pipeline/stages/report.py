@@ -5,10 +5,11 @@
 stage=train, eval and eval_arc write it at their end already (`report.enabled`); this rebuilds it, e.g. after
 copying a run folder from S3. What it shows and how: `pipeline.results.report`.
 """
+from pipeline.options import Options
 from pipeline.results import report
 
 
 def run(cfg) -> dict:
-    page = report.build(cfg.run_dir, cfg.data_dir, cfg.report)
+    page = report.build(cfg.run_dir, cfg.data_dir, Options.of(cfg).report)
     print(f"report: {page} (open it in a browser; it needs the {report.DATA}/ folder beside it)", flush=True)
     return {"report": page}

@@ -18,6 +18,7 @@ from pipeline.checkpoints import reference as reference_checkpoint
 from pipeline.checkpoints import reference_data
 from pipeline.results import report
 from pipeline.errors import PipelineError
+from pipeline.options import Options
 from pipeline.train.recipe import TrainRecipe, fit
 
 
@@ -44,8 +45,9 @@ def _init_from(cfg, model_config, manifest: dict) -> str:
 def run(cfg) -> dict:
     manifest = fmt.read_task_manifest(cfg)
     model_config = ckpt.model_config(OmegaConf.to_container(cfg.model, resolve=True), manifest)
-    start = (lambda: _init_from(cfg, model_config, manifest)) if cfg.train.init_from else None
-    summary = fit(TrainRecipe(cfg=cfg, options=OmegaConf.to_container(cfg.train, resolve=True), section="train",
+    options = Options.of(cfg).train
+    start = (lambda: _init_from(cfg, model_config, manifest)) if options.init_from else None
+    summary = fit(TrainRecipe(cfg=cfg, options=options, section="train",
                               data_dir=cfg.data_dir, manifest=manifest, run_dir=cfg.run_dir,
                               model_config=model_config, start_weights=start))
     report.write_after_stage(cfg)

@@ -28,8 +28,8 @@ from pipeline.errors import PipelineError
 from pipeline.train.metrics_log import read_metrics, write_curves
 from pipeline.progress import Board, DriverProgress
 from pipeline.ray_setup import init_ray
-from pipeline.train.loop import train_loop
-from trm.compile import COMPILE_MODES
+from pipeline.options import TrainOptions
+from pipeline.train.loop import LoopConfig, train_loop
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class TrainRecipe:
     """One training run as a stage describes it.
 
     cfg: the resolved config (seed, ray, logger; saved into every checkpoint);
-    options: the loop's options, the keys of `conf/train/default.yaml` (a stage may merge its own onto them);
+    options: the loop's options (`conf/train/default.yaml`'s keys, typed; a stage may set its own values);
     section: the config section the options came from, as the errors name them (`train`);
     data_dir / manifest: the dataset trained on; run_dir: where checkpoints and metrics go;
     model_config: the network (`trm.TRMConfig`);
@@ -47,32 +47,13 @@ class TrainRecipe:
     or None to start from the seed's initialisation; not called when run_dir is resumed.
     """
     cfg: object
-    options: dict
+    options: TrainOptions
     section: str
     data_dir: str
     manifest: dict
     run_dir: str
     model_config: object
     start_weights: Callable[[], str | None] | None = None
-
-
-def _resume_mode(value, section: str) -> str:
-    mode = {True: "true", False: "false"}.get(value, str(value).lower())
-    if mode not in ("auto", "true", "false"):
-        raise PipelineError(f"{section}.resume={value!r}: use auto, true or false")
-    return mode
-
-
-def _check_options(t, section: str) -> None:
-    workers, batch = int(t["num_workers"]), int(t["global_batch_size"])
-    if workers < 1 or batch < 1 or int(t["steps"]) < 1:
-        raise PipelineError(f"{section}.num_workers, {section}.global_batch_size and {section}.steps must be positive")
-    for key, allowed in (("compile", ("auto", "true", "false")), ("compile_mode", COMPILE_MODES)):
-        if str(t.get(key, allowed[0])).lower() not in allowed:
-            raise PipelineError(f"{section}.{key}={t[key]}: not one of {', '.join(allowed)}")
-    if batch % workers:
-        raise PipelineError(f"{section}.global_batch_size={batch} must be a multiple of {section}.num_workers={workers} "
-                            f"(each worker holds an equal share of the batch)")
 
 
 def _check_resumable(path: str, recipe: "TrainRecipe") -> int:
@@ -98,10 +79,10 @@ def _check_resumable(path: str, recipe: "TrainRecipe") -> int:
                             f"use another run_dir or the saved model.* values")
     for key in ("global_batch_size", "ema"):
         saved_value = saved[section][key]
-        if saved_value != options[key]:
+        if saved_value != getattr(options, key):
             raise PipelineError(f"checkpoint {path} was trained with {section}.{key}={saved_value}, "
-                                f"not {options[key]}; resuming exactly needs the same value")
-    if int(meta["world_size"]) != int(options["num_workers"]):
+                                f"not {getattr(options, key)}; resuming exactly needs the same value")
+    if int(meta["world_size"]) != options.num_workers:
         raise PipelineError(f"checkpoint {path} was written by {meta['world_size']} workers; set "
                             f"{section}.num_workers={meta['world_size']} to resume it (each worker's carry and data "
                             f"position are saved)")
@@ -120,16 +101,16 @@ def _storage(run_dir: str) -> tuple[str, str]:
     return parent, name
 
 
-def _resources(t) -> tuple[bool, float]:
-    use_gpu = t["use_gpu"]
-    if str(use_gpu).lower() == "auto":
+def _resources(t: TrainOptions) -> tuple[bool, float]:
+    use_gpu = t.use_gpu
+    if use_gpu == "auto":
         use_gpu = ray.cluster_resources().get("GPU", 0) > 0
-    cpus = t["cpus_per_worker"]
-    if str(cpus).lower() == "auto":
+    cpus = t.cpus_per_worker
+    if cpus == "auto":
         # Training reads its rows without Ray Data (pipeline.data.split_reader), so nothing else needs CPUs while it runs.
         nodes = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")]
-        cpus = 1 if use_gpu else whole_cpus_per_worker(nodes, int(t["num_workers"]))
-    return bool(use_gpu), float(cpus)
+        cpus = 1 if use_gpu else whole_cpus_per_worker(nodes, t.num_workers)
+    return use_gpu, float(cpus)
 
 
 def whole_cpus_per_worker(node_cpus: list, workers: int) -> float:
@@ -148,7 +129,7 @@ def _check_splits(recipe: "TrainRecipe") -> bool:
         raise PipelineError(f"no Parquet files under {train_dir}: rebuild the dataset with stage=augment")
     # Periodic evaluation (and best_) reads the validation split only: selecting on the test split would
     # select on the split stage=eval reports.
-    if int(recipe.options["eval_every"] or 0) <= 0:
+    if not recipe.options.eval_every:
         return False
     if not recipe.manifest.get("splits", {}).get("val", {}).get("examples", 0):
         log.info("the dataset has no validation split (task.num_val=0): no periodic evaluation, no best_")
@@ -196,26 +177,25 @@ def fit(recipe: TrainRecipe) -> dict:
     from pipeline.config import redact, saved_config
 
     cfg, t, section, run_dir = recipe.cfg, recipe.options, recipe.section, recipe.run_dir
-    _check_options(t, section)
-    mode = _resume_mode(t["resume"], section)
+    mode = t.resume
     latest, skipped = ckpt.resumable_checkpoint(run_dir)
     for path, reason in skipped:
         log.warning("skipping checkpoint %s: %s", path, reason)
-    if latest and mode == "false":
+    if latest and mode is False:
         raise PipelineError(f"run_dir={run_dir} already holds checkpoints (latest {latest}) and {section}.resume=false; "
                             f"choose another run_dir or delete it")
-    if not latest and mode == "true":
+    if not latest and mode is True:
         unreadable = f" ({len(skipped)} unreadable: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise PipelineError(f"{section}.resume=true but run_dir={run_dir} holds no complete checkpoint{unreadable}")
     step = 0
     if latest:
         step = _check_resumable(latest, recipe)
-        if step >= int(t["steps"]):
+        if step >= t.steps:
             log.info("training in %s is complete (step %d); nothing to do", run_dir, step)
             summary = summarize(run_dir)
             _print_summary(summary)
             return summary
-        log.info("resuming from %s (step %d of %d)%s", latest, step, int(t["steps"]),
+        log.info("resuming from %s (step %d of %d)%s", latest, step, t.steps,
                  f", the newest readable of {len(skipped) + 1}" if skipped else "")
     init_from = recipe.start_weights() if recipe.start_weights and not latest else None
 
@@ -224,29 +204,28 @@ def fit(recipe: TrainRecipe) -> dict:
     storage_path, name = _storage(run_dir)
     has_eval = _check_splits(recipe)
     board = Board.remote()
-    loop_config = {
-        "train": dict(t), "model": asdict(recipe.model_config), "run_dir": run_dir,
-        "seed": int(cfg.seed), "saved_config": {**saved_config(cfg), section: redact(dict(t))}, "manifest": recipe.manifest, "has_eval": has_eval,
-        "logger": cfg.logger, "wandb_project": t["wandb_project"], "init_from": init_from,
-        "resume_from": latest, "skipped_checkpoints": [posixpath.basename(p.rstrip("/")) for p, _ in skipped],
-        "progress_board": board, "data_dir": recipe.data_dir, "cpus": cpus,
-    }
+    loop_config = LoopConfig(
+        train=t, model=asdict(recipe.model_config), run_dir=run_dir, data_dir=recipe.data_dir,
+        manifest=recipe.manifest, seed=int(cfg.seed), saved_config={**saved_config(cfg), section: redact(asdict(t))},
+        has_eval=has_eval, logger=cfg.logger, resume_from=latest,
+        skipped_checkpoints=tuple(posixpath.basename(p.rstrip("/")) for p, _ in skipped), init_from=init_from,
+        cpus=cpus, progress_board=board)
     trainer = TorchTrainer(
-        train_loop, train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=int(t["num_workers"]), use_gpu=use_gpu,
+        train_loop, train_loop_config={"loop": loop_config},
+        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cpus, **({"GPU": 1} if use_gpu else {})},
-                                     placement_strategy=t["placement_strategy"]),
+                                     placement_strategy=t.placement_strategy),
         run_config=RunConfig(name=name, storage_path=storage_path,
-                             failure_config=FailureConfig(max_failures=int(t["max_failures"])),
-                             checkpoint_config=CheckpointConfig(num_to_keep=t["keep_last"]),
-                             logging_config=LoggingConfig(log_level=str(t["ray_log_level"]).upper())),
+                             failure_config=FailureConfig(max_failures=t.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=t.keep_last),
+                             logging_config=LoggingConfig(log_level=t.ray_log_level)),
     )
     network, table = model_size(recipe.model_config)
     log.info("training a TRM of %s network parameters (+ %s puzzle-embedding entries) for %d steps on %d "
-             "worker(s) (%s, %.2g CPU each), batch %d, into %s", f"{network:,}", f"{table:,}", int(t["steps"]),
-             int(t["num_workers"]), "GPU" if use_gpu else "CPU", cpus, int(t["global_batch_size"]), run_dir)
+             "worker(s) (%s, %.2g CPU each), batch %d, into %s", f"{network:,}", f"{table:,}", t.steps,
+             t.num_workers, "GPU" if use_gpu else "CPU", cpus, t.global_batch_size, run_dir)
     try:
-        with DriverProgress(board, int(t["steps"]), step):
+        with DriverProgress(board, t.steps, step):
             trainer.fit()
     except ray.train.TrainingFailedError:
         log.error("training failed; rerun the same command to continue from the latest checkpoint in %s", run_dir)
