@@ -2,6 +2,7 @@
 
     python bench/bench_faults.py voting [--versions 100 1000 4000]   # re-scoring at ARC-AGI-1 size
     python bench/bench_faults.py flaky [--shares 0.1 0.3 0.5]         # the driver's S3 calls through a flaky store
+    python bench/bench_faults.py lost-node [--steps 60]               # a worker node removed mid-run
 
 voting: `stage=eval_arc eval_arc.predictions=<folder>` on a synthetic predictions folder of ARC-AGI-1's size
 (400 tasks, 419 test inputs, each answered under V versions; answers up to 30x30 = 900 cells): 10 % of the
@@ -13,6 +14,14 @@ flaky: the driver's object-store calls of a run (write a JSON file, read it back
 3 MiB checkpoint with meta.json last) through tests/fault_proxy.py failing a share of requests (503 SlowDown,
 500, connection reset in turn), with the clients' default retries (botocore legacy mode, 5 attempts; s3fs's
 own for dropped connections): rounds completed, requests failed, seconds per round against a share of 0.
+
+lost-node: a local 3-node Ray cluster (`ray.cluster_utils.Cluster`: a head without CPUs, two 1-CPU worker
+nodes), data and run_dir on the loopback S3 server, `stage=train` with 2 workers (STRICT_SPREAD: one per
+worker node) as the user's command in a subprocess joining that cluster. Three runs of the same training:
+uninterrupted; a worker node removed (its raylet and objects gone) once the first checkpoint is complete,
+then a replacement node added; the same removal with no replacement (`train.node_wait_s`). Reported: steps
+logged once, final weights equal to the uninterrupted run's, seconds from the loss to the first step
+after it, and the no-replacement run's last line and time to stop.
 
 Timings from a shared 2-core machine are only comparable within one run of this script.
 """
@@ -187,6 +196,92 @@ def bench_flaky(shares: list, rounds: int) -> None:
                   f"{seconds:>8.2f}", flush=True)
 
 
+# A lost node
+
+def _train_command(address: str, data_dir: str, run_dir: str, steps: int, every: int, wait_s: float) -> list:
+    return [sys.executable, "-m", "pipeline.run", "stage=train", "task=sudoku", f"data_dir={data_dir}",
+            f"run_dir={run_dir}", f"ray.address={address}", "model.hidden_size=32", "model.num_heads=2",
+            "model.L_layers=1", "model.H_cycles=2", "model.L_cycles=2", "model.halt_max_steps=4",
+            "train.num_workers=2", "train.cpus_per_worker=1", "train.placement_strategy=STRICT_SPREAD",
+            "train.global_batch_size=32", f"train.steps={steps}", f"train.checkpoint_every={every}",
+            "train.eval_every=0", "train.compile=false", "train.max_failures=2", f"train.node_wait_s={wait_s}"]
+
+
+def _wait_for(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def bench_lost_node(steps: int, every: int, wait_s: float, replace_after_s: float) -> None:
+    import tests.conftest  # noqa: F401  (starts the loopback S3 server, sets the test credentials)
+    import boto3
+    import torch
+    from ray.cluster_utils import Cluster
+
+    from pipeline.checkpoints import checkpoint as ckpt
+    from pipeline.train.metrics_log import read_metrics
+    print(f"# python bench/bench_faults.py lost-node --steps {steps} --every {every} --wait {wait_s:g} "
+          f"--replace-after {replace_after_s:g}   (commit {commit_label()}, {os.cpu_count()} CPUs, a shared machine: "
+          f"timings comparable within this run only)")
+    bucket = "lost-node"
+    boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"]).create_bucket(Bucket=bucket)
+    data_dir = f"s3://{bucket}/data"
+    import ray
+    env = _environment()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    ray.init(address=cluster.address, logging_level="WARNING")    # this process only watches: it asks for nothing
+    cluster.wait_for_nodes()
+    try:
+        subprocess.run([sys.executable, "-m", "pipeline.run", "stage=augment", "task=sudoku", "task.size=4",
+                        "task.num_train=64", "task.num_test=8", "task.num_val=0", "task.num_aug=4",
+                        f"data_dir={data_dir}", f"ray.address={cluster.address}"],
+                       check=True, cwd=ROOT, env=env, capture_output=True, text=True)
+        runs = {}
+        for case in ("uninterrupted", "replaced", "not replaced"):
+            run_dir = f"s3://{bucket}/{case.replace(' ', '_')}"
+            first = f"{run_dir}/{ckpt.checkpoint_name(every)}"
+            child = subprocess.Popen(_train_command(cluster.address, data_dir, run_dir, steps, every, wait_s),
+                                     cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            lost_at = stopped = None
+            if case != "uninterrupted":
+                _wait_for(lambda: ckpt.is_complete(first), 600, f"{first}")
+                lost_at = time.time()
+                cluster.remove_node(workers.pop())            # the raylet, its worker process and objects go
+                if case == "replaced":
+                    time.sleep(replace_after_s)
+                    workers.append(cluster.add_node(num_cpus=1))
+            output, _ = child.communicate()
+            stopped = time.time()
+            if case == "not replaced":
+                workers.append(cluster.add_node(num_cpus=1))   # the cluster back as it was
+            lines = [line for line in output.strip().splitlines() if line.strip()]
+            records = read_metrics(run_dir)
+            logged = [r["step"] for r in records if "train/lm_loss" in r]
+            after = [r["time"] for r in records if lost_at and r["time"] > lost_at]
+            runs[case] = dict(code=child.returncode, last=lines[-1] if lines else "", logged=logged,
+                              lost_at=lost_at, first_after=after[0] if after else None, stopped=stopped,
+                              weights=(ckpt.load_checkpoint(ckpt.latest_checkpoint(run_dir))[0]["model"]
+                                       if child.returncode == 0 else None))
+        base = runs["uninterrupted"]["weights"]
+        print(f"{'run':>14} {'exit':>4} {'steps logged once':>17} {'same weights':>12} {'loss -> next step s':>19} "
+              f"{'loss -> exit s':>14}")
+        for case, r in runs.items():
+            once = r["logged"] == list(range(1, len(r["logged"]) + 1))
+            same = "-" if r["weights"] is None else str(all(torch.equal(r["weights"][k], v) for k, v in base.items()))
+            to_step = f"{r['first_after'] - r['lost_at']:.1f}" if r["first_after"] else "-"
+            to_exit = f"{r['stopped'] - r['lost_at']:.1f}" if r["lost_at"] else "-"
+            steps_logged = f"{once} ({len(r['logged'])})"
+            print(f"{case:>14} {r['code']:>4} {steps_logged:>17} {same:>12} {to_step:>19} {to_exit:>14}")
+        print(f"not replaced, its last line: {runs['not replaced']['last']}")
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="case", required=True)
@@ -195,11 +290,18 @@ def main() -> None:
     flaky = sub.add_parser("flaky")
     flaky.add_argument("--shares", type=float, nargs="+", default=[0.1, 0.3, 0.5])
     flaky.add_argument("--rounds", type=int, default=20)
+    lost = sub.add_parser("lost-node")
+    lost.add_argument("--steps", type=int, default=60)
+    lost.add_argument("--every", type=int, default=10, help="train.checkpoint_every")
+    lost.add_argument("--wait", type=float, default=30, help="train.node_wait_s")
+    lost.add_argument("--replace-after", type=float, default=5, help="seconds before the replacement node joins")
     args = parser.parse_args()
     if args.case == "voting":
         bench_voting(args.versions)
-    else:
+    elif args.case == "flaky":
         bench_flaky(args.shares, args.rounds)
+    else:
+        bench_lost_node(args.steps, args.every, args.wait, args.replace_after)
 
 
 if __name__ == "__main__":

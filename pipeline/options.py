@@ -141,6 +141,7 @@ class TrainOptions:
     init_from: str | None
     resume: bool | Auto
     max_failures: int = at_least(0)
+    node_wait_s: float = at_least(1)
     wandb_project: str
     ray_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
     embedding_only_steps: int = at_least(0)

@@ -204,6 +204,18 @@ def test_stop_and_resume_on_s3_equals_uninterrupted(baseline, tiny_data, s3_buck
     assert_same_state(final_state(run_dir), final_state(baseline[0]))
 
 
+def test_workers_without_room_stop_the_run_naming_the_checkpoint_to_resume(baseline, tiny_data, tmp_path):
+    """What a lost node that is never replaced leaves: the restarted workers find no room within
+    train.node_wait_s (here 6 CPUs asked of a 4-CPU Ray), and the run stops in one line naming the newest
+    checkpoint (bench/bench_faults.py lost-node removes a real node, with and without a replacement)."""
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(baseline[0], run_dir)
+    newest = ckpt.latest_checkpoint(run_dir)
+    with pytest.raises(PipelineError, match=r"found no room on the cluster within train.node_wait_s=2 s .*"
+                                            rf"resume from {newest}$"):
+        train(tiny_data, run_dir, f"train.steps={STEPS + 4}", "train.cpus_per_worker=3", "train.node_wait_s=2")
+
+
 def test_missing_data_dir(tmp_path):
     with pytest.raises(PipelineError, match="dataset.json is missing"):
         train(tmp_path / "nothing", tmp_path / "run")

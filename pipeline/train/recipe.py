@@ -14,7 +14,9 @@ checkpoint): num_puzzle_identifiers x hidden_size x 4 bytes, e.g. ARC-AGI-1 aug-
 = 1.8 GB (ARC-AGI-2 about the same per id), plus up to global_batch_size rows of gradient per step;
 Sudoku and Maze use 1 row per puzzle (a few MB).
 """
+import contextlib
 import logging
+import os
 import posixpath
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -32,6 +34,8 @@ from pipeline.options import TrainOptions
 from pipeline.train.loop import LoopConfig, train_loop
 
 log = logging.getLogger(__name__)
+
+WORKER_GROUP_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,27 @@ def summarize(run_dir: str) -> dict:
     }
 
 
+@contextlib.contextmanager
+def _worker_start_timeout(seconds: float):
+    """Ray Train's wait for a worker group's resources (its controller reads this variable from the driver's
+    environment), at the start and after a worker group failed, e.g. with a lost node."""
+    before = os.environ.get(WORKER_GROUP_START_TIMEOUT_ENV)
+    os.environ[WORKER_GROUP_START_TIMEOUT_ENV] = str(seconds)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(WORKER_GROUP_START_TIMEOUT_ENV, None)
+        else:
+            os.environ[WORKER_GROUP_START_TIMEOUT_ENV] = before
+
+
+def _workers_never_started(err: Exception) -> bool:
+    """Whether Ray Train gave up waiting for its workers' resources (its controller's startup timeout)."""
+    from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
+    return isinstance(getattr(err, "controller_failure", None), WorkerGroupStartupTimeoutError)
+
+
 def _print_summary(summary: dict) -> None:
     fmt_value = lambda v: "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
     print("\n".join(f"{key:>20}: {fmt_value(value)}" for key, value in summary.items()), flush=True)
@@ -216,7 +241,8 @@ def fit(recipe: TrainRecipe) -> dict:
                                      resources_per_worker={"CPU": cpus, **({"GPU": 1} if use_gpu else {})},
                                      placement_strategy=t.placement_strategy),
         run_config=RunConfig(name=name, storage_path=storage_path,
-                             failure_config=FailureConfig(max_failures=t.max_failures),
+                             # a worker group that cannot start within node_wait_s is not retried: it stops the run
+                             failure_config=FailureConfig(max_failures=t.max_failures, controller_failure_limit=0),
                              checkpoint_config=CheckpointConfig(num_to_keep=t.keep_last),
                              logging_config=LoggingConfig(log_level=t.ray_log_level)),
     )
@@ -225,9 +251,15 @@ def fit(recipe: TrainRecipe) -> dict:
              "worker(s) (%s, %.2g CPU each), batch %d, into %s", f"{network:,}", f"{table:,}", t.steps,
              t.num_workers, "GPU" if use_gpu else "CPU", cpus, t.global_batch_size, run_dir)
     try:
-        with DriverProgress(board, t.steps, step):
+        with DriverProgress(board, t.steps, step), _worker_start_timeout(t.node_wait_s):
             trainer.fit()
-    except ray.train.TrainingFailedError:
+    except ray.train.TrainingFailedError as err:
+        if _workers_never_started(err):
+            newest = ckpt.latest_checkpoint(run_dir)
+            raise PipelineError(
+                f"training stopped: its {t.num_workers} worker(s) found no room on the cluster within "
+                f"{section}.node_wait_s={t.node_wait_s:g} s (a lost node not replaced?); rerun the same command to "
+                + (f"resume from {newest}" if newest else "start again (no complete checkpoint yet)")) from None
         log.error("training failed; rerun the same command to continue from the latest checkpoint in %s", run_dir)
         raise
     write_curves(run_dir)
