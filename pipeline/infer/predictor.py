@@ -18,7 +18,7 @@ from pipeline.checkpoints import reference as reference_checkpoint
 from pipeline import storage
 from pipeline.infer import test_time
 from pipeline.errors import PipelineError
-from pipeline.ray_setup import torch_threads, use_own_inductor_cache
+from pipeline.ray_setup import cluster_gpus, torch_threads, use_own_inductor_cache
 from pipeline.train.loop import to_examples
 from trm import TRM, Carry, evaluate_batch, refill
 from trm.compile import SupervisionStep, compile_pays
@@ -159,7 +159,7 @@ class Predictor:
 
 def actor_resources(eval_cfg) -> dict:
     """map_batches arguments for the actor pool: one GPU per actor where the cluster has GPUs."""
-    gpus = int(ray.cluster_resources().get("GPU", 0))
+    gpus = int(cluster_gpus())
     cpus = max(1, int(eval_cfg.cpus_per_actor))
     actors = int(eval_cfg.num_actors) if eval_cfg.num_actors else max(1, gpus)
     if gpus:
