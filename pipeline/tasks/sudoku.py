@@ -114,13 +114,14 @@ def build(cfg, data_dir: str) -> dict:
         originals = {split: ds.map_batches(_with_canonical, batch_format="numpy", fn_kwargs=dict(n=n)).materialize()
                      for split, ds in originals.items()}
     # one trip to the driver per source split for the small columns; the splits are then filtered on Ray
-    side = {split: _collect(ds, ["canonical", "group_id", "rating"]) for split, ds in originals.items()}
-    keep, dropped = split_hygiene.hold_out_and_drop(side["train"]["canonical"], side["train"]["group_id"],
-                                                    side["test"]["canonical"], int(task.num_val), int(cfg.seed), "puzzle")
-    originals = {split: fmt.split_by_groups(originals[source], side[source]["group_id"][keep[split]])[1].drop_columns(["canonical"])
-                 for split, source in (("train", "train"), ("val", "train"), ("test", "test"))}
-    histogram = {split: _rating_histogram(side[source]["rating"][keep[split]])
-                 for split, source in (("train", "train"), ("val", "train"), ("test", "test"))}
+    small = {split: _collect(ds, ["canonical", "group_id", "rating"]) for split, ds in originals.items()}
+    keep, dropped = split_hygiene.hold_out_and_drop(
+        small["train"]["canonical"], small["train"]["group_id"], small["test"]["canonical"], int(task.num_val),
+        int(cfg.seed), "puzzle")
+    source = {"train": "train", "val": "train", "test": "test"}       # validation is held out of the training side
+    histogram = {split: _rating_histogram(small[source[split]]["rating"][keep[split]]) for split in source}
+    originals = {split: fmt.split_by_groups(originals[source[split]], small[source[split]]["group_id"][keep[split]])[1]
+                 .drop_columns(["canonical"]) for split in source}
     for split, ds, copies in (("val", originals["val"], 1), ("test", originals["test"], 1),
                               ("train", _augmented(originals["train"], cfg, n), 1 + int(task.num_aug))):
         log.info("writing the %s split", split)
