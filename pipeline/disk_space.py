@@ -96,10 +96,10 @@ def remove_partial(cfg) -> list[str]:
     removed = []
     if cfg.stage in ("train", "all", "adapt"):
         removed += ckpt.remove_unfinished(cfg.run_dir)
-    for stage in (eval_results.EVAL_DIR, eval_results.ARC_DIR):
+    for stage in eval_results.STAGES:
         # this evaluation's own folder (run_dir/<stage>/<name>/); the others kept beside it are not touched
         out_dir = eval_results.output_dir(cfg, stage)
-        if cfg.stage not in (stage, "all") or storage.exists(storage.join(out_dir, "metrics.json")):
+        if cfg.stage not in (stage, "all") or storage.exists(eval_results.metrics_path(out_dir)):
             continue
         if storage.exists(out_dir):
             storage.remove(out_dir)

@@ -29,6 +29,12 @@ def torch_threads(cpus: float) -> int:
     return max(1, min(int(cpus), cores))
 
 
+def cluster_gpus() -> float:
+    """The GPUs of the Ray cluster this process is connected to, the one place the pipeline looks for them:
+    training workers (`train.use_gpu=auto`) and inference actors take one each where there are any."""
+    return ray.cluster_resources().get("GPU", 0)
+
+
 INDUCTOR_CACHE_PREFIX = "trm-"
 
 

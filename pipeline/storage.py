@@ -96,3 +96,14 @@ def list_files(path: str, suffix: str = "") -> list[str]:
         scheme = str(path).split("://", 1)[0]
         names = [f"{scheme}://{n}" for n in names]
     return [n for n in names if n.endswith(suffix)]
+
+
+def list_folders(path: str) -> list[str]:
+    """Folders directly under a directory, as full paths/URLs in the input's form, sorted (an object store's
+    common prefixes count as folders)."""
+    fs, p = filesystem(path)
+    fs.invalidate_cache()
+    if not fs.exists(p):
+        return []
+    names = sorted(entry["name"] for entry in fs.ls(p, detail=True) if entry["type"] == "directory")
+    return [join(path, posixpath.basename(n.rstrip("/"))) for n in names]

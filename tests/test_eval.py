@@ -16,12 +16,12 @@ from pipeline.errors import PipelineError
 from pipeline.run import run_stage
 from pipeline.tasks.maze import score_batch as valid_paths
 from pipeline.data.examples import to_examples
+from tests import tiny
 from tests.conftest import compose
 from trm import evaluate_batch
 
 N_SUP = 3
-TINY_MODEL = ["model.hidden_size=32", "model.num_heads=2", "model.L_layers=1", "model.H_cycles=2", "model.L_cycles=1",
-              f"model.halt_max_steps={N_SUP}", "model.puzzle_emb_len=2"]
+TINY_MODEL = tiny.model_overrides(halt_max_steps=N_SUP)
 
 
 def write_sudoku_dataset(data_dir: str, num_train: int = 64, num_test: int = 24) -> None:

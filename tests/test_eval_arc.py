@@ -13,13 +13,13 @@ from pipeline.data import dataset_format as fmt
 from pipeline.errors import PipelineError
 from pipeline.run import run_stage
 from pipeline.stages.eval_arc import _decode
+from tests import tiny
 from tests.conftest import compose
 
 TRAINING, EVALUATION = ["0d3d703e", "25ff71a9"], ["6ea4a07e", "e633a9e5"]
 NUM_AUG = 3
 FIRST = f"aug{NUM_AUG - 1}"    # the fixture's evaluation: eval_arc.num_aug differs from the plain pass
-TINY_MODEL = ["model.hidden_size=32", "model.num_heads=2", "model.L_layers=1", "model.H_cycles=1", "model.L_cycles=1",
-              "model.halt_max_steps=2", "model.puzzle_emb_len=2"]
+TINY_MODEL = tiny.model_overrides(H_cycles=1, halt_max_steps=2)
 
 
 @pytest.fixture(scope="module")

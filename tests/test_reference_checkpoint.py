@@ -19,6 +19,7 @@ from pipeline.checkpoints import reference as ref
 from pipeline.errors import PipelineError
 from pipeline.checkpoints.reference_data import DataGiven
 from pipeline.run import run_stage
+from tests import tiny
 from tests.conftest import compose
 from trm import EMA, TRM, TRMConfig, refill, training_state
 
@@ -205,8 +206,7 @@ def _export_import(tmp_path, path) -> ref.Imported:
 
 @pytest.mark.parametrize("dtype", ["float32", "auto"])
 def test_export_then_import_gives_the_same_model(tmp_path, dtype):
-    config = TRMConfig(seq_len=36, vocab_size=8, num_puzzle_identifiers=1, hidden_size=HIDDEN, num_heads=HEADS,
-                       L_layers=1, H_cycles=2, L_cycles=1, halt_max_steps=3, puzzle_emb_len=2, forward_dtype=dtype)
+    config = tiny.pipeline_model(**tiny.SUDOKU_6X6, forward_dtype=dtype)
     manifest = {"task": "sudoku", "seq_len": 36, "vocab_size": 8, "num_puzzle_identifiers": 1, "size": 6, "box": [2, 3]}
     averaged = _our_checkpoint(str(tmp_path / "ours"), config, manifest)
     back = _export_import(tmp_path, str(tmp_path / "ours"))

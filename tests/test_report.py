@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.data import dataset_format as fmt
 from pipeline import storage
-from pipeline.results import report
+from pipeline.results import evaluations, report
 from pipeline.run import run_stage
 from tests.conftest import compose
 
@@ -89,7 +89,7 @@ def test_both_evaluation_layouts_are_found(sudoku_report, tmp_path):
     shutil.copytree(_evaluation_dir(root), run_dir / "eval" / "noisy")
     shutil.copytree(_evaluation_dir(root), run_dir / "eval" / "plain")
     shutil.copytree(_evaluation_dir(root), run_dir / "eval", dirs_exist_ok=True)
-    assert [os.path.relpath(folder, run_dir) for _, folder in report.discover(str(run_dir))] == \
+    assert [os.path.relpath(folder, run_dir) for _, folder in evaluations.discover(str(run_dir))] == \
         ["eval", "eval/noisy", "eval/plain"]
     result = run_stage(compose("stage=report", f"run_dir={run_dir}", f"data_dir={tmp_path / 'none'}"))
     assert result["report"] == storage.join(str(run_dir), report.PAGE)

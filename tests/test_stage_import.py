@@ -11,14 +11,13 @@ from pipeline.checkpoints import checkpoint as ckpt
 from pipeline.data import dataset_format as fmt
 from pipeline.errors import PipelineError
 from pipeline.run import run_stage
+from tests import tiny
 from tests.conftest import compose
 from tests.test_eval import TINY_MODEL, write_sudoku_dataset
 from tests.test_reference_checkpoint import _our_checkpoint, documented_config, documented_state, write_reference
-from trm import TRMConfig
 
 # TINY_MODEL as a TRMConfig for the 6x6 Sudoku of write_sudoku_dataset
-CONFIG = TRMConfig(seq_len=36, vocab_size=8, num_puzzle_identifiers=1, hidden_size=32, num_heads=2, L_layers=1,
-                   H_cycles=2, L_cycles=1, halt_max_steps=3, puzzle_emb_len=2)
+CONFIG = tiny.pipeline_model(**tiny.SUDOKU_6X6)
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,11 @@ from pipeline.infer import predictor
 from pipeline.errors import PipelineError
 from pipeline.run import run_stage
 from pipeline.tasks import maze, sudoku
+from tests import tiny
 from tests.conftest import compose
 from tests.test_reference_checkpoint import _our_checkpoint
-from trm import TRMConfig
 
-SUDOKU = TRMConfig(seq_len=36, vocab_size=8, num_puzzle_identifiers=1, hidden_size=32, num_heads=2, L_layers=1,
-                   H_cycles=2, L_cycles=1, halt_max_steps=3, puzzle_emb_len=2)
+SUDOKU = tiny.pipeline_model(**tiny.SUDOKU_6X6)
 SUDOKU_MANIFEST = {"task": "sudoku", "seq_len": 36, "vocab_size": 8, "num_puzzle_identifiers": 1, "size": 6, "box": [2, 3]}
 PUZZLE = "1.3..6" "......" "..1..." "...5.." "......" "6..2.1"    # 6x6, '.' for blanks
 

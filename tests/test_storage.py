@@ -21,6 +21,13 @@ def test_json_round_trip_and_listing(base):
     assert not storage.exists(path)
 
 
+def test_folders_are_listed_apart_from_files(base):
+    for name in ("b/x.json", "a/y.json", "top.json"):
+        storage.write_json_atomic(storage.join(base, "d", name), {})
+    assert storage.list_folders(storage.join(base, "d")) == [storage.join(base, "d", "a"), storage.join(base, "d", "b")]
+    assert storage.list_folders(storage.join(base, "absent")) == []
+
+
 def test_to_absolute_keeps_urls(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert storage.to_absolute("x") == str(tmp_path / "x")

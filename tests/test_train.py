@@ -21,6 +21,7 @@ from pipeline import storage
 from pipeline.errors import PipelineError
 from pipeline.train.metrics_log import read_metrics
 from pipeline.run import run_stage
+from tests import tiny
 from tests.conftest import compose
 
 SEQ_LEN, VOCAB, IDS = 16, 6, 9
@@ -47,8 +48,7 @@ def write_tiny_dataset(data_dir: str, num_train: int = 256, num_test: int = 64, 
 
 
 def tiny_overrides() -> list[str]:
-    return ["model.hidden_size=32", "model.num_heads=2", "model.L_layers=1", "model.H_cycles=2", "model.L_cycles=2",
-            "model.halt_max_steps=4", "model.puzzle_emb_len=2", "train.num_workers=2", "train.global_batch_size=16",
+    return [*tiny.model_overrides(L_cycles=2, halt_max_steps=4), "train.num_workers=2", "train.global_batch_size=16",
             f"train.steps={STEPS}", "train.lr=3e-3", "train.lr_warmup_steps=2", "train.checkpoint_every=4",
             "train.eval_every=6", "train.eval_examples=32", "train.keep_last=2", "train.stream_window_rows=40"]
 

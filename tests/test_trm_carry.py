@@ -4,11 +4,12 @@ import torch
 
 from trm import TRM, refill
 from tests.test_trm_model import one_thread  # noqa: F401 (autouse: one torch thread)
-from tests.test_trm_model import examples, tiny
+from tests import tiny
+from tests.test_trm_model import examples
 
 
 def test_refill_keeps_running_slots_and_resets_halted_ones():
-    config = tiny(halt_max_steps=5)
+    config = tiny.unit_model(halt_max_steps=5)
     model = TRM(config, verbose=False).eval()
     carry, _ = model(refill(model.empty_carry(4), examples(config, 4, seed=1)))
     carry, _ = model(carry)
@@ -32,7 +33,7 @@ def test_refill_keeps_running_slots_and_resets_halted_ones():
 
 
 def test_refill_needs_one_row_per_halted_slot():
-    config = tiny()
+    config = tiny.unit_model()
     model = TRM(config, verbose=False)
     with pytest.raises(ValueError, match="4 halted slots but 3 rows"):
         refill(model.empty_carry(4), examples(config, 3))
@@ -41,7 +42,7 @@ def test_refill_needs_one_row_per_halted_slot():
 
 
 def test_refill_with_nothing_halted_is_identity():
-    config = tiny()
+    config = tiny.unit_model()
     model = TRM(config, verbose=False)
     carry, _ = model(refill(model.empty_carry(2), examples(config, 2)))
     carry.halted[:] = False

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from tests.test_trm_model import examples, tiny
+from tests import tiny
+from tests.test_trm_model import examples
 from trm import TRM, build_optimizers, evaluate_batch, refill
 from trm.compile import SupervisionStep, compile_pays
 from trm.config import TRMConfig
@@ -12,7 +13,7 @@ pytestmark = pytest.mark.slow   # compiles, trains or starts Ray: not in the qui
 
 # The smallest graph with every part (2 rounds, one block; exploration on: its draws must match between eager
 # and compiled): compiling costs seconds on a quiet CPU.
-CONFIG = tiny(L_layers=1, L_cycles=1, halt_exploration_prob=0.5)
+CONFIG = tiny.unit_model(L_layers=1, L_cycles=1, halt_exploration_prob=0.5)
 BATCH, STEPS = 8, 20
 
 
@@ -82,8 +83,8 @@ def test_compiled_evaluation_answers_as_eager(compiled_run):
 def test_bfloat16_forward_trains_and_evaluates_close_to_float32():
     """The dtype CUDA takes (forward_dtype=auto there), run here: same initial weights, the first steps'
     losses within bfloat16's precision of float32's, and evaluation answers mostly the same."""
-    f32, model32 = train(tiny(forward_dtype="float32"), compiled=False, steps=3)
-    bf16, model16 = train(tiny(forward_dtype="bfloat16"), compiled=False, steps=3)
+    f32, model32 = train(tiny.unit_model(forward_dtype="float32"), compiled=False, steps=3)
+    bf16, model16 = train(tiny.unit_model(forward_dtype="bfloat16"), compiled=False, steps=3)
     assert model16.forward_dtype == torch.bfloat16
     for a, b in zip(f32, bf16):
         assert abs(a - b) <= 0.02 * abs(a), (a, b)     # bfloat16 keeps 8 bits of mantissa: ~0.4 % per op
@@ -94,7 +95,7 @@ def test_bfloat16_forward_trains_and_evaluates_close_to_float32():
 
 
 def test_auto_compiles_on_cuda_and_on_cpu_for_small_models():
-    small, paper = tiny(), tiny(hidden_size=512, num_heads=8)
+    small, paper = tiny.unit_model(), tiny.unit_model(hidden_size=512, num_heads=8)
     assert compile_pays("auto", torch.device("cuda"), paper) and compile_pays("auto", torch.device("cpu"), small)
     assert not compile_pays("auto", torch.device("cpu"), paper) and not compile_pays("auto", torch.device("mps"), small)
     assert not compile_pays("false", torch.device("cuda"), small) and compile_pays(True, torch.device("cpu"), paper)

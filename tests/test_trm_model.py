@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from tests import tiny
 from trm import TRM, TRMConfig, refill
 from trm.noise import RowKeyedNormal
 
@@ -32,12 +33,6 @@ def test_parameter_counts_match_the_reference(data, variant, expected, capsys):
     assert f"{expected:,} network parameters" in capsys.readouterr().out
 
 
-def tiny(**overrides) -> TRMConfig:
-    values = dict(seq_len=9, vocab_size=5, num_puzzle_identifiers=3, hidden_size=16, num_heads=2,
-                  expansion=2, H_cycles=2, L_cycles=2, halt_max_steps=3, puzzle_emb_len=4)
-    return TRMConfig(**{**values, **overrides})
-
-
 def examples(config: TRMConfig, batch: int, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
     return dict(inputs=torch.randint(0, config.vocab_size, (batch, config.seq_len), generator=g),
@@ -50,7 +45,7 @@ def examples(config: TRMConfig, batch: int, seed: int = 0) -> dict:
     dict(puzzle_emb_ndim=0), dict(puzzle_emb_ndim=40),
 ])
 def test_shapes_for_each_variant(variant):
-    config = tiny(**variant)
+    config = tiny.unit_model(**variant)
     model = TRM(config, verbose=False)
     carry, out = model(refill(model.empty_carry(5), examples(config, 5)))
     length = config.seq_len + (0 if config.emb_ndim == 0 else config.puzzle_emb_len)
@@ -61,7 +56,7 @@ def test_shapes_for_each_variant(variant):
 
 
 def test_only_prefix_position_zero_carries_the_puzzle_embedding():
-    config = tiny()
+    config = tiny.unit_model()
     model = TRM(config, verbose=False)
     model.puzzle_emb.weights.normal_()
     ids = torch.tensor([2, 0])
@@ -73,14 +68,14 @@ def test_only_prefix_position_zero_carries_the_puzzle_embedding():
 
 
 def test_q_head_starts_far_from_halting():
-    model = TRM(tiny(), verbose=False)
+    model = TRM(tiny.unit_model(), verbose=False)
     _, out = model(refill(model.empty_carry(4), examples(model.config, 4)))
     torch.testing.assert_close(torch.sigmoid(out.q_halt), torch.full((4,), 1 / (1 + math.exp(5))))
 
 
 @pytest.mark.parametrize("T, reaches_start", [(2, False), (3, False), (1, True)])
 def test_gradient_flows_only_through_the_last_round(T, reaches_start):
-    config = tiny(H_cycles=T)
+    config = tiny.unit_model(H_cycles=T)
     model = TRM(config, verbose=False)
     carry = refill(model.empty_carry(2), examples(config, 2))
     carry.steps.fill_(1)  # continue from the given y, z instead of the initial states
@@ -99,7 +94,7 @@ def test_gradient_flows_only_through_the_last_round(T, reaches_start):
 
 
 def test_network_calls_with_and_without_gradient():
-    config = tiny(H_cycles=3, L_cycles=4)
+    config = tiny.unit_model(H_cycles=3, L_cycles=4)
     model = TRM(config, verbose=False)
     modes = []
     model.net.register_forward_pre_hook(lambda module, args: modes.append(torch.is_grad_enabled()))
@@ -109,7 +104,7 @@ def test_network_calls_with_and_without_gradient():
 
 
 def test_fresh_slot_starts_from_the_initial_states():
-    config = tiny()
+    config = tiny.unit_model()
     model = TRM(config, verbose=False).eval()
     batch = examples(config, 3)
     carry = refill(model.empty_carry(3), batch)
@@ -120,7 +115,7 @@ def test_fresh_slot_starts_from_the_initial_states():
 
 
 def test_latent_noise_off_is_the_plain_step_bit_for_bit():
-    config = tiny()
+    config = tiny.unit_model()
     model = TRM(config, verbose=False).eval()
     carry = refill(model.empty_carry(4), examples(config, 4))
     plain_carry, plain = model(carry)
@@ -131,7 +126,7 @@ def test_latent_noise_off_is_the_plain_step_bit_for_bit():
 
 
 def test_latent_noise_is_what_the_source_draws_per_example():
-    config = tiny(H_cycles=1, L_cycles=1, hidden_size=64)   # one z-update: z = net(z, y + x) + noise
+    config = tiny.unit_model(H_cycles=1, L_cycles=1, hidden_size=64)   # one z-update: z = net(z, y + x) + noise
     model = TRM(config, verbose=False).eval()
     one = examples(config, 1)
     carry = refill(model.empty_carry(2), {k: torch.cat([v, v]) for k, v in one.items()})   # one puzzle, twice
@@ -150,7 +145,7 @@ def test_latent_noise_is_what_the_source_draws_per_example():
 
 
 def test_eval_runs_every_step_and_training_halts_on_q():
-    config = tiny(halt_max_steps=4, halt_exploration_prob=0.0)
+    config = tiny.unit_model(halt_max_steps=4, halt_exploration_prob=0.0)
     model = TRM(config, verbose=False)
     with torch.no_grad():
         model.q_head.bias.fill_(5.0)  # q_halt > 0 everywhere
@@ -167,7 +162,7 @@ def test_eval_runs_every_step_and_training_halts_on_q():
 
 
 def test_exploration_imposes_a_minimum_of_two_steps():
-    config = tiny(halt_max_steps=4, halt_exploration_prob=1.0)
+    config = tiny.unit_model(halt_max_steps=4, halt_exploration_prob=1.0)
     model = TRM(config, verbose=False).train()
     with torch.no_grad():
         model.q_head.bias.fill_(5.0)
@@ -180,7 +175,7 @@ def test_exploration_imposes_a_minimum_of_two_steps():
 
 
 def test_bfloat16_forward_and_backward():
-    config = tiny(forward_dtype="bfloat16")
+    config = tiny.unit_model(forward_dtype="bfloat16")
     model = TRM(config, verbose=False)
     carry, out = model(refill(model.empty_carry(2), examples(config, 2)))
     assert carry.y.dtype == out.logits.dtype == torch.bfloat16
@@ -191,7 +186,7 @@ def test_bfloat16_forward_and_backward():
 
 def test_learned_positions_use_the_reference_scale_bit_for_bit():
     """The reference scales (tokens + learned positions) by the literal 0.707106781, not 1/sqrt(2)."""
-    config = tiny(pos_encodings="learned", puzzle_emb_ndim=0)
+    config = tiny.unit_model(pos_encodings="learned", puzzle_emb_ndim=0)
     model = TRM(config, verbose=False)
     model.embed_pos.weight.data.normal_()
     inputs = examples(config, 3)["inputs"]

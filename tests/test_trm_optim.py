@@ -7,7 +7,7 @@ import torch
 from trm import EMA, TRM, AdamAtan2, SparseSignSGD, build_optimizers, lr_at, set_lr
 from trm.puzzle_embedding import PuzzleEmbedding
 from tests.test_trm_model import one_thread  # noqa: F401 (autouse: one torch thread)
-from tests.test_trm_model import tiny
+from tests import tiny
 
 
 def test_adam_atan2_follows_the_formula():
@@ -54,12 +54,12 @@ def test_puzzle_embedding_reads_the_table_without_gradient_in_eval():
 
 
 def test_build_optimizers_splits_network_and_table():
-    model = TRM(tiny(), verbose=False)
+    model = TRM(tiny.unit_model(), verbose=False)
     adam, sign = build_optimizers(model, lr=1e-3, puzzle_emb_lr=1e-2)
     assert isinstance(adam, AdamAtan2) and isinstance(sign, SparseSignSGD)
     assert sum(p.numel() for p in adam.param_groups[0]["params"]) == model.num_params()[0]
     assert sign.param_groups[0]["params"][0] is model.puzzle_emb.weights
-    assert len(build_optimizers(TRM(tiny(puzzle_emb_ndim=0), verbose=False))) == 1
+    assert len(build_optimizers(TRM(tiny.unit_model(puzzle_emb_ndim=0), verbose=False))) == 1
 
 
 def test_schedule_warms_up_then_follows_the_cosine():
@@ -68,13 +68,13 @@ def test_schedule_warms_up_then_follows_the_cosine():
     assert lr_at(60, 1.0, 10, 110, lr_min_ratio=0.1) == pytest.approx(0.1 + 0.9 * 0.5)
     assert lr_at(110, 1.0, 10, 110, lr_min_ratio=0.1) == pytest.approx(0.1)
     assert lr_at(60, 1.0, 10, 110, lr_min_ratio=1.0) == pytest.approx(1.0)  # the reference's setting
-    optimizers = build_optimizers(TRM(tiny(), verbose=False), lr=2e-4, puzzle_emb_lr=1e-2)
+    optimizers = build_optimizers(TRM(tiny.unit_model(), verbose=False), lr=2e-4, puzzle_emb_lr=1e-2)
     assert set_lr(optimizers, 5, 10, 100) == pytest.approx(1e-4)
     assert optimizers[1].param_groups[0]["lr"] == pytest.approx(5e-3)  # same factor for both
 
 
 def test_ema_averages_parameters_but_not_buffers():
-    model = TRM(tiny(), verbose=False)
+    model = TRM(tiny.unit_model(), verbose=False)
     ema = EMA(model, rate=0.9)
     start = model.lm_head.weight.detach().clone()
     with torch.no_grad():

@@ -5,7 +5,8 @@ import torch
 
 from trm import EMA, TRM, act_loss, build_optimizers, load_training_state, refill, set_lr, training_state
 from tests.test_trm_model import one_thread  # noqa: F401 (autouse: one torch thread)
-from tests.test_trm_model import examples, tiny
+from tests import tiny
+from tests.test_trm_model import examples
 
 
 def train(model, optimizers, ema, carry, first_step, last_step, seed):
@@ -32,7 +33,7 @@ def build(config):
 
 
 def test_round_trip_resumes_exactly():
-    config = tiny(halt_max_steps=3, halt_exploration_prob=0.5)
+    config = tiny.unit_model(halt_max_steps=3, halt_exploration_prob=0.5)
     torch.manual_seed(0)
     model, optimizers, ema = build(config)
     carry, _ = train(model, optimizers, ema, model.empty_carry(6), 1, 4, seed=10)

@@ -243,11 +243,7 @@ def _with_shard(batch: pa.Table, *, groups_per_file: int) -> pa.Table:
 
 def _staged_shards(staging: str) -> list[int]:
     """The file indices that received fragments: the staging folder's subfolders (one listing call)."""
-    fs, root = storage.filesystem(staging)
-    fs.invalidate_cache()
-    if not fs.exists(root):
-        return []
-    return sorted(int(posixpath.basename(p.rstrip("/"))) for p in fs.ls(root, detail=False))
+    return sorted(int(posixpath.basename(folder)) for folder in storage.list_folders(staging))
 
 
 def _stage_fragments(block: pa.Table, *, staging: str) -> pa.Table:

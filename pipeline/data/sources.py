@@ -33,6 +33,16 @@ class PuzzleRows:
                           self.rating[idx], self.line[idx])
 
 
+def raise_first_bad(rows: PuzzleRows, reasons: np.ndarray, *, option: str = "", note: str = "", hint: str = "",
+                    kind: str = "bad") -> None:
+    """Refuse `rows` if any reason is not "": name the first such row (file, line, reason + `note`) and how many
+    more there are, then `hint`; `option` (e.g. `eval.source: `) leads the message."""
+    bad = np.flatnonzero(reasons != "")
+    if bad.size:
+        more = f" (and {bad.size - 1} more {kind} rows)" if bad.size > 1 else ""
+        raise PipelineError(f"{option}{rows.origin}, line {rows.line[bad[0]]}: {reasons[bad[0]]}{note}{more}{hint}")
+
+
 def _from_table(table: pa.Table, origin: str) -> PuzzleRows:
     missing = [c for c in ("question", "answer") if c not in table.column_names]
     if missing:

@@ -19,7 +19,7 @@ from pipeline import storage
 from pipeline.infer import test_time
 from pipeline.errors import PipelineError
 from pipeline.options import EvalOptions
-from pipeline.ray_setup import torch_threads, use_own_inductor_cache
+from pipeline.ray_setup import cluster_gpus, torch_threads, use_own_inductor_cache
 from pipeline.data.examples import to_examples
 from trm import TRM, Carry, evaluate_batch, refill
 from trm.compile import SupervisionStep, compile_pays
@@ -160,7 +160,7 @@ class Predictor:
 
 def actor_resources(e: EvalOptions) -> dict:
     """map_batches arguments for the actor pool: one GPU per actor where the cluster has GPUs."""
-    gpus = int(ray.cluster_resources().get("GPU", 0))
+    gpus = int(cluster_gpus())
     cpus = e.cpus_per_actor
     actors = e.num_actors or max(1, gpus)
     if gpus:

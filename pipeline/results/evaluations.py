@@ -14,7 +14,9 @@ from pipeline.options import Options
 
 EVAL_DIR = "eval"
 ARC_DIR = "eval_arc"
+STAGES = (EVAL_DIR, ARC_DIR)
 RESULTS_FILE = "results.json"
+METRICS_FILE = "metrics.json"      # written last into an evaluation's folder: the folder is whole when it is there
 PLAIN = "plain"
 
 
@@ -68,6 +70,21 @@ def _safe(name: str) -> str:
 def output_dir(cfg, stage: str = EVAL_DIR) -> str:
     """`run_dir/<stage>/<name>/` for this config (`stage`: eval or eval_arc)."""
     return storage.join(cfg.run_dir, stage, evaluation_name(cfg, stage))
+
+
+def metrics_path(out_dir: str) -> str:
+    return storage.join(out_dir, METRICS_FILE)
+
+
+def discover(run_dir: str) -> list[tuple[str, str]]:
+    """[(stage, folder)] of every evaluation in run_dir: `<stage>/metrics.json` and `<stage>/<name>/metrics.json`
+    (one folder per evaluation setting)."""
+    found = []
+    for stage in STAGES:
+        base = storage.join(run_dir, stage)
+        found += [(stage, folder) for folder in [base, *storage.list_folders(base)]
+                  if storage.exists(metrics_path(folder))]
+    return found
 
 
 def results_path(run_dir: str, stage: str = EVAL_DIR) -> str:

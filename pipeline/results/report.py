@@ -28,6 +28,7 @@ from pipeline.checkpoints import checkpoint as ckpt
 from pipeline.data import dataset_format as fmt
 from pipeline.errors import PipelineError
 from pipeline.options import Options, ReportOptions
+from pipeline.results import evaluations as eval_results
 from pipeline.train.metrics_log import read_metrics
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,6 @@ PAGE = "report.html"
 DATA = "report_data"
 TEMPLATE_DIR = os.path.join(os.path.dirname(__file__), "report_page")
 ALPHABET = np.frombuffer(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", np.uint8)
-EVAL_STAGES = ("eval", "eval_arc")
 
 # Puzzle flags, one bit each, for the page's filters.
 RIGHT, RIGHT_THEN_WRONG, ORACLE_NOT_SELECTED, IN_ATTEMPTS = 1, 2, 4, 8
@@ -53,20 +53,6 @@ def encode_grids(tokens: np.ndarray) -> np.ndarray:
     if length == 0:
         return np.full(tokens.shape[:-1], "", dtype=object)
     return chars.view(f"S{length}").reshape(tokens.shape[:-1]).astype(str)
-
-
-def discover(run_dir: str) -> list[tuple[str, str]]:
-    """[(stage, folder)] of every evaluation in run_dir: `<stage>/metrics.json` and `<stage>/<name>/metrics.json`
-    (one folder per evaluation setting)."""
-    found = []
-    for stage in EVAL_STAGES:
-        base = storage.join(run_dir, stage)
-        if storage.exists(storage.join(base, "metrics.json")):
-            found.append((stage, base))
-        for sub in storage.list_files(base):
-            if storage.exists(storage.join(sub, "metrics.json")):
-                found.append((stage, sub))
-    return found
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -275,7 +261,7 @@ def _write_text(path: str, text: str) -> None:
 
 
 def _evaluation(stage: str, folder: str, run_dir: str, data_dir: str | None, options) -> tuple[dict, list]:
-    metrics = storage.read_json(storage.join(folder, "metrics.json"))
+    metrics = storage.read_json(eval_results.metrics_path(folder))
     name = posixpath.relpath(folder, run_dir) if storage.is_remote(run_dir) else os.path.relpath(folder, run_dir)
     entry = {"name": name, "stage": stage, "metrics": metrics, "page_size": options.page_size}
     predictions = storage.join(folder, "predictions")
@@ -325,7 +311,7 @@ def build(run_dir: str, data_dir: str | None, options: ReportOptions) -> str:
     """Write run_dir/report.html and report_data/ (replacing earlier ones whole); returns the page's path."""
     import plotly
     training = training_section(run_dir)
-    evaluations = discover(run_dir)
+    evaluations = eval_results.discover(run_dir)
     if training is None and not evaluations:
         raise PipelineError(f"run_dir={run_dir}: nothing to report (no metrics.jsonl, checkpoint or evaluation)")
     page_size = options.page_size

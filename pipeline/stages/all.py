@@ -45,7 +45,7 @@ def stage_done(cfg, stage: str) -> bool:
     from pipeline.infer import predictor
     if stage == "train":
         return checkpoints.training_complete(cfg.run_dir, Options.of(cfg).train.steps)
-    metrics_path = storage.join(_eval_dir(cfg, stage), "metrics.json")
+    metrics_path = eval_results.metrics_path(_eval_dir(cfg, stage))
     if not storage.exists(metrics_path):
         return False
     path = predictor.resolve_checkpoint(cfg.checkpoint, cfg.run_dir)
@@ -60,7 +60,7 @@ def summary_lines(cfg, timings: dict) -> list:
     manifest = dataset_format.read_manifest(cfg.data_dir)
     trained = summarize(cfg.run_dir)
     stage = _eval_stage(cfg)
-    metrics = storage.read_json(storage.join(_eval_dir(cfg, stage), "metrics.json"))
+    metrics = storage.read_json(eval_results.metrics_path(_eval_dir(cfg, stage)))
     took = lambda s: "skipped (already complete)" if timings.get(s) is None else f"{timings[s]:.0f} s"  # noqa: E731
     splits = manifest["splits"]
     lines = ["", "=" * 72, f"TRM pipeline summary ({cfg.task.name})",

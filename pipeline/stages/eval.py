@@ -91,7 +91,7 @@ def run(cfg) -> dict:
     if e.render:
         metrics["rendered"] = render_puzzles(ds, path, e, task, out_dir)
     metrics["name"] = name
-    storage.write_json_atomic(storage.join(out_dir, "metrics.json"), metrics)
+    storage.write_json_atomic(evaluations.metrics_path(out_dir), metrics)
     print_table(metrics, module.EXTRA_RATES)
     results = evaluations.record(cfg.run_dir, name, metrics)
     print("\n".join([f"results table ({evaluations.results_path(cfg.run_dir)}):", *evaluations.table_lines(results),
@@ -116,11 +116,7 @@ def csv_dataset(source: str, module, saved_manifest: dict):
         reasons[answered] = module.csv_reasons(rows.take(answered), size)
     if unanswered.any():
         reasons[unanswered] = module.question_reasons([q for q, u in zip(rows.question, unanswered) if u], size)
-    bad = np.flatnonzero(reasons != "")
-    if bad.size:
-        more = f" (and {bad.size - 1} more bad rows)" if bad.size > 1 else ""
-        raise PipelineError(f"eval.source: {rows.origin}, line {rows.line[bad[0]]}: {reasons[bad[0]]} (the checkpoint's "
-                            f"{task} size is {size}){more}")
+    sources.raise_first_bad(rows, reasons, option="eval.source: ", note=f" (the checkpoint's {task} size is {size})")
     if not len(rows):
         raise PipelineError(f"eval.source: {rows.origin} holds no puzzles")
     inputs = np.zeros((len(rows), size * size), np.uint8)

@@ -22,7 +22,7 @@ import numpy as np
 import ray
 
 from augment import arc
-from pipeline import storage
+from pipeline import storage, tasks
 from pipeline.tasks.arc import voting as arc_voting
 from pipeline.results import evaluations
 from pipeline.data import fingerprint
@@ -54,7 +54,7 @@ def run(cfg) -> dict:
     # one pass of eval.max_steps supervision steps per version (the versions vote)
     settings = test_time.Settings(max_steps=e.max_steps)
     manifest = fmt.read_task_manifest(cfg)
-    if manifest.get("task") != "arc":
+    if tasks.get(manifest["task"]).EVAL_STAGE != evaluations.ARC_DIR:     # the task's hook, as stage=eval checks it
         raise PipelineError(f"data_dir={cfg.data_dir} holds a {manifest.get('task')!r} dataset; stage=eval_arc needs "
                             f"an ARC dataset (task=arc)")
     test_counts, truth = ground_truth(cfg.data_dir, manifest)
@@ -99,7 +99,7 @@ def run(cfg) -> dict:
                                                                 info.get("checkpoint_step"), manifest)
     metrics["name"] = name
     storage.write_json_atomic(storage.join(out_dir, "submission.json"), submission)
-    storage.write_json_atomic(storage.join(out_dir, "metrics.json"), metrics)
+    storage.write_json_atomic(evaluations.metrics_path(out_dir), metrics)
     print_table(metrics, ks)
     results = evaluations.record(cfg.run_dir, name, metrics, evaluations.ARC_DIR)
     print("\n".join([f"results table ({evaluations.results_path(cfg.run_dir, evaluations.ARC_DIR)}):",
@@ -115,10 +115,10 @@ def ground_truth(data_dir: str, manifest: dict) -> tuple[dict, dict]:
     path = storage.join(data_dir, manifest.get("test_puzzles_file", "test_puzzles.json"))
     if not storage.exists(path):
         raise PipelineError(f"{path} is missing: rebuild the ARC dataset with stage=augment")
-    tasks = storage.read_json(path)
-    counts = {tid: len(t["test"]) for tid, t in tasks.items()}
+    puzzles = storage.read_json(path)
+    counts = {tid: len(t["test"]) for tid, t in puzzles.items()}
     truth = {arc_voting.input_key(tid, i): arc_voting.grid_hash(arc.as_grid(pair["output"]))
-             for tid, t in tasks.items() for i, pair in enumerate(t["test"]) if "output" in pair}
+             for tid, t in puzzles.items() for i, pair in enumerate(t["test"]) if "output" in pair}
     return counts, truth
 
 

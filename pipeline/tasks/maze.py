@@ -19,7 +19,7 @@ from augment import dihedral, maze
 from augment.dihedral import NUM_DIHEDRAL
 from pipeline.data import dataset_format as fmt
 from pipeline import storage
-from pipeline.data import sources
+from pipeline.data import sources, split_hygiene
 from pipeline.errors import PipelineError
 from pipeline.data.generation import collect_kept
 from pipeline.progress import Tally, TallyBar
@@ -38,12 +38,17 @@ EXTRA_RATES = {"valid_path": "valid_shortest_path_rate"}
 
 
 def csv_reasons(rows, size: int) -> np.ndarray:
+    return _parsed(rows, size)[2]
+
+
+def _parsed(rows, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(questions, answers, per row "" or why it is no maze with its shortest path)."""
     questions, q_reasons = maze.parse(rows.question, size)
     answers, a_reasons = maze.parse(rows.answer, size)
     reasons = np.where(q_reasons != "", "question " + q_reasons, np.where(a_reasons != "", "answer " + a_reasons, ""))
     ok = reasons == ""
     reasons[ok] = maze.validate(questions[ok], answers[ok])
-    return reasons
+    return questions, answers, reasons
 
 
 def encode_csv(rows, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -172,14 +177,14 @@ def _generate_chunk(batch, *, seed, split, size, style, wall_density, min_path_l
     chunk = int(batch["id"][0])
     need = min(chunk_size, total - chunk * chunk_size)
     rng = np.random.default_rng([seed, STREAM[split], chunk])
-    seen = set(exclude.tolist())
+    seen = exclude
 
     def attempt():
+        nonlocal seen
         questions, answers, lengths = maze.generate(rng, candidates, size, style, wall_density, min_path_len)
-        fresh = np.zeros(len(questions), dtype=bool)
-        for i, h in enumerate(maze.canonical_hash(questions).tolist()):   # new, and not a test maze
-            fresh[i] = h not in seen
-            seen.add(h)
+        hashes = maze.canonical_hash(questions)
+        fresh = split_hygiene.first_of_kind(hashes) & ~split_hygiene.seen_in(hashes, seen)  # new, and not a test maze
+        seen = np.union1d(seen, hashes)
         return questions[fresh], answers[fresh], lengths[fresh]
 
     questions, answers, lengths = collect_kept(
@@ -250,18 +255,13 @@ def _write_csv_splits(cfg, data_dir: str, size: int) -> dict:
     rows = sources.split_rows(loaded, int(task.num_train) + int(task.num_val), int(task.num_test),
                               np.random.default_rng(int(cfg.seed)))
     parsed = {split: _parse_and_validate(part, size) for split, part in rows.items()}
-    held = np.isin(np.arange(len(parsed["train"][0])),
-                   fmt.held_out_groups(len(parsed["train"][0]), int(task.num_val), int(cfg.seed)))
-    parsed["val"] = tuple(a[held] for a in parsed["train"])
-    parsed["train"] = tuple(a[~held] for a in parsed["train"])
-    info = {}
-    for split in ("val", "test"):
-        # A maze equal to a training maze up to symmetry would be seen in training once augmented.
-        leaked = np.isin(maze.canonical_hash(parsed[split][0]), maze.canonical_hash(parsed["train"][0]))
-        if leaked.any():
-            log.warning("dropped %d %s mazes equivalent to a training maze", int(leaked.sum()), split)
-            parsed[split] = tuple(a[~leaked] for a in parsed[split])
-        info[f"dropped_equivalent_{split}"] = int(leaked.sum())
+    train_side = parsed.pop("train")
+    keep, dropped = split_hygiene.hold_out_and_drop(
+        maze.canonical_hash(train_side[0]), np.arange(len(train_side[0])), maze.canonical_hash(parsed["test"][0]),
+        int(task.num_val), int(cfg.seed), "maze")
+    parsed = {split: tuple(a[keep[split]] for a in (train_side if split in ("train", "val") else parsed["test"]))
+              for split in ("train", "test", "val")}
+    info = {f"dropped_equivalent_{split}": count for split, count in dropped.items()}
     info.update({
             "tied_shortest_paths": {s: int((~maze.shortest_path_is_unique(q)).sum()) for s, (q, _, _) in
                                     parsed.items()}})
@@ -281,16 +281,8 @@ def _write_csv_splits(cfg, data_dir: str, size: int) -> dict:
 
 
 def _parse_and_validate(part: sources.PuzzleRows, size: int):
-    questions, q_reasons = maze.parse(part.question, size)
-    answers, a_reasons = maze.parse(part.answer, size)
-    reasons = np.where(q_reasons != "", "question " + q_reasons,
-                       np.where(a_reasons != "", "answer " + a_reasons, ""))
-    ok = reasons == ""
-    reasons[ok] = maze.validate(questions[ok], answers[ok])
-    bad = np.flatnonzero(reasons != "")
-    if bad.size:
-        more = f" (and {bad.size - 1} more bad rows)" if bad.size > 1 else ""
-        raise PipelineError(f"{part.origin}, line {part.line[bad[0]]}: {reasons[bad[0]]}{more}")
+    questions, answers, reasons = _parsed(part, size)
+    sources.raise_first_bad(part, reasons)
     lengths = (answers == maze.PATH).sum(axis=(1, 2)) + 1
     return questions, answers, lengths
 

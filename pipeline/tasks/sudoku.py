@@ -20,7 +20,7 @@ import ray
 
 from augment import sudoku
 from pipeline.data import dataset_format as fmt
-from pipeline.data import sources
+from pipeline.data import sources, split_hygiene
 from pipeline.errors import PipelineError
 from pipeline.data.generation import collect_kept
 from pipeline.progress import Tally, TallyBar
@@ -113,19 +113,15 @@ def build(cfg, data_dir: str) -> dict:
     with shown:
         originals = {split: ds.map_batches(_with_canonical, batch_format="numpy", fn_kwargs=dict(n=n)).materialize()
                      for split, ds in originals.items()}
-    held = fmt.held_out_groups(originals["train"].count(), int(task.num_val), int(cfg.seed))
-    originals["train"], originals["val"] = fmt.split_by_groups(originals["train"], held)
-    train_keys = {row.tobytes() for row in _collect(originals["train"], ["canonical"])["canonical"]}
-    dropped = {}
-    for split in ("val", "test"):
-        kept = _collect(originals[split], ["canonical", "group_id"])
-        leaked = np.array([row.tobytes() in train_keys for row in kept["canonical"]], dtype=bool)
-        if leaked.any():
-            log.warning("dropped %d %s puzzles equivalent to a training puzzle", int(leaked.sum()), split)
-        originals[split], _ = fmt.split_by_groups(originals[split], kept["group_id"][leaked])
-        dropped[split] = int(leaked.sum())
-    originals = {split: ds.drop_columns(["canonical"]) for split, ds in originals.items()}
-    histogram = {split: _rating_histogram(_collect(ds, ["rating"])["rating"]) for split, ds in originals.items()}
+    # one trip to the driver per source split for the small columns; the splits are then filtered on Ray
+    small = {split: _collect(ds, ["canonical", "group_id", "rating"]) for split, ds in originals.items()}
+    keep, dropped = split_hygiene.hold_out_and_drop(
+        small["train"]["canonical"], small["train"]["group_id"], small["test"]["canonical"], int(task.num_val),
+        int(cfg.seed), "puzzle")
+    source = {"train": "train", "val": "train", "test": "test"}       # validation is held out of the training side
+    histogram = {split: _rating_histogram(small[source[split]]["rating"][keep[split]]) for split in source}
+    originals = {split: fmt.split_by_groups(originals[source[split]], small[source[split]]["group_id"][keep[split]])[1]
+                 .drop_columns(["canonical"]) for split in source}
     for split, ds, copies in (("val", originals["val"], 1), ("test", originals["test"], 1),
                               ("train", _augmented(originals["train"], cfg, n), 1 + int(task.num_aug))):
         log.info("writing the %s split", split)
@@ -253,20 +249,15 @@ def _count_non_unique(part: sources.PuzzleRows, n: int, allowed: bool) -> int:
     """Rows whose question has more than one solution (a fully blank grid has many): refused unless
     `task.allow_non_unique`, since the answer given is then one of several right ones."""
     questions, _ = sudoku.parse(part.question, n, True)
-    several = np.flatnonzero(sudoku.solve(questions, limit=2).count > 1)
-    if several.size and not allowed:
-        more = f" (and {several.size - 1} more such rows)" if several.size > 1 else ""
-        raise PipelineError(f"{part.origin}, line {part.line[several[0]]}: the question has more than one "
-                            f"solution{more}; set task.allow_non_unique=true to keep such puzzles")
-    return int(several.size)
+    several = sudoku.solve(questions, limit=2).count > 1
+    if not allowed:
+        sources.raise_first_bad(part, np.where(several, "the question has more than one solution", ""), kind="such",
+                                hint="; set task.allow_non_unique=true to keep such puzzles")
+    return int(several.sum())
 
 
 def _validate(part: sources.PuzzleRows, n: int) -> None:
-    reasons = sudoku.validate_rows(part.question, part.answer, n)
-    bad = np.flatnonzero(reasons != "")
-    if bad.size:
-        more = f" (and {bad.size - 1} more bad rows)" if bad.size > 1 else ""
-        raise PipelineError(f"{part.origin}, line {part.line[bad[0]]}: {reasons[bad[0]]} (task.size={n}){more}")
+    sources.raise_first_bad(part, sudoku.validate_rows(part.question, part.answer, n), note=f" (task.size={n})")
 
 
 

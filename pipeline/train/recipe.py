@@ -29,7 +29,7 @@ from pipeline.data import fingerprint
 from pipeline.errors import PipelineError
 from pipeline.train.metrics_log import read_metrics, write_curves
 from pipeline.progress import Board, DriverProgress
-from pipeline.ray_setup import init_ray
+from pipeline.ray_setup import cluster_gpus, init_ray
 from pipeline.options import TrainOptions
 from pipeline.train.loop import LoopConfig, train_loop
 
@@ -108,7 +108,7 @@ def _storage(run_dir: str) -> tuple[str, str]:
 def _resources(t: TrainOptions) -> tuple[bool, float]:
     use_gpu = t.use_gpu
     if use_gpu == "auto":
-        use_gpu = ray.cluster_resources().get("GPU", 0) > 0
+        use_gpu = cluster_gpus() > 0
     cpus = t.cpus_per_worker
     if cpus == "auto":
         # Training reads its rows without Ray Data (pipeline.data.split_reader), so nothing else needs CPUs while it runs.
