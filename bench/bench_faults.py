@@ -28,6 +28,7 @@ Timings from a shared 2-core machine are only comparable within one run of this 
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -231,15 +232,20 @@ def bench_lost_node(steps: int, every: int, wait_s: float, replace_after_s: floa
     data_dir = f"s3://{bucket}/data"
     import ray
     env = _environment()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    with socket.socket() as free:       # the dashboard (Ray Train needs its State API) on a port no other Ray holds
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "dashboard_port": port})
     workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
     ray.init(address=cluster.address, logging_level="WARNING")    # this process only watches: it asks for nothing
     cluster.wait_for_nodes()
     try:
-        subprocess.run([sys.executable, "-m", "pipeline.run", "stage=augment", "task=sudoku", "task.size=4",
-                        "task.num_train=64", "task.num_test=8", "task.num_val=0", "task.num_aug=4",
-                        f"data_dir={data_dir}", f"ray.address={cluster.address}"],
-                       check=True, cwd=ROOT, env=env, capture_output=True, text=True)
+        built = subprocess.run([sys.executable, "-m", "pipeline.run", "stage=augment", "task=sudoku", "task.size=4",
+                                "task.num_train=64", "task.num_test=8", "task.num_val=0", "task.num_aug=4", "task.max_blanks=null",
+                                f"data_dir={data_dir}", f"ray.address={cluster.address}"],
+                               cwd=ROOT, env=env, capture_output=True, text=True)
+        if built.returncode:
+            raise RuntimeError(f"stage=augment exited {built.returncode}:\n{(built.stdout + built.stderr)[-3000:]}")
         runs = {}
         for case in ("uninterrupted", "replaced", "not replaced"):
             run_dir = f"s3://{bucket}/{case.replace(' ', '_')}"
