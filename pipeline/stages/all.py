@@ -7,11 +7,10 @@ reruns exactly the stages it affects. The run
 ends with a summary read back from what the stages wrote, so it also describes skipped stages.
 """
 import importlib
-import logging
 import posixpath
 import time
 
-from pipeline import storage, tasks
+from pipeline import progress, storage, tasks
 
 from pipeline.data import dataset_format
 
@@ -20,8 +19,6 @@ from pipeline.results import evaluations as eval_results
 from pipeline.data import fingerprint
 
 from pipeline.results import report
-
-log = logging.getLogger(__name__)
 
 
 def _eval_stage(cfg) -> str:
@@ -94,15 +91,64 @@ def summary_lines(cfg, timings: dict) -> list:
     return lines
 
 
+def evaluation_examples(cfg, stage: str) -> float | None:
+    """The evaluation stage's work in the periodic evaluation's unit (one example through N_sup supervision
+    steps): its test examples (ARC: the versions `eval_arc.num_aug` keeps, as a share of the versions built),
+    times test-time versions, copies and supervision steps over N_sup. None for an `eval.source=` file
+    (its size is not known before it is read)."""
+    if stage == "eval" and cfg.eval.source:
+        return None
+    examples = float(dataset_format.read_manifest(cfg.data_dir)["splits"]["test"]["examples"])
+    n_sup = int(cfg.model.halt_max_steps)
+    steps = (int(cfg.eval.max_steps) if cfg.eval.max_steps is not None else n_sup) / n_sup
+    if stage == "eval":
+        limited = min(examples, int(cfg.eval.limit)) if cfg.eval.limit else examples
+        return limited * int(cfg.eval.tta) * int(cfg.eval.trajectories) * steps
+    num_aug = cfg.eval_arc.num_aug
+    kept = 1.0 if num_aug is None else min(1.0, (int(num_aug) + 1) / (int(cfg.task.get("num_aug") or 0) + 1))
+    return examples * kept * steps
+
+
+def evaluation_estimate(records: list, examples: float | None) -> float | None:
+    """Seconds the evaluation stage will take: `examples` at the last periodic evaluation's seconds per example
+    (`progress.evaluation_seconds_per_example`; Ray's start-up and loading the checkpoint not counted).
+    None without a timed periodic evaluation."""
+    timed = [r for r in records if progress.evaluation_seconds_per_example(r) is not None]
+    if examples is None or not timed:
+        return None
+    return progress.evaluation_seconds_per_example(timed[-1]) * examples
+
+
+def stage_line(position: int, count: int, stage: str, event: str, run_s: float, left_s: float | None = None) -> str:
+    """`[all 3/3] eval started; run 5 min 12 s so far, about 40 s left`: one line as each stage starts or ends."""
+    line = f"[all {position}/{count}] {stage} {event}; run {progress.duration(run_s)} so far"
+    return line + (f", about {progress.duration(left_s)} left" if left_s is not None else "")
+
+
 def run(cfg) -> dict:
-    timings = {}
-    for stage in ("augment", "train", _eval_stage(cfg)):
+    """Each stage's start and end print a line (`stage_line`) with the run's time so far. The time left is
+    shown where it can be estimated: while training, on the training line (`progress.DriverProgress`: the
+    training's ETA plus the evaluation stage's estimate); when the evaluation stage starts, its estimate
+    (`evaluation_estimate`). Nothing is guessed before training has timed its steps."""
+    from pipeline.train.metrics_log import read_metrics
+    timings, began = {}, time.perf_counter()
+    stages = ("augment", "train", _eval_stage(cfg))
+    elapsed = lambda: time.perf_counter() - began  # noqa: E731
+    for position, stage in enumerate(stages, 1):
         if stage_done(cfg, stage):
-            log.info("stage %s: complete output found, skipping", stage)
+            print(stage_line(position, len(stages), stage, "skipped (complete output found)", elapsed()), flush=True)
             timings[stage] = None
             continue
+        options, left = {}, None
+        if stage == "train":
+            options["then_evaluates"] = evaluation_examples(cfg, stages[-1])
+        elif stage == stages[-1]:
+            left = evaluation_estimate(read_metrics(cfg.run_dir), evaluation_examples(cfg, stage))
+        print(stage_line(position, len(stages), stage, "started", elapsed(), left), flush=True)
         start = time.perf_counter()
-        importlib.import_module(f"pipeline.stages.{stage}").run(cfg)
+        importlib.import_module(f"pipeline.stages.{stage}").run(cfg, **options)
         timings[stage] = time.perf_counter() - start
+        print(stage_line(position, len(stages), stage, f"done in {progress.duration(timings[stage])}", elapsed()),
+              flush=True)
     print("\n".join(summary_lines(cfg, timings)), flush=True)
     return {"timings": timings}

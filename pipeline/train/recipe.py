@@ -44,7 +44,8 @@ class TrainRecipe:
     data_dir / manifest: the dataset trained on; run_dir: where checkpoints and metrics go;
     model_config: the network (`trm.TRMConfig`);
     start_weights: for a fresh run only, returns the checkpoint folder whose (EMA) weights it starts from,
-    or None to start from the seed's initialisation; not called when run_dir is resumed.
+    or None to start from the seed's initialisation; not called when run_dir is resumed;
+    then_evaluates: the examples the evaluation after training will run (stage=all), for the run's ETA.
     """
     cfg: object
     options: dict
@@ -54,6 +55,7 @@ class TrainRecipe:
     run_dir: str
     model_config: object
     start_weights: Callable[[], str | None] | None = None
+    then_evaluates: float | None = None
 
 
 def _resume_mode(value, section: str) -> str:
@@ -246,7 +248,7 @@ def fit(recipe: TrainRecipe) -> dict:
              "worker(s) (%s, %.2g CPU each), batch %d, into %s", f"{network:,}", f"{table:,}", int(t["steps"]),
              int(t["num_workers"]), "GPU" if use_gpu else "CPU", cpus, int(t["global_batch_size"]), run_dir)
     try:
-        with DriverProgress(board, int(t["steps"]), step):
+        with DriverProgress(board, int(t["steps"]), step, then_evaluates=recipe.then_evaluates):
             trainer.fit()
     except ray.train.TrainingFailedError:
         log.error("training failed; rerun the same command to continue from the latest checkpoint in %s", run_dir)
