@@ -133,17 +133,28 @@ def evaluation_seconds_per_example(record: dict) -> float | None:
     return max(0.0, record["train/evaluation_s"] - record.get("eval/compile_s", 0.0)) / record["eval/count"]
 
 
-def run_seconds_left(record: dict, per_example_s: float | None, then_evaluates: float | None) -> float | None:
-    """Seconds left in `stage=all` while it trains: the training's (`eta_s`) plus the evaluation stage's,
-    estimated as the examples it evaluates (`then_evaluates`) at the periodic evaluation's seconds per
-    example. None until both are known (the first evaluation times the second)."""
-    if record.get("eta_s") is None or per_example_s is None or then_evaluates is None:
+def evaluation_stage_seconds(per_example_s: float | None, compile_s: float, examples: float | None) -> float | None:
+    """The evaluation stage after training (`stage=all`), estimated from the periodic evaluation: `examples`
+    (in its unit: one example through N_sup steps) at its seconds per example, plus its compile seconds where
+    it compiled (the evaluation stage compiles its own step by the same `auto` rule). Ray's start-up and
+    loading the checkpoint are not counted. None without a timed periodic evaluation or a known size."""
+    if per_example_s is None or examples is None:
         return None
-    return record["eta_s"] + per_example_s * then_evaluates
+    return per_example_s * examples + compile_s
+
+
+def run_seconds_left(record: dict, evaluation_s: float | None) -> float | None:
+    """Seconds left in `stage=all` while it trains: the training's (`eta_s`) plus the evaluation stage's
+    (`evaluation_stage_seconds`); None until both are known (the first periodic evaluation times the second)."""
+    if record.get("eta_s") is None or evaluation_s is None:
+        return None
+    return record["eta_s"] + evaluation_s
 
 
 def duration(seconds: float) -> str:
-    """`42 s`, `3 min 05 s`, `1 h 28 min`."""
+    """`under 1 s`, `42 s`, `3 min 05 s`, `1 h 28 min`."""
+    if seconds < 0.5:
+        return "under 1 s"
     seconds = int(round(seconds))
     if seconds < 60:
         return f"{seconds} s"
@@ -221,15 +232,18 @@ class DriverProgress(_PolledBar):
     def __init__(self, board, total_steps: int, start_step: int, then_evaluates: float | None = None):
         super().__init__(total_steps, start_step, "train", "step",
                          bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
-        self.board, self.then_evaluates, self.per_example_s = board, then_evaluates, None
+        self.board, self.then_evaluates = board, then_evaluates
+        self.per_example_s, self.compile_s = None, 0.0
 
     def _show(self) -> None:
         latest, evaluations = ray.get(self.board.take.remote(), timeout=10)
         for record in evaluations:
             self.bar.write(evaluation_line(record), file=sys.stderr)
             self.per_example_s = evaluation_seconds_per_example(record) or self.per_example_s
+            self.compile_s = record.get("eval/compile_s", self.compile_s)
         if latest is not None:
-            run_left = run_seconds_left(latest, self.per_example_s, self.then_evaluates)
+            run_left = run_seconds_left(latest, evaluation_stage_seconds(self.per_example_s, self.compile_s,
+                                                                         self.then_evaluates))
             self.bar.set_postfix({**eta_postfix(latest, run_left), **train_postfix(latest)}, refresh=False)
             self.bar.update(latest["step"] - self.bar.n)
 

@@ -59,7 +59,8 @@ def test_stage_lines_and_the_evaluation_stage_estimate(tmp_path):
     assert evaluation_examples(compose("stage=all", f"data_dir={tmp_path}", "eval.source=mine.csv"), "eval") is None
     records = [{"step": 100, "train/evaluation_s": 50.0, "eval/compile_s": 20.0, "eval/count": 300.0},
                {"step": 101}, {"step": 200, "train/evaluation_s": 60.0, "eval/count": 300.0}, {"step": 201}]
-    assert evaluation_estimate(records, 2000) == 400.0             # the last evaluation: 0.2 s per example
+    assert evaluation_estimate(records, 2000) == 400.0 + 20.0      # the last evaluation: 0.2 s per example; compiling
     assert evaluation_estimate(records[1:2], 2000) is None          # no timed evaluation: no guess
-    assert stage_line(3, 3, "eval", "started", 312, 400.0) == "[all 3/3] eval started; run 5 min 12 s so far, about 6 min 40 s left"
+    assert stage_line(3, 3, "eval", "started", 312, 400.0) == ("[all 3/3] eval started; run 5 min 12 s so far, "
+                                                                 "about 6 min 40 s left (plus start-up)")
     assert stage_line(1, 3, "augment", "done in 12 s", 12.4) == "[all 1/3] augment done in 12 s; run 12 s so far"

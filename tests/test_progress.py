@@ -2,7 +2,8 @@
 import ray
 
 from pipeline.progress import (Board, DriverProgress, Poster, TrainingEta, duration, eta_postfix, evaluation_line,
-                               evaluation_seconds_per_example, run_seconds_left, train_postfix)
+                               evaluation_seconds_per_example, evaluation_stage_seconds, run_seconds_left,
+                               train_postfix)
 
 EVAL = {"step": 500, "eval/exact_accuracy": 0.964, "eval/accuracy": 0.991, "eval/exact_accuracy_step1": 0.108,
         "eval/exact_accuracy_step2": 0.938, "eval/exact_accuracy_step10": 0.5}
@@ -27,8 +28,10 @@ def test_board_keeps_the_latest_record_and_every_evaluation(ray_local):
 def test_driver_prints_each_evaluation_once(ray_local, capsys):
     board = Board.remote()
     with DriverProgress(board, total_steps=1000, start_step=0):
-        ray.get(board.post.remote(EVAL))
-    assert capsys.readouterr().err.count("eval @ step 500: exact 96.4 %") == 1
+        ray.get(board.post.remote({**EVAL, "eta_s": 65.0}))
+    err = capsys.readouterr().err
+    assert err.count("eval @ step 500: exact 96.4 %") == 1
+    assert "500/1000 [" in err and "ETA=1 min 05 s" in err        # the ETA posted, not tqdm's own
 
 
 
@@ -94,8 +97,10 @@ def test_run_eta_adds_the_evaluation_stage_at_the_periodic_evaluations_speed():
     evaluation = {"train/evaluation_s": 50.0, "eval/compile_s": 20.0, "eval/count": 300.0}
     per_example = evaluation_seconds_per_example(evaluation)
     assert per_example == 0.1
-    assert run_seconds_left({"eta_s": 600.0}, per_example, then_evaluates=1000) == 700.0
-    assert run_seconds_left({"eta_s": 600.0}, None, then_evaluates=1000) is None      # before any evaluation
+    evaluation_stage = evaluation_stage_seconds(per_example, compile_s=20.0, examples=1000)
+    assert evaluation_stage == 120.0 and run_seconds_left({"eta_s": 600.0}, evaluation_stage) == 720.0
+    assert evaluation_stage_seconds(None, 0.0, examples=1000) is None                   # before any evaluation
+    assert run_seconds_left({"eta_s": 600.0}, None) is None
     assert eta_postfix({"eta_s": 600.0}, 700.0) == {"ETA": "10 min 00 s", "run ETA": "11 min 40 s"}
     assert eta_postfix({"step": 3}, None) == {"ETA": "?"}
-    assert [duration(s) for s in (42, 185, 5280)] == ["42 s", "3 min 05 s", "1 h 28 min"]
+    assert [duration(s) for s in (0.2, 42, 185, 5280)] == ["under 1 s", "42 s", "3 min 05 s", "1 h 28 min"]

@@ -110,19 +110,19 @@ def evaluation_examples(cfg, stage: str) -> float | None:
 
 
 def evaluation_estimate(records: list, examples: float | None) -> float | None:
-    """Seconds the evaluation stage will take: `examples` at the last periodic evaluation's seconds per example
-    (`progress.evaluation_seconds_per_example`; Ray's start-up and loading the checkpoint not counted).
-    None without a timed periodic evaluation."""
+    """Seconds the evaluation stage will take (`progress.evaluation_stage_seconds`) from the training's records:
+    `examples` at the last periodic evaluation's seconds per example, plus its compile seconds."""
     timed = [r for r in records if progress.evaluation_seconds_per_example(r) is not None]
-    if examples is None or not timed:
-        return None
-    return progress.evaluation_seconds_per_example(timed[-1]) * examples
+    compiled = [r["eval/compile_s"] for r in records if "eval/compile_s" in r]
+    return progress.evaluation_stage_seconds(progress.evaluation_seconds_per_example(timed[-1]) if timed else None,
+                                             compiled[-1] if compiled else 0.0, examples)
 
 
 def stage_line(position: int, count: int, stage: str, event: str, run_s: float, left_s: float | None = None) -> str:
-    """`[all 3/3] eval started; run 5 min 12 s so far, about 40 s left`: one line as each stage starts or ends."""
+    """`[all 3/3] eval started; run 5 min 12 s so far, about 40 s left (plus start-up)`: one line as each stage
+    starts or ends (`left_s`: `evaluation_estimate`, which leaves Ray's start-up out)."""
     line = f"[all {position}/{count}] {stage} {event}; run {progress.duration(run_s)} so far"
-    return line + (f", about {progress.duration(left_s)} left" if left_s is not None else "")
+    return line + (f", about {progress.duration(left_s)} left (plus start-up)" if left_s is not None else "")
 
 
 def run(cfg) -> dict:
