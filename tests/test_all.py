@@ -57,6 +57,9 @@ def test_stage_lines_and_the_evaluation_stage_estimate(tmp_path):
     cfg = compose("stage=all", f"data_dir={tmp_path}", "model.halt_max_steps=4", "eval.tta=2", "eval.max_steps=8")
     assert evaluation_examples(cfg, "eval") == 500 * 2 * 2
     assert evaluation_examples(compose("stage=all", f"data_dir={tmp_path}", "eval.source=mine.csv"), "eval") is None
+    (tmp_path / "dataset.json").write_text(json.dumps({"splits": {"test": {"examples": 800}}, "num_aug": 7}))
+    arc = compose("stage=all", "task=arc", f"data_dir={tmp_path}", "model.halt_max_steps=4", "eval_arc.num_aug=1")
+    assert evaluation_examples(arc, "eval_arc") == 800 * 2 / 8           # versions 0 and 1 of the 8 built
     records = [{"step": 100, "train/evaluation_s": 50.0, "eval/compile_s": 20.0, "eval/count": 300.0},
                {"step": 101}, {"step": 200, "train/evaluation_s": 60.0, "eval/count": 300.0}, {"step": 201}]
     assert evaluation_estimate(records, 2000) == 400.0 + 20.0      # the last evaluation: 0.2 s per example; compiling

@@ -98,14 +98,15 @@ def evaluation_examples(cfg, stage: str) -> float | None:
     (its size is not known before it is read)."""
     if stage == "eval" and cfg.eval.source:
         return None
-    examples = float(dataset_format.read_manifest(cfg.data_dir)["splits"]["test"]["examples"])
+    manifest = dataset_format.read_manifest(cfg.data_dir)
+    examples = float(manifest["splits"]["test"]["examples"])
     n_sup = int(cfg.model.halt_max_steps)
     steps = (int(cfg.eval.max_steps) if cfg.eval.max_steps is not None else n_sup) / n_sup
     if stage == "eval":
         limited = min(examples, int(cfg.eval.limit)) if cfg.eval.limit else examples
         return limited * int(cfg.eval.tta) * int(cfg.eval.trajectories) * steps
     num_aug = cfg.eval_arc.num_aug
-    kept = 1.0 if num_aug is None else min(1.0, (int(num_aug) + 1) / (int(cfg.task.get("num_aug") or 0) + 1))
+    kept = 1.0 if num_aug is None else min(1.0, (int(num_aug) + 1) / (int(manifest.get("num_aug") or 0) + 1))
     return examples * kept * steps
 
 
