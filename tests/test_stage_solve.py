@@ -148,3 +148,17 @@ def test_solve_a_task_the_checkpoint_trained_gives_eval_arcs_attempts(arc_run, c
     assert result["trained"] == [task_id] and f"task {task_id}: trained on it" in capsys.readouterr().out
     evaluated = json.loads((root / "run" / "eval_arc" / FIRST / "submission.json").read_text())
     assert result["submission"][task_id] == evaluated[task_id]
+
+
+def test_arc_tasks_read_from_a_folder_or_a_challenges_file_answer_alike(arc_checkpoint, tmp_path):
+    root, task = arc_checkpoint
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / f"{ARC_TASK}.json").write_text(json.dumps(task))
+    (tmp_path / "challenges.json").write_text(json.dumps({ARC_TASK: task}))
+    (tmp_path / "empty").mkdir()
+    common = ("stage=solve", "task=arc", "checkpoint=latest", f"run_dir={root / 'run'}", f"data_dir={root / 'no_data'}")
+    single = run_stage(compose(*common, f"solve.file={root / f'{ARC_TASK}.json'}"))["submission"]
+    assert run_stage(compose(*common, f"solve.file={tmp_path / 'folder'}"))["submission"] == single
+    assert run_stage(compose(*common, f"solve.file={tmp_path / 'challenges.json'}"))["submission"] == single
+    with pytest.raises(PipelineError, match=r"solve.file=.*empty: no <task_id>.json files"):
+        run_stage(compose(*common, f"solve.file={tmp_path / 'empty'}"))

@@ -163,6 +163,8 @@ def read_arc_tasks(cfg) -> tuple[dict, str]:
     path = storage.to_absolute(str(s.file))
     fs, local = storage.filesystem(path)
     if fs.isdir(local):
+        if not storage.list_files(path, ".json"):
+            raise PipelineError(f"solve.file={s.file}: no <task_id>.json files in this folder")
         return {tid: task for tid, (task, _) in sources._load_task_dir(path, None).items()}, posixpath.basename(path.rstrip("/"))
     if not storage.exists(path):
         raise PipelineError(f"solve.file={s.file}: file not found")
@@ -211,10 +213,11 @@ def solve_arc(cfg, path: str, saved_manifest: dict, meta: dict) -> dict:
     num_aug = int(saved_manifest.get("num_aug", 0) if limit is None else limit)
     known = trained_versions(cfg.data_dir, saved_manifest)
     model = predictor.load_model(path, bool(cfg.eval.ema), "cpu")
-    table = model.puzzle_emb.weights
-    # Row 0 (the blank identifier, never trained) serves every version without a trained row, as the mean of
-    # the trained rows: what stage=adapt starts a new task from. Only this in-memory copy changes.
-    table[0] = mean_rows(table, 2)[1]
+    if model.puzzle_emb is not None:
+        # Row 0 (the blank identifier, never trained) serves every version without a trained row, as the mean
+        # of the trained rows: what stage=adapt starts a new task from. Only this in-memory copy changes.
+        table = model.puzzle_emb.weights
+        table[0] = mean_rows(table, 2)[1]
 
     lines = [f"solve arc: {len(tasks_given)} task{'s' * (len(tasks_given) != 1)}, checkpoint {path} (step "
              f"{meta.get('step')}); each test input answered under every version of its task, answers mapped back "
