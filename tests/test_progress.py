@@ -64,7 +64,7 @@ def _timeline(total=1000, step_s=0.1, eval_every=100, eval_s=30.0, compile_s=20.
 
 def test_training_eta_stays_put_across_an_evaluation():
     """The ETA just after an evaluation equals the one just before it, less the time that passed: the
-    pause was budgeted (a rate over wall time would add the pause to every step left: +50 % here)."""
+    pause was budgeted (a rate over wall time counts the pause as the steps' time and jumps after it)."""
     records, end = _timeline()
     eta = TrainingEta(1000, eval_every=100, checkpoint_every=0, has_eval=True)
     left = {}
