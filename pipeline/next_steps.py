@@ -19,6 +19,8 @@ def next_line(cfg, given: dict) -> str | None:
         if eval_stage == "eval_arc" else None
     if task == "sudoku":
         solve = f"{RUN} stage=solve {paths} solve.puzzle='<{size * size} characters: digits 1-{size}, a dot for a blank>'"
+    elif task == "arc":
+        solve = f"{RUN} stage=solve {paths} solve.file=<an ARC task .json (train pairs, test inputs) or a folder of them>"
     else:     # a maze is easier drawn in a file, row by row
         solve = f"{RUN} stage=solve {paths} solve.file=<a text file: {size} rows of {size} of # (wall), space, S, G>"
     commands = {
@@ -29,12 +31,14 @@ def next_line(cfg, given: dict) -> str | None:
         "adapt": f"{RUN} stage=eval_arc {paths}",
         "export": "load the export.dir folder with the original TRM code, or score it here with "
                   f"{RUN} stage={eval_stage} checkpoint={cfg.export.get('dir')} {paths}",
-        "solve": f"{RUN} stage=solve {paths} solve.file=<a CSV with a question column, or one puzzle a line>",
+        "solve": (solve + f"   (tasks it never trained: {RUN} stage=adapt {paths} task.source=<them> adapt.base=<checkpoint>)"
+                  if task == "arc" else
+                  f"{RUN} stage=solve {paths} solve.file=<a CSV with a question column, or one puzzle a line>"),
         "eval": solve + f"   (or compare: {RUN} stage=eval {paths} eval.tta=8)",
         "eval_arc": f"the two attempts per test input are in {submission}; more "
                     f"versions: {RUN} stage=eval_arc {paths} eval_arc.num_aug=<N>",
         "all": solve if eval_stage == "eval" else
-        f"the two attempts per test input are in {submission}",
+        f"the two attempts per test input are in {submission}; your own task: {solve}",
     }
     command = commands.get(cfg.stage)
     return None if command is None else "next: " + re.sub(r" {2,}(?=\S)", " ", command)

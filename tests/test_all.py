@@ -47,3 +47,23 @@ def test_all_runs_every_stage_then_skips_them(ray_local, tmp_path, capsys):
     # Another dataset config: refused with the option named, nothing rebuilt or retrained.
     with pytest.raises(PipelineError, match=r"task\.num_train: 40 there, 30 here"):
         run_stage(compose(*TINY, *paths, "task.num_train=30"))
+
+
+def test_stage_lines_and_the_evaluation_stage_estimate(tmp_path):
+    """One line per stage as it starts and ends; the evaluation stage's time left is its examples (test split
+    x test-time versions x supervision steps over N_sup) at the last periodic evaluation's seconds per example."""
+    from pipeline.stages.all import evaluation_estimate, evaluation_examples, stage_line
+    (tmp_path / "dataset.json").write_text(json.dumps({"splits": {"test": {"examples": 500}}}))
+    cfg = compose("stage=all", f"data_dir={tmp_path}", "model.halt_max_steps=4", "eval.tta=2", "eval.max_steps=8")
+    assert evaluation_examples(cfg, "eval") == 500 * 2 * 2
+    assert evaluation_examples(compose("stage=all", f"data_dir={tmp_path}", "eval.source=mine.csv"), "eval") is None
+    (tmp_path / "dataset.json").write_text(json.dumps({"splits": {"test": {"examples": 800}}, "num_aug": 7}))
+    arc = compose("stage=all", "task=arc", f"data_dir={tmp_path}", "model.halt_max_steps=4", "eval_arc.num_aug=1")
+    assert evaluation_examples(arc, "eval_arc") == 800 * 2 / 8           # versions 0 and 1 of the 8 built
+    records = [{"step": 100, "train/evaluation_s": 50.0, "eval/compile_s": 20.0, "eval/count": 300.0},
+               {"step": 101}, {"step": 200, "train/evaluation_s": 60.0, "eval/count": 300.0}, {"step": 201}]
+    assert evaluation_estimate(records, 2000) == 400.0 + 20.0      # the last evaluation: 0.2 s per example; compiling
+    assert evaluation_estimate(records[1:2], 2000) is None          # no timed evaluation: no guess
+    assert stage_line(3, 3, "eval", "started", 312, 400.0) == ("[all 3/3] eval started; run 5 min 12 s so far, "
+                                                                 "about 6 min 40 s left (plus start-up)")
+    assert stage_line(1, 3, "augment", "done in 12 s", 12.4) == "[all 1/3] augment done in 12 s; run 12 s so far"

@@ -8,10 +8,14 @@ import torch
 
 from pipeline.infer import predictor
 from pipeline.errors import PipelineError
+from pipeline.options import Options
 from pipeline.run import run_stage
+from augment import arc
+from augment import arc
 from pipeline.tasks import maze, sudoku
 from tests import tiny
 from tests.conftest import compose
+from tests.test_eval_arc import EVALUATION, FIRST, NUM_AUG, arc_run  # noqa: F401 (a fixture)
 from tests.test_reference_checkpoint import _our_checkpoint
 
 SUDOKU = tiny.pipeline_model(**tiny.SUDOKU_6X6)
@@ -72,6 +76,90 @@ def test_maze_drawings_are_read_row_by_row(tmp_path):
     file = tmp_path / "mazes.txt"
     file.write_text("\n".join(drawn) + "\n\n" + "\n".join(drawn[::-1]) + "\n")
     from pipeline.stages.solve import read_puzzles
-    questions, name = read_puzzles(compose("stage=solve", f"solve.file={file}"), 5, "maze")
+    questions, name = read_puzzles(Options.of(compose("stage=solve", f"solve.file={file}")).solve, 5, "maze")
     assert name == "mazes" and questions == ["".join(drawn), "".join(drawn[::-1])]
     assert list(maze.question_reasons(questions + ["S" + " " * 24], 5)) == ["", "", "question needs exactly one 'G'"]
+
+
+ARC_CANVAS, ARC_TASK = 10, "e633a9e5"      # an evaluation task: 3x3 inputs, 5x5 outputs, one test input
+ARC = tiny.pipeline_model(seq_len=ARC_CANVAS ** 2, vocab_size=arc.VOCAB_SIZE, num_puzzle_identifiers=5, H_cycles=1,
+                          halt_max_steps=2)
+ARC_MANIFEST = {"task": "arc", "seq_len": ARC_CANVAS ** 2, "vocab_size": arc.VOCAB_SIZE, "num_puzzle_identifiers": 5,
+                "canvas": ARC_CANVAS, "num_aug": 3, "fingerprint": {"task.name": "arc"}}
+
+
+@pytest.fixture(scope="module")
+def arc_checkpoint(tmp_path_factory, shared_data):
+    """A tiny ARC checkpoint (as training leaves it) and a real ARC task file without its test output."""
+    root = tmp_path_factory.mktemp("solve_arc")
+    _our_checkpoint(str(root / "run" / "checkpoint_00000007"), ARC, ARC_MANIFEST, step=7)
+    torch.save({}, root / "run" / "checkpoint_00000007" / "rank_0.pt")
+    task = json.loads((shared_data / "arc" / "arc-agi_evaluation_challenges.json").read_text())[ARC_TASK]
+    assert all("output" not in pair for pair in task["test"])
+    (root / f"{ARC_TASK}.json").write_text(json.dumps(task))
+    return root, task
+
+
+def test_solve_an_arc_task_gives_two_voted_attempts(arc_checkpoint, capsys):
+    root, task = arc_checkpoint
+    run_dir = root / "run"
+    result = run_stage(compose("stage=solve", "task=arc", "checkpoint=latest", f"run_dir={run_dir}", f"data_dir={root / 'no_data'}",
+                               f"solve.file={root / f'{ARC_TASK}.json'}"))
+    submission = json.loads((run_dir / "solve" / ARC_TASK / "submission.json").read_text())
+    assert submission == json.loads(json.dumps(result["submission"])) and list(submission) == [ARC_TASK]
+    assert len(submission[ARC_TASK]) == len(task["test"])
+    attempts = submission[ARC_TASK][0]
+    assert sorted(attempts) == ["attempt_1", "attempt_2"]
+    assert all(np.asarray(g).ndim == 2 and 0 <= np.asarray(g).min() and np.asarray(g).max() <= 9 for g in attempts.values())
+    # Voted over the versions the data stage would draw for this task (the identity and up to num_aug=3 more).
+    from pipeline.tasks.arc import test_rows
+    from augment.arc import parse_task
+    versions = int(test_rows(parse_task(ARC_TASK, task), None, 3, 0, ARC_CANVAS)["aug_index"].max()) + 1
+    votes = json.loads((run_dir / "solve" / ARC_TASK / "votes.json").read_text())["inputs"][f"{ARC_TASK}:0"]
+    assert [v["grid"] for v in votes] == [attempts["attempt_1"], attempts["attempt_2"]][:len(votes)]
+    assert all(v["of"] == versions for v in votes) and sum(v["versions"] for v in votes) <= versions
+    assert [v["versions"] for v in votes] == sorted((v["versions"] for v in votes), reverse=True)
+    out = capsys.readouterr().out
+    assert f"task {ARC_TASK}: new to this model" in out and "stage=adapt" in out and result["trained"] == []
+    assert "test input 1:" in out and "attempt 1: " in out and str(run_dir / "solve" / ARC_TASK / "submission.json") in out
+
+
+def test_solve_refuses_a_malformed_arc_task_naming_the_file(arc_checkpoint):
+    root, task = arc_checkpoint
+    broken = root / "broken.json"
+    broken.write_text(json.dumps({"train": [{"input": [[1, 2], [3]], "output": [[1]]}], "test": task["test"]}))
+    with pytest.raises(PipelineError, match=rf"{broken}: task broken, train pair 0: input grid is not rectangular") as err:
+        run_stage(compose("stage=solve", "task=arc", "checkpoint=latest", f"run_dir={root / 'run'}", f"solve.file={broken}"))
+    assert "\n" not in str(err.value)
+    (root / "not_json.json").write_text("{\"train\": [")
+    with pytest.raises(PipelineError, match=rf"{root / 'not_json.json'}: not valid JSON"):
+        run_stage(compose("stage=solve", "task=arc", "checkpoint=latest", f"run_dir={root / 'run'}", f"solve.file={root / 'not_json.json'}"))
+
+
+def test_solve_a_task_the_checkpoint_trained_gives_eval_arcs_attempts(arc_run, capsys):
+    """With the checkpoint's own dataset in data_dir, a task it trained is answered with its trained rows,
+    under the same versions, voted the same way: the attempts eval_arc wrote for it."""
+    root, paths, _ = arc_run
+    task_id = EVALUATION[0]
+    task = json.loads((root / "data" / "test_puzzles.json").read_text())[task_id]
+    file = root / f"{task_id}.json"
+    file.write_text(json.dumps({"train": task["train"], "test": [{"input": p["input"]} for p in task["test"]]}))
+    result = run_stage(compose("stage=solve", *paths, "checkpoint=latest", f"solve.file={file}",
+                               f"eval_arc.num_aug={NUM_AUG - 1}"))
+    assert result["trained"] == [task_id] and f"task {task_id}: trained on it" in capsys.readouterr().out
+    evaluated = json.loads((root / "run" / "eval_arc" / FIRST / "submission.json").read_text())
+    assert result["submission"][task_id] == evaluated[task_id]
+
+
+def test_arc_tasks_read_from_a_folder_or_a_challenges_file_answer_alike(arc_checkpoint, tmp_path):
+    root, task = arc_checkpoint
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / f"{ARC_TASK}.json").write_text(json.dumps(task))
+    (tmp_path / "challenges.json").write_text(json.dumps({ARC_TASK: task}))
+    (tmp_path / "empty").mkdir()
+    common = ("stage=solve", "task=arc", "checkpoint=latest", f"run_dir={root / 'run'}", f"data_dir={root / 'no_data'}")
+    single = run_stage(compose(*common, f"solve.file={root / f'{ARC_TASK}.json'}"))["submission"]
+    assert run_stage(compose(*common, f"solve.file={tmp_path / 'folder'}"))["submission"] == single
+    assert run_stage(compose(*common, f"solve.file={tmp_path / 'challenges.json'}"))["submission"] == single
+    with pytest.raises(PipelineError, match=r"solve.file=.*empty: no <task_id>.json files"):
+        run_stage(compose(*common, f"solve.file={tmp_path / 'empty'}"))

@@ -7,11 +7,10 @@ reruns exactly the stages it affects. The run
 ends with a summary read back from what the stages wrote, so it also describes skipped stages.
 """
 import importlib
-import logging
 import posixpath
 import time
 
-from pipeline import storage, tasks
+from pipeline import progress, storage, tasks
 from pipeline.options import Options
 
 from pipeline.data import dataset_format
@@ -21,8 +20,6 @@ from pipeline.results import evaluations as eval_results
 from pipeline.data import fingerprint
 
 from pipeline.results import report
-
-log = logging.getLogger(__name__)
 
 
 def _eval_stage(cfg) -> str:
@@ -95,15 +92,67 @@ def summary_lines(cfg, timings: dict) -> list:
     return lines
 
 
+def evaluation_examples(cfg, stage: str) -> float | None:
+    """The evaluation stage's work in the periodic evaluation's unit (one example through N_sup supervision
+    steps): its test examples (ARC: the versions `eval_arc.num_aug` keeps, as a share of the versions built),
+    times test-time versions, copies and supervision steps over N_sup. None for an `eval.source=` file
+    (its size is not known before it is read)."""
+    options = Options.of(cfg)
+    e = options.eval
+    if stage == "eval" and e.source:
+        return None
+    manifest = dataset_format.read_manifest(cfg.data_dir)
+    examples = float(manifest["splits"]["test"]["examples"])
+    n_sup = int(cfg.model.halt_max_steps)
+    steps = (e.max_steps if e.max_steps is not None else n_sup) / n_sup
+    if stage == "eval":
+        limited = min(examples, e.limit) if e.limit else examples
+        return limited * e.tta * e.trajectories * steps
+    num_aug = options.eval_arc.num_aug
+    kept = 1.0 if num_aug is None else min(1.0, (num_aug + 1) / (int(manifest.get("num_aug") or 0) + 1))
+    return examples * kept * steps
+
+
+def evaluation_estimate(records: list, examples: float | None) -> float | None:
+    """Seconds the evaluation stage will take (`progress.evaluation_stage_seconds`) from the training's records:
+    `examples` at the last periodic evaluation's seconds per example, plus its compile seconds."""
+    timed = [r for r in records if progress.evaluation_seconds_per_example(r) is not None]
+    compiled = [r["eval/compile_s"] for r in records if "eval/compile_s" in r]
+    return progress.evaluation_stage_seconds(progress.evaluation_seconds_per_example(timed[-1]) if timed else None,
+                                             compiled[-1] if compiled else 0.0, examples)
+
+
+def stage_line(position: int, count: int, stage: str, event: str, run_s: float, left_s: float | None = None) -> str:
+    """`[all 3/3] eval started; run 5 min 12 s so far, about 40 s left (plus start-up)`: one line as each stage
+    starts or ends (`left_s`: `evaluation_estimate`, which leaves Ray's start-up out)."""
+    line = f"[all {position}/{count}] {stage} {event}; run {progress.duration(run_s)} so far"
+    return line + (f", about {progress.duration(left_s)} left (plus start-up)" if left_s is not None else "")
+
+
 def run(cfg) -> dict:
-    timings = {}
-    for stage in ("augment", "train", _eval_stage(cfg)):
+    """Each stage's start and end print a line (`stage_line`) with the run's time so far. The time left is
+    shown where it can be estimated: while training, on the training line (`progress.DriverProgress`: the
+    training's ETA plus the evaluation stage's estimate); when the evaluation stage starts, its estimate
+    (`evaluation_estimate`). Nothing is guessed before training has timed its steps."""
+    from pipeline.train.metrics_log import read_metrics
+    timings, began = {}, time.perf_counter()
+    stages = ("augment", "train", _eval_stage(cfg))
+    elapsed = lambda: time.perf_counter() - began  # noqa: E731
+    for position, stage in enumerate(stages, 1):
         if stage_done(cfg, stage):
-            log.info("stage %s: complete output found, skipping", stage)
+            print(stage_line(position, len(stages), stage, "skipped (complete output found)", elapsed()), flush=True)
             timings[stage] = None
             continue
+        options, left = {}, None
+        if stage == "train":
+            options["then_evaluates"] = evaluation_examples(cfg, stages[-1])
+        elif stage == stages[-1]:
+            left = evaluation_estimate(read_metrics(cfg.run_dir), evaluation_examples(cfg, stage))
+        print(stage_line(position, len(stages), stage, "started", elapsed(), left), flush=True)
         start = time.perf_counter()
-        importlib.import_module(f"pipeline.stages.{stage}").run(cfg)
+        importlib.import_module(f"pipeline.stages.{stage}").run(cfg, **options)
         timings[stage] = time.perf_counter() - start
+        print(stage_line(position, len(stages), stage, f"done in {progress.duration(timings[stage])}", elapsed()),
+              flush=True)
     print("\n".join(summary_lines(cfg, timings)), flush=True)
     return {"timings": timings}

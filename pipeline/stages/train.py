@@ -42,13 +42,14 @@ def _init_from(cfg, model_config, manifest: dict) -> str:
     return path
 
 
-def run(cfg) -> dict:
+def run(cfg, then_evaluates: float | None = None) -> dict:
+    """`then_evaluates`: the examples the evaluation after training will run (stage=all), for the run's ETA."""
     manifest = fmt.read_task_manifest(cfg)
     model_config = ckpt.model_config(OmegaConf.to_container(cfg.model, resolve=True), manifest)
     options = Options.of(cfg).train
     start = (lambda: _init_from(cfg, model_config, manifest)) if options.init_from else None
     summary = fit(TrainRecipe(cfg=cfg, options=options, section="train",
                               data_dir=cfg.data_dir, manifest=manifest, run_dir=cfg.run_dir,
-                              model_config=model_config, start_weights=start))
+                              model_config=model_config, start_weights=start, then_evaluates=then_evaluates))
     report.write_after_stage(cfg)
     return summary

@@ -23,7 +23,7 @@ from pipeline.checkpoints import checkpoint as ckpt
 from pipeline.data.sampling import GroupSampler
 from pipeline.data.split_reader import SplitFiles
 from pipeline.options import TrainOptions
-from pipeline.progress import Poster
+from pipeline.progress import Poster, TrainingEta
 from pipeline.ray_setup import apply_train_log_level, quiet_expected_ray_warnings, torch_threads, use_own_inductor_cache
 from pipeline.train.chaos import maybe_fail
 from pipeline.train.collectives import all_reduce_sum
@@ -195,7 +195,8 @@ def train_loop(given: dict) -> None:
     eval_examples, arc_rows = (load_eval_examples(SplitFiles(storage.join(config.data_dir, "val")),
                                                   t.eval_examples, rank, world, arc=arc)
                                if config.has_eval else (None, None))
-    metrics_log, progress = None, Poster(config.progress_board)
+    eta = TrainingEta(total_steps, t.eval_every, t.checkpoint_every, config.has_eval)
+    metrics_log, progress = None, Poster(config.progress_board, eta)
     if rank == 0:
         metrics_log = MetricsLog(config.run_dir, upto_step=start_step, logger=config.logger,
                                  wandb_project=t.wandb_project, config=config.saved_config)
@@ -245,9 +246,12 @@ def train_loop(given: dict) -> None:
         io_seconds = {}
         maybe_fail(t.fail_once_at_step, config.run_dir, step, rank, world)
 
-        eval_metrics, improved = {}, False
+        eval_metrics, evaluation_s, improved = {}, {}, False
         if eval_every and (step % eval_every == 0 or step == total_steps) and config.has_eval:
+            evaluation_began = time.perf_counter()
             eval_metrics = evaluate(evaluator, eval_examples, max(1, global_batch // world), device, arc_rows, arc)
+            # the progress line's ETA budgets the evaluations left with it
+            evaluation_s = {"train/evaluation_s": time.perf_counter() - evaluation_began} if eval_metrics else {}
             if compiled and not eval_compile_logged:      # the first evaluation compiled the step
                 eval_metrics["eval/compile_s"], eval_compile_logged = evaluator.step.compile_seconds, True
             score = selection_metric(eval_metrics)
@@ -257,7 +261,7 @@ def train_loop(given: dict) -> None:
                 best_metric = score
         due = (checkpoint_every and step % checkpoint_every == 0) or step == total_steps or bool(eval_metrics)
         if eval_metrics or due:     # the record now, with the evaluation's results and before the checkpoint
-            record = {**_finish(pending, global_batch, throughput), **eval_metrics}
+            record = {**_finish(pending, global_batch, throughput), **eval_metrics, **evaluation_s}
             pending = None
             if rank == 0:
                 _log(metrics_log, progress, record)

@@ -48,7 +48,8 @@ class TrainRecipe:
     data_dir / manifest: the dataset trained on; run_dir: where checkpoints and metrics go;
     model_config: the network (`trm.TRMConfig`);
     start_weights: for a fresh run only, returns the checkpoint folder whose (EMA) weights it starts from,
-    or None to start from the seed's initialisation; not called when run_dir is resumed.
+    or None to start from the seed's initialisation; not called when run_dir is resumed;
+    then_evaluates: the examples the evaluation after training will run (stage=all), for the run's ETA.
     """
     cfg: object
     options: TrainOptions
@@ -58,6 +59,7 @@ class TrainRecipe:
     run_dir: str
     model_config: object
     start_weights: Callable[[], str | None] | None = None
+    then_evaluates: float | None = None
 
 
 def _check_resumable(path: str, recipe: "TrainRecipe") -> int:
@@ -251,7 +253,8 @@ def fit(recipe: TrainRecipe) -> dict:
              "worker(s) (%s, %.2g CPU each), batch %d, into %s", f"{network:,}", f"{table:,}", t.steps,
              t.num_workers, "GPU" if use_gpu else "CPU", cpus, t.global_batch_size, run_dir)
     try:
-        with DriverProgress(board, t.steps, step), _worker_start_timeout(t.node_wait_s):
+        with DriverProgress(board, t.steps, step, then_evaluates=recipe.then_evaluates), \
+                _worker_start_timeout(t.node_wait_s):
             trainer.fit()
     except ray.train.TrainingFailedError as err:
         if _workers_never_started(err):

@@ -270,6 +270,19 @@ def _encode_unit(unit: list, *, seed: int, translate: bool, rows_per_group: int,
         yield _encode_tasks(records, seed, translate, canvas)
 
 
+def test_rows(task: arc.ArcTask, versions: tuple | None, num_aug: int, seed: int, canvas: int) -> dict:
+    """One task's test inputs as the data stage encodes its test split (at (0, 0), version-major), under
+    `versions` (dihedral ids [V], colour maps [V, 10]) or, when None, the versions the data stage would draw
+    for it (`plan_versions` from the seed and its task id: the identity and up to `num_aug` more). For
+    stage=solve: the puzzle_identifier column is each version's index (0 = the identity)."""
+    if versions is None:
+        versions = arc.plan_versions(task, num_aug, _task_rng(seed, PLAN_STREAM, task.task_id))
+    dihedral, maps = versions
+    record = dict(task_id=task.task_id, group_id=0, first_id=0, dihedral=dihedral, colour_maps=maps,
+                  pairs=[(i, p, True) for i, p in enumerate(task.test)])
+    return _encode_tasks([record], seed, translate=False, canvas=canvas)
+
+
 def _encode_tasks(records: list, seed: int, translate: bool, canvas: int) -> dict:
     """All rows of some tasks: per task, version-major (rows of one puzzle are contiguous)."""
     counts = [len(r["pairs"]) * len(r["dihedral"]) for r in records]
