@@ -28,6 +28,7 @@ Timings from a shared 2-core machine are only comparable within one run of this 
 import argparse
 import json
 import os
+import posixpath
 import socket
 import subprocess
 import sys
@@ -268,7 +269,10 @@ def bench_lost_node(steps: int, every: int, wait_s: float, replace_after_s: floa
             records = read_metrics(run_dir)
             logged = [r["step"] for r in records if "train/lm_loss" in r]
             after = [r["time"] for r in records if lost_at and r["time"] > lost_at]
+            newest = ckpt.latest_checkpoint(run_dir)
             runs[case] = dict(code=child.returncode, last=lines[-1] if lines else "", logged=logged,
+                              newest=posixpath.basename(newest) if newest else
+                              "none of " + ", ".join(posixpath.basename(p) for _, p in ckpt.folders(run_dir, "checkpoint")),
                               lost_at=lost_at, first_after=after[0] if after else None, stopped=stopped,
                               weights=(ckpt.load_checkpoint(ckpt.latest_checkpoint(run_dir))[0]["model"]
                                        if child.returncode == 0 else None))
@@ -283,6 +287,7 @@ def bench_lost_node(steps: int, every: int, wait_s: float, replace_after_s: floa
             steps_logged = f"{once} ({len(r['logged'])})"
             print(f"{case:>14} {r['code']:>4} {steps_logged:>17} {same:>12} {to_step:>19} {to_exit:>14}")
         print(f"not replaced, its last line: {runs['not replaced']['last']}")
+        print("newest complete checkpoint after each run: " + ", ".join(f"{c}: {r['newest']}" for c, r in runs.items()))
     finally:
         ray.shutdown()
         cluster.shutdown()
