@@ -43,21 +43,22 @@ def test_best_needs_no_rank_files(tmp_path):
 
 def test_load_roundtrip_and_errors(tmp_path):
     path = make_checkpoint(tmp_path / ckpt.checkpoint_name(4), 4)
-    state, config, manifest = ckpt.load_checkpoint(path)
+    checkpoint = ckpt.Checkpoint.read(path)
+    state, config, manifest = checkpoint.state(), checkpoint.config, checkpoint.manifest
     assert state["step"] == 4 and config["model"]["hidden_size"] == 32 and manifest == MANIFEST
     with pytest.raises(PipelineError, match="meta.json is missing"):
-        ckpt.load_checkpoint(str(tmp_path / "nowhere"))
+        ckpt.Checkpoint.read(str(tmp_path / "nowhere"))
     with open(os.path.join(path, ckpt.STATE), "wb") as f:
         f.write(b"\x00garbage")
     with pytest.raises(PipelineError, match="unreadable"):
-        ckpt.load_checkpoint(path)
+        ckpt.Checkpoint.read(path).state()
 
 
 def test_weights_only_refuses_pickled_objects(tmp_path):
     path = make_checkpoint(tmp_path / ckpt.checkpoint_name(4), 4)
     torch.save({"step": 4, "object": object()}, os.path.join(path, ckpt.STATE))
     with pytest.raises(PipelineError, match="unreadable"):
-        ckpt.load_checkpoint(path)
+        ckpt.Checkpoint.read(path).state()
 
 
 def test_model_config_takes_data_fields_from_manifest():

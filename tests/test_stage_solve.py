@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.checkpoints.checkpoint import Checkpoint
 from pipeline.infer import predictor
 from pipeline.errors import PipelineError
 from pipeline.run import run_stage
@@ -33,7 +34,7 @@ def test_solve_a_typed_puzzle_prints_and_writes_every_step(sudoku_checkpoint, ca
     result = run_stage(compose("stage=solve", "task=sudoku", f"run_dir={run_dir}", f"solve.puzzle={PUZZLE}"))
     assert result["checkpoint"].endswith("checkpoint_00000042")
     # The same puzzle through the model step by step, independently of the stage.
-    model = predictor.load_model(result["checkpoint"], True, "cpu")
+    model = predictor.load_model(Checkpoint.read(result["checkpoint"]), True, "cpu")
     tokens = sudoku.encode_questions([PUZZLE], 6)
     expected, _ = predictor.step_predictions(model, {"inputs": tokens, "labels": np.zeros_like(tokens),
                                                      "puzzle_identifier": np.zeros(1, np.int32)})

@@ -108,7 +108,8 @@ def training_section(run_dir: str) -> dict | None:
             figures.append(_figure(traces, title, "step", title))
     config = manifest = None
     if latest:
-        config, manifest = (storage.read_json(storage.join(latest, name)) for name in (ckpt.CONFIG, ckpt.MANIFEST))
+        checkpoint = ckpt.Checkpoint.read(latest)
+        config, manifest = checkpoint.config, checkpoint.manifest
     return {"figures": figures, "config": config, "manifest": manifest, "checkpoint": latest,
             "steps": records[-1]["step"] if records else None}
 

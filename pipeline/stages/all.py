@@ -47,9 +47,9 @@ def stage_done(cfg, stage: str) -> bool:
     metrics_path = storage.join(_eval_dir(cfg, stage), "metrics.json")
     if not storage.exists(metrics_path):
         return False
-    path = predictor.resolve_checkpoint(cfg.checkpoint, cfg.run_dir)
-    step = predictor.checkpoint_info(path)[2].get("step")
-    wanted = fingerprint.evaluation_fingerprint(cfg, stage, path, step, dataset_format.read_manifest(cfg.data_dir))
+    checkpoint = predictor.resolve_checkpoint(cfg.checkpoint, cfg.run_dir)
+    wanted = fingerprint.evaluation_fingerprint(cfg, stage, checkpoint.path, checkpoint.step,
+                                                dataset_format.read_manifest(cfg.data_dir))
     return storage.read_json(metrics_path).get("fingerprint") == wanted
 
 

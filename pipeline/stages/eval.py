@@ -23,7 +23,7 @@ import time
 import numpy as np
 import ray
 
-from pipeline.checkpoints import checkpoint as ckpt
+from pipeline.checkpoints.checkpoint import Checkpoint
 from pipeline.data import dataset_format as fmt
 from pipeline import storage, tasks
 from pipeline.results import evaluations
@@ -48,8 +48,8 @@ def run(cfg) -> dict:
     e = cfg.eval
     if int(e.batch_size) < 1 or int(e.render) < 0:
         raise PipelineError(f"eval.batch_size={e.batch_size} must be >= 1 and eval.render={e.render} >= 0")
-    path = predictor.resolve_checkpoint(cfg.checkpoint, cfg.run_dir, given=reference_data.given(cfg))
-    config, saved_manifest, meta = predictor.checkpoint_info(path)
+    checkpoint = predictor.resolve_checkpoint(cfg.checkpoint, cfg.run_dir, given=reference_data.given(cfg))
+    saved_manifest, path = checkpoint.manifest, checkpoint.path
     task = saved_manifest.get("task")
     module = tasks.get(task)
     if module.EVAL_STAGE != "eval":
@@ -64,7 +64,7 @@ def run(cfg) -> dict:
     else:
         source = storage.join(cfg.data_dir, "test")
         data_manifest = fmt.read_task_manifest(cfg)
-        ckpt.check_fits(path, saved_manifest, data_manifest, f"data_dir={cfg.data_dir}")
+        checkpoint.check_fits(data_manifest, f"data_dir={cfg.data_dir}")
         if not storage.list_files(source, ".parquet"):
             raise PipelineError(f"no test puzzles under {source}: rebuild the dataset with stage=augment")
         ds = fmt.read_ray(source, INPUT_COLUMNS)
@@ -76,7 +76,7 @@ def run(cfg) -> dict:
     out_dir = evaluations.output_dir(cfg)
     storage.remove(out_dir)   # nothing from an earlier evaluation with these settings survives; others are kept
     start = time.perf_counter()
-    predicted = predictor.predict(ds, path, e, passthrough=INPUT_COLUMNS, settings=settings, task=task,
+    predicted = predictor.predict(ds, checkpoint, e, passthrough=INPUT_COLUMNS, settings=settings, task=task,
                                   size=int(saved_manifest["size"]), record_steps=bool(e.record_steps))
     if module.EXTRA_RATES:
         predicted = predicted.map_batches(module.score_batch, batch_format="numpy",
@@ -86,11 +86,11 @@ def run(cfg) -> dict:
     fmt.write_split(predicted.drop_columns([*predictor.STEP_SUMS, predictor.SECONDS]), out_dir, "predictions",
                     groups_per_file=PREDICTIONS_PER_FILE)
     metrics = summarize(_totals(predicted, settings.select, module.EXTRA_RATES), module.EXTRA_RATES, settings)
-    metrics.update(task=task, checkpoint=path, checkpoint_step=meta.get("step"), source=source,
+    metrics.update(task=task, checkpoint=path, checkpoint_step=checkpoint.step, source=source,
                    ema=bool(e.ema), halt_on_q=bool(e.halt_on_q), wall_seconds=wall_seconds,
-                   fingerprint=fingerprint.evaluation_fingerprint(cfg, "eval", path, meta.get("step"), data_manifest))
+                   fingerprint=fingerprint.evaluation_fingerprint(cfg, "eval", path, checkpoint.step, data_manifest))
     if int(e.render):
-        metrics["rendered"] = render_puzzles(ds, path, e, task, out_dir)
+        metrics["rendered"] = render_puzzles(ds, checkpoint, e, task, out_dir)
     metrics["name"] = name
     storage.write_json_atomic(storage.join(out_dir, "metrics.json"), metrics)
     print_table(metrics, module.EXTRA_RATES)
@@ -232,11 +232,11 @@ def solved_title(steps: np.ndarray, labels: np.ndarray) -> str:
         f"right at step {first}, wrong again at step {len(steps)}"
 
 
-def render_puzzles(ds, path: str, eval_cfg, task: str, out_dir: str, name=None) -> list:
+def render_puzzles(ds, checkpoint: Checkpoint, eval_cfg, task: str, out_dir: str, name=None) -> list:
     """PNGs of the first `eval.render` puzzles, drawn in the driver (a few puzzles); `name(batch, i)` names
     puzzle i in its title (default: its test puzzle number)."""
     batch = ds.limit(int(eval_cfg.render)).take_batch(int(eval_cfg.render), batch_format="numpy")
-    model = predictor.load_model(path, bool(eval_cfg.ema), "cpu")
+    model = predictor.load_model(checkpoint, bool(eval_cfg.ema), "cpu")
     steps, _ = predictor.step_predictions(model, batch)
     name = name or (lambda b, i: f"test puzzle {int(b['group_id'][i])}")
     files = []

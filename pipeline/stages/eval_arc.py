@@ -30,7 +30,7 @@ from pipeline.infer import predictor
 from pipeline.checkpoints import reference_data
 from pipeline.results import report
 from pipeline.infer import test_time
-from pipeline.checkpoints import checkpoint as ckpt
+from pipeline.checkpoints.checkpoint import Checkpoint
 from pipeline.data import dataset_format as fmt
 from pipeline.checkpoints.arc_identifiers import IDENTIFIER_FIELDS
 from pipeline.errors import PipelineError
@@ -74,18 +74,17 @@ def run(cfg) -> dict:
         init_ray(cfg.ray)
     else:
         # a reference run or imported ARC checkpoint gets its table rows by name (task.identifiers=)
-        path = predictor.resolve_checkpoint(cfg.checkpoint, cfg.run_dir, data_dir=cfg.data_dir,
-                                            identifiers=cfg.task.get("identifiers"), num_aug=ea.num_aug,
-                                            given=reference_data.given(cfg))
-        _, saved_manifest, meta = predictor.checkpoint_info(path)
-        ckpt.check_fits(path, saved_manifest, manifest, f"data_dir={cfg.data_dir}", also=IDENTIFIER_FIELDS)
+        checkpoint = predictor.resolve_checkpoint(cfg.checkpoint, cfg.run_dir, data_dir=cfg.data_dir,
+                                                  identifiers=cfg.task.get("identifiers"), num_aug=ea.num_aug,
+                                                  given=reference_data.given(cfg))
+        checkpoint.check_fits(manifest, f"data_dir={cfg.data_dir}", also=IDENTIFIER_FIELDS)
         storage.remove(out_dir)   # nothing from an earlier evaluation with these settings is pooled in; others are kept
         init_ray(cfg.ray)
-        info.update(checkpoint=path, checkpoint_step=meta.get("step"), ema=bool(cfg.eval.ema),
+        info.update(checkpoint=checkpoint.path, checkpoint_step=checkpoint.step, ema=bool(cfg.eval.ema),
                     halt_on_q=bool(cfg.eval.halt_on_q), max_steps=cfg.eval.max_steps)
-        predict_to_parquet(cfg, path, predictions_dir, settings)
+        predict_to_parquet(cfg, checkpoint, predictions_dir, settings)
         if int(cfg.eval.render):
-            info["rendered"] = render_test_inputs(cfg, path, out_dir)
+            info["rendered"] = render_test_inputs(cfg, checkpoint, out_dir)
 
     predictions = ray.data.read_parquet(predictions_dir, columns=["task_id", "example_index", "answer_hash", "height",
                                                                    "width", "answer", "q_halt"])
@@ -124,25 +123,25 @@ def ground_truth(data_dir: str, manifest: dict) -> tuple[dict, dict]:
     return counts, truth
 
 
-def predict_to_parquet(cfg, path: str, predictions_dir: str, settings: test_time.Settings) -> None:
+def predict_to_parquet(cfg, checkpoint: Checkpoint, predictions_dir: str, settings: test_time.Settings) -> None:
     test_dir = storage.join(cfg.data_dir, "test")
     if not storage.list_files(test_dir, ".parquet"):
         raise PipelineError(f"no test rows under {test_dir}: rebuild the dataset with stage=augment")
     ds = fmt.read_ray(test_dir, ["inputs", "labels", *PASSTHROUGH])
     if cfg.eval_arc.num_aug is not None:
         ds = ds.map_batches(_versions_up_to, batch_format="numpy", fn_kwargs=dict(num_aug=int(cfg.eval_arc.num_aug)))
-    ds = predictor.predict(ds, path, cfg.eval, passthrough=PASSTHROUGH, settings=settings)
+    ds = predictor.predict(ds, checkpoint, cfg.eval, passthrough=PASSTHROUGH, settings=settings)
     ds.map_batches(_decode, batch_format="numpy").write_parquet(predictions_dir, compression="zstd")
 
 
-def render_test_inputs(cfg, path: str, out_dir: str) -> list:
+def render_test_inputs(cfg, checkpoint: Checkpoint, out_dir: str) -> list:
     """PNGs of the first `eval.render` test inputs as the model sees them (the identity version, on its canvas):
     the answer after each supervision step and the target (`run_dir/eval_arc/<name>/render/`)."""
     from pipeline.stages.eval import render_puzzles
     ds = fmt.read_ray(storage.join(cfg.data_dir, "test"), ["inputs", "labels", "puzzle_identifier", "task_id",
                                                            "example_index", "aug_index"])
     ds = ds.map_batches(_versions_up_to, batch_format="numpy", fn_kwargs=dict(num_aug=0))
-    return render_puzzles(ds, path, cfg.eval, "arc", out_dir,
+    return render_puzzles(ds, checkpoint, cfg.eval, "arc", out_dir,
                           name=lambda b, i: f"task {b['task_id'][i]}, test input {int(b['example_index'][i]) + 1}")
 
 

@@ -73,8 +73,8 @@ def grid_lines(answer: str, size: int) -> list[str]:
 def run(cfg) -> dict:
     if int(cfg.eval.batch_size) < 1:
         raise PipelineError(f"eval.batch_size={cfg.eval.batch_size} must be >= 1")
-    path = predictor.resolve_checkpoint(cfg.checkpoint, cfg.run_dir, given=reference_data.given(cfg))
-    _, saved_manifest, meta = predictor.checkpoint_info(path)
+    checkpoint = predictor.resolve_checkpoint(cfg.checkpoint, cfg.run_dir, given=reference_data.given(cfg))
+    saved_manifest, path = checkpoint.manifest, checkpoint.path
     task = saved_manifest.get("task")
     if task == "arc":
         raise PipelineError(f"checkpoint {path} is an ARC model: ARC test inputs are answered by stage=eval_arc "
@@ -89,7 +89,7 @@ def run(cfg) -> dict:
     if bad.size:
         where = "solve.puzzle" if cfg.solve.puzzle is not None else f"solve.file={cfg.solve.file}, puzzle {bad[0] + 1}"
         raise PipelineError(f"{where}: {reasons[bad[0]]} (the checkpoint's {task} size is {size})")
-    model = predictor.load_model(path, bool(cfg.eval.ema), "cpu")
+    model = predictor.load_model(checkpoint, bool(cfg.eval.ema), "cpu")
     preds, q_halt = step_answers(model, module.encode_questions(questions, size), int(cfg.eval.batch_size))
     confidence = 1.0 / (1.0 + np.exp(-q_halt))
     n_steps = len(preds)
@@ -101,7 +101,7 @@ def run(cfg) -> dict:
 
     out_dir = storage.join(cfg.run_dir, OUT_DIR, name)
     lines = [f"solve {task}: {len(questions)} puzzle{'s' * (len(questions) != 1)}, checkpoint {path} "
-             f"(step {meta.get('step')}); confidence = the halting head's estimate that the answer is right"]
+             f"(step {checkpoint.step}); confidence = the halting head's estimate that the answer is right"]
     for i, question in enumerate(questions):
         panels = [("puzzle", grid_lines(module.format_answers(module.encode_questions([question], size), size)[0], size))]
         panels += [(f"step {k + 1}: {confidence[k, i]:.0%}", grid_lines(per_step[k][i], size)) for k in range(n_steps)]
@@ -118,7 +118,7 @@ def run(cfg) -> dict:
     writer.writerow(["source", "question", "answer", "rating"])
     writer.writerows([name, q, a, ""] for q, a in zip(questions, answers))
     storage.write_json_atomic(storage.join(out_dir, "steps.json"),
-                              {"checkpoint": path, "checkpoint_step": meta.get("step"), "task": task, "puzzles": steps})
+                              {"checkpoint": path, "checkpoint_step": checkpoint.step, "task": task, "puzzles": steps})
     storage.write_text_atomic(storage.join(out_dir, "answers.csv"), table.getvalue())
     lines += ["", f"written: {storage.join(out_dir, 'answers.csv')} (answers), {storage.join(out_dir, 'steps.json')} "
                   f"(every step)"]

@@ -19,7 +19,6 @@ Feeding (the reference's persistent carry): each step only the slots that halted
 of the rank's stream; the others keep their example and (y, z).
 """
 import logging
-import os
 import posixpath
 import queue
 import tempfile
@@ -35,6 +34,7 @@ from pipeline import storage
 
 from pipeline.tasks.arc import validation as arc_validation
 from pipeline.checkpoints import checkpoint as ckpt
+from pipeline.checkpoints.checkpoint import Checkpoint
 from pipeline.train.metrics_log import MetricsLog
 from pipeline.progress import Poster
 from pipeline.ray_setup import apply_train_log_level, quiet_expected_ray_warnings, torch_threads, use_own_inductor_cache
@@ -278,17 +278,15 @@ def _save(step, model, optimizers, ema, carry, stream, best_metric, improved, ev
     run_dir = config["run_dir"]
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as local:
-        torch.save({"carry": carry.state_dict(), "rng": torch.get_rng_state(), "epoch": stream.epoch,
-                    "consumed": stream.consumed}, os.path.join(local, ckpt.rank_file(rank)))
+        ckpt.write_rank_state(local, rank, {"carry": carry.state_dict(), "rng": torch.get_rng_state(),
+                                            "epoch": stream.epoch, "consumed": stream.consumed})
         if rank == 0:
-            state = training_state(model, optimizers, step, ema=ema)
-            state["best_metric"] = best_metric
-            torch.save(state, os.path.join(local, ckpt.STATE))
-            ckpt.write_json(os.path.join(local, ckpt.CONFIG), config["saved_config"])
-            ckpt.write_json(os.path.join(local, ckpt.MANIFEST), config["manifest"])
-            ckpt.write_json(os.path.join(local, ckpt.META), {"step": step, "world_size": world, **eval_metrics})
+            state = {**training_state(model, optimizers, step, ema=ema), "best_metric": best_metric}
+            meta = {"step": step, "world_size": world, **eval_metrics}
+            files = Checkpoint(storage.join(run_dir, ckpt.checkpoint_name(step)), config["saved_config"],
+                               config["manifest"], meta, state).write(local)
             if improved:
-                _keep_best(local, run_dir, step)
+                _keep_best(local, files, run_dir, step)
             metrics_log.flush()   # before the checkpoint: a resume truncates to it, so no step is lost
         written = time.perf_counter()
         ray.train.report(report_metrics, checkpoint=ray.train.Checkpoint.from_directory(local),
@@ -296,10 +294,10 @@ def _save(step, model, optimizers, ema, carry, stream, best_metric, improved, ev
     return {"train/checkpoint_write_s": written - began, "train/checkpoint_report_s": time.perf_counter() - written}
 
 
-def _keep_best(local: str, run_dir: str, step: int) -> None:
-    """Copy rank 0's files to best_<step> (meta.json last), then drop the older best folders."""
+def _keep_best(local: str, files: list[str], run_dir: str, step: int) -> None:
+    """Copy rank 0's files (meta.json last) to best_<step>, then drop the older best folders."""
     dest = storage.join(run_dir, ckpt.best_name(step))
-    ckpt.upload_files(local, [ckpt.STATE, ckpt.CONFIG, ckpt.MANIFEST, ckpt.META], dest)
+    ckpt.upload_files(local, files, dest)
     for _, path in ckpt.folders(run_dir, "best"):
         if path != dest:
             storage.remove(path)
@@ -347,8 +345,7 @@ def train_loop(config: dict) -> None:
     model = TRM(model_config, verbose=False).to(device)    # the driver reports its size
     resume = _resume_source(config)
     if config.get("init_from") and resume is None:   # fine-tuning: the weights (EMA where saved), no optimiser state
-        state, _, _ = ckpt.load_checkpoint(config["init_from"])
-        model.load_state_dict(ckpt.model_weights(state, config["init_from"]))
+        model.load_state_dict(config["init_from"].weights(ema=True))
     optimizers = build_optimizers(model, lr=t["lr"], weight_decay=t["weight_decay"],
                                   betas=(t["beta1"], t["beta2"]), puzzle_emb_lr=t["puzzle_emb_lr"],
                                   puzzle_emb_weight_decay=t["puzzle_emb_weight_decay"])
@@ -360,7 +357,8 @@ def train_loop(config: dict) -> None:
     io_seconds = {}      # checkpoint reads and writes, shown in the next step's record
     if resume is not None:
         began = time.perf_counter()
-        state, mine = ckpt.load_checkpoint(resume)[0], ckpt.load_rank_state(resume, rank)
+        checkpoint = Checkpoint.read(resume)
+        state, mine = checkpoint.state(), checkpoint.rank_state(rank)
         step, _ = load_training_state(state, model, optimizers, ema=ema)
         best_metric = state.get("best_metric")
         del state
