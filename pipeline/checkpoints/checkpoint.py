@@ -338,9 +338,9 @@ class Checkpoint:
         `same_dataset` (resuming), on that very dataset (its fingerprint, the differences named)."""
         for key in ("task", *MANIFEST_FIELDS, *also):
             if self.manifest.get(key) != manifest.get(key):
-                raise PipelineError(f"checkpoint {self.path} was trained on data with {key}={self.manifest.get(key)!r}, "
-                                    f"but {where} has {key}={manifest.get(key)!r}; pass the matching checkpoint= or "
-                                    f"data_dir=")
+                raise PipelineError(f"checkpoint {self.path} was trained on data with "
+                                    f"{key}={self.manifest.get(key)!r}, but {where} has {key}={manifest.get(key)!r}; "
+                                    f"pass the matching checkpoint= or data_dir=")
         trained_on, here = self.manifest.get("fingerprint"), manifest.get("fingerprint")
         changed = fingerprint.differences(trained_on, here) if same_dataset and trained_on and here else []
         if changed:
@@ -349,7 +349,8 @@ class Checkpoint:
                                 f"data_dir it was trained on")
 
     def check_model(self, configured, what: str) -> None:
-        """It holds the configured network (`trm.TRMConfig`); `what` names it in the error (the option that chose it)."""
+        """It holds the configured network (`trm.TRMConfig`); `what` (the option that chose it) names it in the
+        error."""
         if self.model_config == configured:
             return
         saved, wanted = asdict(self.model_config), asdict(configured)

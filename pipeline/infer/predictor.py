@@ -80,7 +80,8 @@ class Predictor:
     answer step [B, C] (the one `vote` counts).
     """
 
-    def __init__(self, checkpoint: ckpt.Checkpoint, use_ema: bool, halt_on_q: bool, device: str, threads: int, passthrough: list,
+    def __init__(self, checkpoint: ckpt.Checkpoint, use_ema: bool, halt_on_q: bool, device: str, threads: int,
+                 passthrough: list,
                  settings: test_time.Settings | None = None, task: str | None = None, size: int | None = None,
                  record_steps: bool = False, compile: str = "false", batch_size: int | None = None):
         if device == "cpu":
@@ -174,8 +175,9 @@ def predict(ds, checkpoint: ckpt.Checkpoint, eval_cfg, passthrough: list, settin
         Predictor, batch_size=int(eval_cfg.batch_size), batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=res["actors"]),
         num_cpus=res["num_cpus"], num_gpus=res["num_gpus"],
-        fn_constructor_kwargs=dict(checkpoint=checkpoint.shared(), use_ema=bool(eval_cfg.ema), halt_on_q=bool(eval_cfg.halt_on_q),
-                                   device=res["device"], threads=res["threads"], passthrough=list(passthrough),
+        fn_constructor_kwargs=dict(checkpoint=checkpoint.shared(), use_ema=bool(eval_cfg.ema),
+                                   halt_on_q=bool(eval_cfg.halt_on_q), device=res["device"], threads=res["threads"],
+                                   passthrough=list(passthrough),
                                    settings=settings, task=task, size=size, record_steps=record_steps,
                                    compile=str(eval_cfg.get("compile", "auto")), batch_size=int(eval_cfg.batch_size)))
 

@@ -79,8 +79,9 @@ def _write_start(cfg, base: Checkpoint, manifest: dict) -> Checkpoint:
         return Checkpoint.read(dest)
     weights = base.weights(bool(cfg.adapt.ema))
     weights["puzzle_emb.weights"] = mean_rows(weights["puzzle_emb.weights"], int(manifest["num_puzzle_identifiers"]))
-    Checkpoint(dest, {"model": OmegaConf.to_container(cfg.model, resolve=True)}, manifest,
-               {"step": 0, "world_size": 1, "adapted_from": base.path}, ckpt.start_state(weights, 0, ema=None)).save(dest)
+    meta = {"step": 0, "world_size": 1, "adapted_from": base.path}
+    Checkpoint(dest, {"model": OmegaConf.to_container(cfg.model, resolve=True)}, manifest, meta,
+               ckpt.start_state(weights, 0, ema=None)).save(dest)
     log.info("adaptation starts from %s: %s's network, %d new puzzle-embedding rows at the mean of its trained rows",
              dest, base.path, int(manifest["num_puzzle_identifiers"]) - 1)
     return Checkpoint.read(dest)

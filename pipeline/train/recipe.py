@@ -218,7 +218,8 @@ def fit(recipe: TrainRecipe) -> dict:
     loop_config = {
         "train": dict(t), "model": asdict(recipe.model_config), "run_dir": run_dir,
         "seed": int(cfg.seed), "saved_config": {**saved_config(cfg), section: redact(dict(t))}, "manifest": recipe.manifest, "has_eval": has_eval,
-        "logger": cfg.logger, "wandb_project": t["wandb_project"], "init_from": init_from.shared() if init_from else None,
+        "logger": cfg.logger, "wandb_project": t["wandb_project"],
+        "init_from": init_from.shared() if init_from else None,
         "resume_from": latest, "skipped_checkpoints": [posixpath.basename(p.rstrip("/")) for p, _ in skipped],
         "progress_board": board, "data_dir": recipe.data_dir, "cpus": cpus,
     }
