@@ -29,7 +29,6 @@ from omegaconf import OmegaConf
 import ray
 
 from pipeline.checkpoints import checkpoint as ckpt
-from pipeline import storage
 from pipeline.ray_setup import init_ray
 from pipeline.run import run_stage
 from record import commit_label
@@ -68,13 +67,15 @@ def checkpoint(out: Path, task: str, seed: int) -> tuple[list, list]:
 def finished(run_dir: str) -> bool:
     """run_dir's latest checkpoint is its training's last step (an interrupted run resumes instead)."""
     path = ckpt.latest_checkpoint(run_dir)
-    return path is not None and storage.read_json(storage.join(path, ckpt.META))["step"] >= \
-        storage.read_json(storage.join(path, ckpt.CONFIG))["train"]["steps"]
+    if path is None:
+        return False
+    checkpoint = ckpt.Checkpoint.read(path)
+    return checkpoint.step >= checkpoint.config["train"]["steps"]
 
 
 def trained_with_current_preset(task: str, path: str) -> bool:
     """Whether the checkpoint's saved model and train settings are what the current preset gives."""
-    saved = storage.read_json(storage.join(path, ckpt.CONFIG))
+    saved = ckpt.Checkpoint.read(path).config
     now = OmegaConf.to_container(config(*TASKS[task]), resolve=True)
     return all(saved[group].get(k) == v for group in ("model", "train") for k, v in now[group].items()
                if k in saved[group])
@@ -119,11 +120,12 @@ def evaluate(task: str, paths: list, options: dict, n_sup: int, limit) -> dict:
 def bench_task(task: str, out: Path, args, limit: int | None, lines: list) -> None:
     paths, command = checkpoint(out, task, args.seed)
     path = ckpt.latest_checkpoint(str(out / task / "run"))
-    n_sup = int(storage.read_json(storage.join(path, ckpt.CONFIG))["model"]["halt_max_steps"])
+    trained = ckpt.Checkpoint.read(path)
+    n_sup = int(trained.config["model"]["halt_max_steps"])
     preset = f"pipeline/conf/preset/demo_{task}.yaml"
     same = trained_with_current_preset(task, path)
     lines += ["", f"## {task}: checkpoint trained by `{' '.join(command)}`",
-              f"# {path} (step {storage.read_json(storage.join(path, ckpt.META))['step']}); {preset} last changed "
+              f"# {path} (step {trained.step}); {preset} last changed "
               f"in {git('log', '-1', '--format=%h', '--', preset)}; the checkpoint's model/train settings "
               f"{'match' if same else 'DIFFER from'} the current preset"]
     rows, baseline, per_step_line = [], None, ""

@@ -12,10 +12,9 @@ import os
 import tempfile
 
 from pipeline import run_lock, storage
-
-from pipeline.results import evaluations as eval_results
 from pipeline.errors import PipelineError
 from pipeline.options import Options
+from pipeline.results import evaluations as eval_results
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 NO_SPACE_TEXT = tuple(f"[Errno {code}]" for code in NO_SPACE)   # the cause as Ray Train hands it on: text only
@@ -61,7 +60,7 @@ def _folder_bytes(path: str) -> int:
 
 def _needed(cfg, option: str, folder: str, free: int) -> str:
     """What the stage needs there, as far as it is known after the failure."""
-    from pipeline.checkpoints import checkpoint as ckpt     # torch: imported only by the stages that need it
+    from pipeline.checkpoints import checkpoint as ckpt  # torch: imported only by the stages that need it
     if option.startswith("run_dir=") and cfg.stage in ("train", "all", "adapt"):
         complete = [path for _, path in ckpt.folders(folder, "checkpoint") if ckpt.is_complete(path)]
         if complete:

@@ -2,7 +2,6 @@
 import re
 
 from pipeline import storage, tasks
-
 from pipeline.results import evaluations
 
 RUN = "python -m pipeline.run"

@@ -114,8 +114,8 @@ def make_cfg():
 
 def split_columns(data_dir, split: str) -> dict:
     """Every column of a written split as numpy (token columns [rows, seq_len]), in file order."""
-    from pipeline.data import dataset_format as fmt
     from pipeline import storage
+    from pipeline.data import dataset_format as fmt
     table = fmt.read_columns(storage.join(str(data_dir), split), None)
     return {name: fmt.column_numpy(table.column(name)) for name in table.column_names}
 

@@ -6,7 +6,6 @@ import os
 import pytest
 
 from pipeline.errors import PipelineError
-
 from pipeline.run import run_stage
 from tests.conftest import compose
 

@@ -11,8 +11,8 @@ import ray
 import torch
 from ray.data import DataContext, ExecutionResources
 
-from pipeline.data import dataset_format as fmt
 from pipeline import storage
+from pipeline.data import dataset_format as fmt
 from pipeline.run import run_stage
 from tests.test_train import final_state, tiny_overrides
 

@@ -1,8 +1,13 @@
 import numpy as np
 import pytest
 
-from augment.dihedral import (DIHEDRAL_INVERSE, NUM_DIHEDRAL, dihedral_coords, dihedral_transform,
-                              inverse_dihedral_transform)
+from augment.dihedral import (
+    DIHEDRAL_INVERSE,
+    NUM_DIHEDRAL,
+    dihedral_coords,
+    dihedral_transform,
+    inverse_dihedral_transform,
+)
 
 
 @pytest.mark.parametrize("tid", range(NUM_DIHEDRAL))

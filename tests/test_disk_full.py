@@ -4,9 +4,9 @@ import subprocess
 
 import pytest
 
-from pipeline.data import dataset_format as fmt
 from pipeline import disk_space
 from pipeline.config import resolve_config
+from pipeline.data import dataset_format as fmt
 from pipeline.errors import PipelineError
 from pipeline.run import run_stage
 from tests.conftest import compose

@@ -8,14 +8,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from augment import maze, sudoku
-from pipeline.data import dataset_format as fmt
 from pipeline import storage
+from pipeline.data import dataset_format as fmt
+from pipeline.data.examples import to_examples
+from pipeline.errors import PipelineError
 from pipeline.infer import predictor as inference
 from pipeline.infer import test_time
-from pipeline.errors import PipelineError
 from pipeline.run import run_stage
 from pipeline.tasks.maze import score_batch as valid_paths
-from pipeline.data.examples import to_examples
 from tests import tiny
 from tests.conftest import compose
 from trm import evaluate_batch

@@ -11,8 +11,8 @@ import pytest
 import s3fs
 import torch
 
-from pipeline.checkpoints import checkpoint as ckpt
 from pipeline import storage
+from pipeline.checkpoints import checkpoint as ckpt
 from tests.fault_proxy import FaultProxy
 
 

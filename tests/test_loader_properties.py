@@ -9,8 +9,8 @@ import copy
 import json
 import os
 import tempfile
-from unittest import mock
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -21,13 +21,13 @@ from hypothesis import strategies as st
 
 from augment import maze
 from pipeline.checkpoints import arc_identifiers
-from pipeline.tasks.arc import sources as arc_sources
-from pipeline.data import sources
 from pipeline.checkpoints import reference as ref
+from pipeline.data import sources
 from pipeline.errors import PipelineError
 from pipeline.stages import eval as eval_stage
 from pipeline.tasks import maze as maze_task
 from pipeline.tasks import sudoku as sudoku_task
+from pipeline.tasks.arc import sources as arc_sources
 from tests.test_reference_checkpoint import documented_config, documented_state
 
 # inputs per loader (hypothesis stops earlier only when it has tried every input it can make); CI's share of the

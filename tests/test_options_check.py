@@ -1,9 +1,9 @@
 """Unknown option names are refused with the closest valid one, `+` or not; a missing task.source before Ray."""
 import pytest
 
+from pipeline.config import resolve_config
 from pipeline.errors import PipelineError
 from pipeline.options_check import check_command_line, check_task_source
-from pipeline.config import resolve_config
 from tests.conftest import compose
 
 

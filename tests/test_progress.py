@@ -1,9 +1,19 @@
 """The training progress line: rank 0 posts to a board, the driver shows one bar and a line per evaluation."""
 import ray
 
-from pipeline.progress import (Board, DriverProgress, Poster, TrainingEta, duration, eta_postfix, evaluation_line,
-                               evaluation_seconds_per_example, evaluation_stage_seconds, run_seconds_left,
-                               train_postfix)
+from pipeline.progress import (
+    Board,
+    DriverProgress,
+    Poster,
+    TrainingEta,
+    duration,
+    eta_postfix,
+    evaluation_line,
+    evaluation_seconds_per_example,
+    evaluation_stage_seconds,
+    run_seconds_left,
+    train_postfix,
+)
 
 EVAL = {"step": 500, "eval/exact_accuracy": 0.964, "eval/accuracy": 0.991, "eval/exact_accuracy_step1": 0.108,
         "eval/exact_accuracy_step2": 0.938, "eval/exact_accuracy_step10": 0.5}

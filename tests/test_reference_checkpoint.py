@@ -12,12 +12,11 @@ import torch
 import yaml
 
 from pipeline import storage
-
 from pipeline.checkpoints import arc_identifiers
 from pipeline.checkpoints import checkpoint as ckpt
 from pipeline.checkpoints import reference as ref
-from pipeline.errors import PipelineError
 from pipeline.checkpoints.reference_data import DataGiven
+from pipeline.errors import PipelineError
 from pipeline.run import run_stage
 from tests import tiny
 from tests.conftest import compose
@@ -160,7 +159,7 @@ def test_stage_import_writes_a_checkpoint_eval_loads(tmp_path):
     assert (manifest["task"], manifest["seq_len"], manifest["vocab_size"], manifest["size"]) == ("sudoku", 81, 11, 9)
     from pipeline.infer.predictor import load_model
     for ema in (True, False):
-        model = load_model(path, use_ema=ema, device="cpu")
+        model = load_model(ckpt.Checkpoint.read(path), use_ema=ema, device="cpu")
         by_hand = TRM(model.config, verbose=False)
         by_hand.load_state_dict(hand_renamed(documented_state()))
         assert all(torch.equal(a, b) for a, b in zip(outputs(model), outputs(by_hand)))
@@ -275,7 +274,7 @@ def test_a_file_with_code_in_it_is_refused_in_one_plain_line(tmp_path):
     for name in (ckpt.META, ckpt.CONFIG, ckpt.MANIFEST):
         (folder / name).write_text("{}")
     with pytest.raises(PipelineError, match="unreadable: it holds pickled Python objects besides tensors") as err:
-        ckpt.load_checkpoint(str(folder))
+        ckpt.Checkpoint.read(str(folder)).state()
     plain(err)
 
 
@@ -368,11 +367,13 @@ def test_arc_checkpoint_is_fitted_to_the_dataset_or_refused(tmp_path):
     config = documented_config()
     source = write_reference(tmp_path / "ref", state, config)
     with pytest.raises(PipelineError, match="no identifiers.json says which task version.*stage=adapt: not yet available"):
-        ref.prepare(source, str(tmp_path / "run"), str(tmp_path / "data"))
+        ckpt.Checkpoint.open(source, data_dir=str(tmp_path / "data"))
     names_file = tmp_path / "identifiers.json"
     names_file.write_text(json.dumps(["<blank>", "bbbb", "aaaa"]))
-    path = ref.prepare(source, str(tmp_path / "run"), str(tmp_path / "data"), identifiers=str(names_file))
-    saved, _, manifest = ckpt.load_checkpoint(path)
+    fitted = ckpt.Checkpoint.open(source, data_dir=str(tmp_path / "data"), identifiers=str(names_file))
+    saved, manifest = fitted.state(), fitted.manifest
+    assert fitted.converted and sorted(os.listdir(tmp_path)) == ["data", "identifiers.json", "ref"]  # nothing written
+    path = fitted.save(str(tmp_path / "fitted"))
     table = state[PREFIX + "puzzle_emb.weights"]
     assert torch.equal(saved["model"]["puzzle_emb.weights"], table[[0, 2, 1]])
     assert all(manifest[k] == data[k] for k in arc_identifiers.IDENTIFIER_FIELDS)

@@ -3,10 +3,10 @@ from +model.seq_len, a data_manifest block or the data given (eval.source, data_
 naming the options when nothing says, or when two sources disagree."""
 import pytest
 
-from pipeline.checkpoints import reference as ref
 from pipeline import storage
-from pipeline.errors import PipelineError
+from pipeline.checkpoints import reference as ref
 from pipeline.checkpoints.reference_data import DataGiven
+from pipeline.errors import PipelineError
 from pipeline.run import run_stage
 from tests.conftest import compose
 from tests.test_reference_checkpoint import documented_config, documented_state, write_reference

@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.data import dataset_format as fmt
 from pipeline import storage
+from pipeline.data import dataset_format as fmt
 from pipeline.results import evaluations, report
 from pipeline.run import run_stage
 from tests.conftest import compose

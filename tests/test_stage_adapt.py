@@ -45,12 +45,12 @@ def adapted(ray_local, shared_data, tmp_path_factory):
 
 
 def weights(path: str) -> dict:
-    return ckpt.load_checkpoint(path)[0]["model"]
+    return ckpt.Checkpoint.read(path).state()["model"]
 
 
 def test_new_rows_start_at_the_mean_and_the_network_waits_for_the_embeddings(adapted):
     root, base_checkpoint, before, _ = adapted
-    base, _, _ = ckpt.load_checkpoint(base_checkpoint)
+    base = ckpt.Checkpoint.read(base_checkpoint).state()
     start = weights(str(root / "run" / START))
     table = base["model"]["puzzle_emb.weights"]
     trained = table[1:][table[1:].abs().sum(1) > 0]
@@ -70,7 +70,7 @@ def test_new_rows_start_at_the_mean_and_the_network_waits_for_the_embeddings(ada
 
 def test_resumed_adaptation_equals_the_uninterrupted_one(adapted):
     root, _, _, _ = adapted
-    resumed, straight = (ckpt.load_checkpoint(str(root / run / ckpt.checkpoint_name(4)))[0]
+    resumed, straight = (ckpt.Checkpoint.read(str(root / run / ckpt.checkpoint_name(4))).state()
                          for run in ("interrupted", "run"))
     for key, value in straight["model"].items():
         assert torch.equal(resumed["model"][key], value), key

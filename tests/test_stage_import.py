@@ -36,7 +36,8 @@ def test_eval_of_a_reference_run_equals_eval_of_its_source(exported):
     common = ["stage=eval", "task=sudoku", f"data_dir={exported / 'data'}", "eval.batch_size=16"]
     ours = run_stage(compose(*common, f"run_dir={exported / 'eval_ours'}", f"checkpoint={exported / 'ours'}"))
     theirs = run_stage(compose(*common, f"run_dir={exported / 'eval_ref'}", f"checkpoint={exported / 'reference'}"))
-    assert theirs["checkpoint"] == str(exported / "eval_ref" / "reference_import") and theirs["checkpoint_step"] == 42
+    assert theirs["checkpoint"] == str(exported / "reference") and theirs["checkpoint_step"] == 42
+    assert not (exported / "eval_ref" / "reference_import").exists()     # converted in memory, nothing written
     for key in ("exact_accuracy", "token_accuracy", "exact_accuracy_per_step", "mean_halting_step", "count"):
         assert theirs[key] == ours[key], key
 
@@ -50,9 +51,9 @@ def test_fine_tuning_starts_from_the_reference_weights(exported):
         run_stage(compose(*common, "model.hidden_size=64"))
     # learning rates 0: the weights after two steps are the starting weights, so they came from the file
     run_stage(compose(*common, "train.lr=0", "train.puzzle_emb_lr=0"))
-    state, _, _ = ckpt.load_checkpoint(str(run_dir / ckpt.checkpoint_name(2)))
-    start, _, _ = ckpt.load_checkpoint(str(run_dir / "reference_import"))
-    assert state["step"] == 2 and os.path.isdir(run_dir / "reference_import")
+    state = ckpt.Checkpoint.read(str(run_dir / ckpt.checkpoint_name(2))).state()
+    start = ckpt.Checkpoint.open(str(exported / "reference" / "step_42"), data_dir=str(exported / "data")).state()
+    assert state["step"] == 2 and not os.path.exists(run_dir / "reference_import")
     assert all(torch.equal(state["model"][k], v) for k, v in start["model"].items())
     adam = state["optimizers"][0]["state"]
     assert adam and all(int(s["step"]) == 2 for s in adam.values())    # fresh optimiser: two steps taken
@@ -72,8 +73,9 @@ def test_arc_reference_run_gets_its_rows_on_data_built_from_its_names(ray_local,
     versions = arc_identifiers.dataset_versions(str(tmp_path / "data"), manifest)
     assert sorted(versions["name"]) == sorted(names[1:-1])     # exactly the named versions of these tasks
     metrics = run_stage(compose("stage=eval_arc", *paths, f"checkpoint={source}", "eval.batch_size=8"))
-    assert metrics["checkpoint"] == str(tmp_path / "run" / "reference_import") and metrics["predictions"] > 0
-    fitted, _, _ = ckpt.load_checkpoint(metrics["checkpoint"])
+    assert metrics["checkpoint"] == source and metrics["predictions"] > 0
+    assert not (tmp_path / "run" / "reference_import").exists()
+    fitted = ckpt.Checkpoint.open(source, data_dir=str(tmp_path / "data")).state()
     table = state["_orig_mod.model.inner.puzzle_emb.weights"]
     for row, name in zip(versions["puzzle_identifier"], versions["name"]):
         assert torch.equal(fitted["model"]["puzzle_emb.weights"][row], table[names.index(name)]), name

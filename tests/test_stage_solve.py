@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.infer import predictor
+from augment import arc
+from pipeline.checkpoints.checkpoint import Checkpoint
 from pipeline.errors import PipelineError
+from pipeline.infer import predictor
 from pipeline.options import Options
 from pipeline.run import run_stage
-from augment import arc
-from augment import arc
 from pipeline.tasks import maze, sudoku
 from tests import tiny
 from tests.conftest import compose
-from tests.test_eval_arc import EVALUATION, FIRST, NUM_AUG, arc_run  # noqa: F401 (a fixture)
+from tests.test_eval_arc import EVALUATION, FIRST, NUM_AUG, arc_run  # noqa: F401, F811 (a fixture)
 from tests.test_reference_checkpoint import _our_checkpoint
 
 SUDOKU = tiny.pipeline_model(**tiny.SUDOKU_6X6)
@@ -36,7 +36,7 @@ def test_solve_a_typed_puzzle_prints_and_writes_every_step(sudoku_checkpoint, ca
     result = run_stage(compose("stage=solve", "task=sudoku", f"run_dir={run_dir}", f"solve.puzzle={PUZZLE}"))
     assert result["checkpoint"].endswith("checkpoint_00000042")
     # The same puzzle through the model step by step, independently of the stage.
-    model = predictor.load_model(result["checkpoint"], True, "cpu")
+    model = predictor.load_model(Checkpoint.read(result["checkpoint"]), True, "cpu")
     tokens = sudoku.encode_questions([PUZZLE], 6)
     expected, _ = predictor.step_predictions(model, {"inputs": tokens, "labels": np.zeros_like(tokens),
                                                      "puzzle_identifier": np.zeros(1, np.int32)})
@@ -112,8 +112,8 @@ def test_solve_an_arc_task_gives_two_voted_attempts(arc_checkpoint, capsys):
     assert sorted(attempts) == ["attempt_1", "attempt_2"]
     assert all(np.asarray(g).ndim == 2 and 0 <= np.asarray(g).min() and np.asarray(g).max() <= 9 for g in attempts.values())
     # Voted over the versions the data stage would draw for this task (the identity and up to num_aug=3 more).
-    from pipeline.tasks.arc import test_rows
     from augment.arc import parse_task
+    from pipeline.tasks.arc import test_rows
     versions = int(test_rows(parse_task(ARC_TASK, task), None, 3, 0, ARC_CANVAS)["aug_index"].max()) + 1
     votes = json.loads((run_dir / "solve" / ARC_TASK / "votes.json").read_text())["inputs"][f"{ARC_TASK}:0"]
     assert [v["grid"] for v in votes] == [attempts["attempt_1"], attempts["attempt_2"]][:len(votes)]

@@ -6,8 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from augment import arc
-from pipeline.data import dataset_format as fmt
 from pipeline import storage
+from pipeline.data import dataset_format as fmt
 from pipeline.errors import PipelineError
 from pipeline.run import run_stage
 from tests.conftest import compose, split_columns

@@ -4,8 +4,8 @@ import pytest
 
 from augment import maze
 from augment.dihedral import dihedral_transform
-from pipeline.data import dataset_format as fmt
 from pipeline import storage
+from pipeline.data import dataset_format as fmt
 from pipeline.errors import PipelineError
 from pipeline.run import run_stage
 from tests.conftest import split_columns

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 from augment import sudoku
-from pipeline.data import dataset_format as fmt
 from pipeline import storage
-from pipeline.tasks.sudoku import group_transforms
+from pipeline.data import dataset_format as fmt
 from pipeline.errors import PipelineError
 from pipeline.run import run_stage
+from pipeline.tasks.sudoku import group_transforms
 from tests.conftest import split_columns
 
 SMALL = ("stage=augment", "task=sudoku", "preset=none", "task.chunk_size=8", "task.num_val=0", "ray.dashboard=false")

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from augment import maze, sudoku
-from pipeline.infer import test_time
 from pipeline.errors import PipelineError
+from pipeline.infer import test_time
 from pipeline.options import Options
 from tests.conftest import compose
 

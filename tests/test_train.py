@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline import storage
 from pipeline.checkpoints import checkpoint as ckpt
 from pipeline.data import dataset_format as fmt
-from pipeline import storage
 from pipeline.errors import PipelineError
-from pipeline.train.metrics_log import read_metrics
 from pipeline.run import run_stage
+from pipeline.train.metrics_log import read_metrics
 from tests import tiny
 from tests.conftest import compose
 
@@ -58,8 +58,7 @@ def train(data_dir, run_dir, *extra):
 
 
 def final_state(run_dir: str) -> dict:
-    state, _, _ = ckpt.load_checkpoint(ckpt.latest_checkpoint(run_dir))
-    return state
+    return ckpt.Checkpoint.read(ckpt.latest_checkpoint(run_dir)).state()
 
 
 def assert_same_state(a: dict, b: dict) -> None:
@@ -156,9 +155,10 @@ def test_two_workers_complete_and_loss_falls(baseline):
     assert latest.endswith("checkpoint_00000012") and ckpt.training_complete(run_dir, STEPS)
     assert not ckpt.training_complete(run_dir, STEPS + 1)
     assert {ckpt.rank_file(0), ckpt.rank_file(1)} <= set(os.listdir(latest))
-    assert ckpt.load_rank_state(latest, 1)["carry"]["halted"].shape == (8,)
+    assert ckpt.Checkpoint.read(latest).rank_state(1)["carry"]["halted"].shape == (8,)
     assert ckpt.best_checkpoint(run_dir) is not None
-    state, config, manifest = ckpt.load_checkpoint(latest)
+    checkpoint = ckpt.Checkpoint.read(latest)
+    state, config, manifest = checkpoint.state(), checkpoint.config, checkpoint.manifest
     assert state["step"] == STEPS and manifest["seq_len"] == SEQ_LEN and config["train"]["steps"] == STEPS
     assert "testing-secret-key" not in open(os.path.join(latest, ckpt.CONFIG)).read()
     assert os.path.getsize(os.path.join(run_dir, "curves.png")) > 1000

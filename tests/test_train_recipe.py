@@ -43,8 +43,8 @@ def test_a_stage_of_a_few_lines_trains_from_its_start_and_resumes(trained):
     calls = []
     summary = finetune(str(root / "data"), str(root / "tuned"), start, calls)
     assert summary["step"] == 2 and calls == [start]
-    tuned, _, _ = ckpt.load_checkpoint(ckpt.latest_checkpoint(str(root / "tuned")))
-    base, _, _ = ckpt.load_checkpoint(start)
+    tuned = ckpt.Checkpoint.read(ckpt.latest_checkpoint(str(root / "tuned"))).state()
+    base = ckpt.Checkpoint.read(start).state()
     # lr 0: the weights are still the start's EMA weights, and its table (a buffer, not averaged)
     for key, value in base["ema"]["shadow"].items():
         assert torch.equal(tuned["model"][key], value), key

@@ -2,10 +2,12 @@
 import pytest
 import torch
 
-from trm import TRM, refill
-from tests.test_trm_model import one_thread  # noqa: F401 (autouse: one torch thread)
 from tests import tiny
-from tests.test_trm_model import examples
+from tests.test_trm_model import (
+    examples,
+    one_thread,  # noqa: F401 (autouse: one torch thread)
+)
+from trm import TRM, refill
 
 
 def test_refill_keeps_running_slots_and_resets_halted_ones():

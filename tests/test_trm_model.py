@@ -9,7 +9,6 @@ from trm import TRM, TRMConfig, refill
 from trm.noise import RowKeyedNormal
 
 
-
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tiny models gain nothing from threads, and on a shared 2-core box threads contend (2-3x slower)."""

@@ -4,10 +4,10 @@ import math
 import pytest
 import torch
 
+from tests import tiny
+from tests.test_trm_model import one_thread  # noqa: F401 (autouse: one torch thread)
 from trm import EMA, TRM, AdamAtan2, SparseSignSGD, build_optimizers, lr_at, set_lr
 from trm.puzzle_embedding import PuzzleEmbedding
-from tests.test_trm_model import one_thread  # noqa: F401 (autouse: one torch thread)
-from tests import tiny
 
 
 def test_adam_atan2_follows_the_formula():

@@ -3,10 +3,12 @@ import io
 
 import torch
 
-from trm import EMA, TRM, act_loss, build_optimizers, load_training_state, refill, set_lr, training_state
-from tests.test_trm_model import one_thread  # noqa: F401 (autouse: one torch thread)
 from tests import tiny
-from tests.test_trm_model import examples
+from tests.test_trm_model import (
+    examples,
+    one_thread,  # noqa: F401 (autouse: one torch thread)
+)
+from trm import EMA, TRM, act_loss, build_optimizers, load_training_state, refill, set_lr, training_state
 
 
 def train(model, optimizers, ema, carry, first_step, last_step, seed):

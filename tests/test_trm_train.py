@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from trm import EMA, TRM, TRMConfig, act_loss, build_optimizers, evaluate_batch, refill, set_lr
 from tests.test_trm_model import one_thread  # noqa: F401 (autouse: one torch thread)
+from trm import EMA, TRM, TRMConfig, act_loss, build_optimizers, evaluate_batch, refill, set_lr
 
 SOLVED = np.array([[0, 1, 2, 3], [2, 3, 0, 1], [1, 0, 3, 2], [3, 2, 1, 0]])
 BLANKS = 4  # chance of guessing every blank: 4^-4 = 0.4 %

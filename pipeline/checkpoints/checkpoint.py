@@ -10,7 +10,12 @@ reports its own files into the same folder.
 A checkpoint is complete when `meta.json`, `state.pt` and every rank's file exist. The best checkpoint by
 the periodic evaluation is kept apart as `run_dir/best_<step:08d>/` (rank 0's files only: enough to
 evaluate, not to resume). Everything loads with `torch.load(weights_only=True)`.
+
+`Checkpoint` is the one reader and writer of these files: training, stage=adapt's start and stage=import write
+through it (one `state.pt` layout: `trm.training_state`'s, a start's without optimiser, carry or RNG state), every
+stage reads through it, and a reference run (`pipeline.checkpoints.reference`) converts into it in memory.
 """
+import functools
 import json
 import logging
 import os
@@ -18,12 +23,14 @@ import posixpath
 import re
 import tempfile
 import zipfile
+from dataclasses import asdict
 
+import ray
 import torch
 
 from pipeline import storage
-
 from pipeline.checkpoints import load_errors
+from pipeline.data import fingerprint
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -32,6 +39,7 @@ STATE = "state.pt"
 META = "meta.json"
 CONFIG = "config.json"
 MANIFEST = "manifest.json"
+IDENTIFIERS = "identifiers.json"   # an imported ARC table's row names, in the reference builder's order
 _NAME = re.compile(r"^(checkpoint|best|imported)_(\d{8})$")   # imported_: stage=import's
 MANIFEST_FIELDS = ("seq_len", "vocab_size", "num_puzzle_identifiers")
 
@@ -46,6 +54,11 @@ def best_name(step: int) -> str:
 
 def rank_file(rank: int) -> str:
     return f"rank_{rank}.pt"
+
+
+def write_rank_state(local_dir: str, rank: int, state: dict) -> None:
+    """Write one rank's part of a training checkpoint (carry, RNG, data position) into `local_dir`."""
+    torch.save(state, os.path.join(local_dir, rank_file(rank)))
 
 
 def folders(run_dir: str, kind: str) -> list[tuple[int, str]]:
@@ -181,50 +194,6 @@ def _torch_load(path: str):
         return torch.load(copy, map_location="cpu", weights_only=True, mmap=True)
 
 
-def load_checkpoint(path: str) -> tuple[dict, dict, dict]:
-    """(state, config, manifest) of a checkpoint folder; PipelineError if it is missing or unreadable."""
-    if not storage.exists(storage.join(path, META)):
-        raise PipelineError(f"no checkpoint at {path}: {META} is missing (an interrupted save, or not a "
-                            f"checkpoint folder)")
-    try:
-        state = _torch_load(storage.join(path, STATE))
-        config = storage.read_json(storage.join(path, CONFIG))
-        manifest = storage.read_json(storage.join(path, MANIFEST))
-    except Exception as err:  # torch, JSON and filesystem errors all mean the same to the user
-        raise PipelineError(f"checkpoint {path} is unreadable: {load_errors.describe(err)}") from None
-    return state, config, manifest
-
-
-def model_weights(state: dict, path: str, ema_option: str | None = None) -> dict:
-    """The model's state_dict from a checkpoint's training state with its parameters replaced by the EMA
-    weights: where the checkpoint saved them, or, when `ema_option` (the config key that asked for them) is
-    given, required, the error naming that key. (For the raw weights, use `state["model"]`.)"""
-    weights = dict(state["model"])
-    shadow = (state.get("ema") or {}).get("shadow")
-    if shadow is None and ema_option:
-        raise PipelineError(f"checkpoint {path} has no EMA weights (trained with train.ema=false, or stage=adapt's "
-                            f"adapt_start/, whose weights already are its base's EMA weights); set {ema_option}=false")
-    weights.update(shadow or {})
-    return weights
-
-
-def load_rank_state(path: str, rank: int) -> dict:
-    """The per-rank part (carry, RNG, data position) of a checkpoint folder."""
-    file = storage.join(path, rank_file(rank))
-    try:
-        return _torch_load(file)
-    except Exception as err:
-        raise PipelineError(f"checkpoint file {file} is unreadable: {load_errors.describe(err)}") from None
-
-
-def check_fits(path: str, saved_manifest: dict, manifest: dict, where: str, also=()) -> None:
-    """The checkpoint was trained on data of the same task and shape as `manifest` (read from `where`)."""
-    for key in ("task", *MANIFEST_FIELDS, *also):
-        if saved_manifest.get(key) != manifest.get(key):
-            raise PipelineError(f"checkpoint {path} was trained on data with {key}={saved_manifest.get(key)!r}, but "
-                                f"{where} has {key}={manifest.get(key)!r}; pass the matching checkpoint= or data_dir=")
-
-
 def model_config(model_cfg: dict, manifest: dict, source: str = "model"):
     """TRMConfig from the `model` config group plus the manifest's data fields.
 
@@ -244,6 +213,180 @@ def model_config(model_cfg: dict, manifest: dict, source: str = "model"):
         return TRMConfig.from_dict(values)
     except ValueError as err:
         raise PipelineError(f"{source}: {err}") from err
+
+
+def start_state(weights: dict, step: int, ema: dict | None) -> dict:
+    """state.pt of a checkpoint that training starts from rather than resumes (stage=import's, stage=adapt's
+    start): `trm.training_state`'s layout with no optimiser, carry or RNG state yet. `ema`: {rate, shadow}."""
+    return {"model": weights, "optimizers": [], "step": step, "ema": ema, "carry": None, "rng": None,
+            "best_metric": None}
+
+
+class Checkpoint:
+    """One checkpoint: its saved config (`config.json`: the resolved, redacted config; `model` holds the
+    network's options), the data it was trained on or expects (`manifest.json`), `meta.json` (step, world size,
+    evaluation metrics or where it was imported from) and its training state (`state.pt`), read when asked for.
+
+    `Checkpoint.read(folder)` reads a folder of this project; `Checkpoint.open(path)` takes whatever a user
+    names: such a folder, or a reference run converted in memory (`converted`: nothing is written). A
+    checkpoint built in memory (`Checkpoint(...)`) is written with `write` (into a local folder, as Ray
+    Train's report wants it) or `save`.
+    """
+
+    def __init__(self, path: str, config: dict, manifest: dict, meta: dict, state=None, row_names: list | None = None,
+                 converted: bool = False):
+        self.path, self.config, self.manifest, self.meta = path, config, manifest, meta
+        self.converted = converted
+        self._state = state            # None: state.pt under path, read when asked for; or a Ray object ref
+        self._row_names = row_names    # IDENTIFIERS of a converted ARC checkpoint
+
+    @classmethod
+    def read(cls, path: str) -> "Checkpoint":
+        """The checkpoint folder at `path` (its JSON files; the weights are read by `state`)."""
+        if not storage.exists(storage.join(path, META)):
+            raise PipelineError(f"no checkpoint at {path}: {META} is missing (an interrupted save, or not a "
+                                f"checkpoint folder)")
+        try:
+            config, manifest, meta = (storage.read_json(storage.join(path, name)) for name in (CONFIG, MANIFEST, META))
+        except Exception as err:  # JSON and filesystem errors all mean the same to the user
+            raise PipelineError(f"checkpoint {path} is unreadable: {load_errors.describe(err)}") from None
+        return cls(path, config, manifest, meta)
+
+    @classmethod
+    def open(cls, source, option: str = "checkpoint", data_dir: str | None = None, identifiers: str | None = None,
+             num_aug: int | None = None, require_test: bool = True, given=None) -> "Checkpoint":
+        """The checkpoint `option=source` names: a checkpoint folder of this project, or a reference run folder
+        or `step_<N>` file converted in memory (its data as `given` or `data_dir` says). With `data_dir`, an
+        ARC table in the reference's row order (a reference run, or stage=import's folder of one) gets its rows
+        fitted to that dataset's task versions by name (`pipeline.checkpoints.reference.fit_to_dataset`, with
+        `identifiers`, `num_aug`, `require_test`)."""
+        from pipeline.checkpoints import reference  # which converts into this module's type
+        from pipeline.checkpoints.reference_data import DataGiven
+        path = storage.to_absolute(str(source))
+        if reference.is_reference(path):
+            imported = reference.read_reference(path, identifiers, given or DataGiven(data_dir=data_dir))
+        elif is_complete(path, need_ranks=False):
+            checkpoint = cls.read(path)
+            if data_dir is None or checkpoint.manifest.get("identifier_order") != "reference":
+                return checkpoint
+            imported = reference.from_checkpoint(checkpoint, identifiers)
+        else:
+            raise PipelineError(f"{option}={source}: not a complete checkpoint folder ({META} or {STATE} missing "
+                                f"under {path}), and not a reference run (a step_<N> file, or step_<N> beside "
+                                f"{reference.CONFIG_FILE})")
+        if data_dir is not None:
+            imported = reference.fit_to_dataset(imported, data_dir, num_aug, require_test)
+        return reference.to_checkpoint(imported, path)
+
+    @property
+    def step(self) -> int:
+        return int(self.meta["step"])
+
+    @property
+    def world_size(self) -> int | None:
+        """The workers that wrote it (a training checkpoint's rank files), else None."""
+        return int(self.meta["world_size"]) if "world_size" in self.meta else None
+
+    @functools.cached_property
+    def model_config(self):
+        """The network (`trm.TRMConfig`): the saved `model` options with the manifest's data fields."""
+        return model_config(self.config["model"], self.manifest, source=f"checkpoint {self.path}: model")
+
+    def state(self) -> dict:
+        """The training state (state.pt's layout); read from the folder at each call (memory-mapped)."""
+        if self._state is None:
+            try:
+                return _torch_load(storage.join(self.path, STATE))
+            except Exception as err:  # torch and filesystem errors all mean the same to the user
+                raise PipelineError(f"checkpoint {self.path} is unreadable: {load_errors.describe(err)}") from None
+        return ray.get(self._state) if isinstance(self._state, ray.ObjectRef) else self._state
+
+    def weights(self, ema: bool, required_by: str | None = None) -> dict:
+        """The model's state_dict: with `ema`, its parameters replaced by the EMA weights where the checkpoint
+        saved them, required when `required_by` (the option that asked for them) is given."""
+        state = self.state()
+        weights = dict(state["model"])
+        if not ema:
+            return weights
+        shadow = (state.get("ema") or {}).get("shadow")
+        if shadow is None and required_by:
+            raise PipelineError(f"checkpoint {self.path} has no EMA weights (trained with train.ema=false, or "
+                                f"stage=adapt's adapt_start/, whose weights already are its base's EMA weights); set "
+                                f"{required_by}=false")
+        weights.update(shadow or {})
+        return weights
+
+    def rank_state(self, rank: int) -> dict:
+        """The per-rank part (carry, RNG, data position) of a training checkpoint."""
+        file = storage.join(self.path, rank_file(rank))
+        try:
+            return _torch_load(file)
+        except Exception as err:
+            raise PipelineError(f"checkpoint file {file} is unreadable: {load_errors.describe(err)}") from None
+
+    def row_names(self) -> list | None:
+        """The name of each puzzle-embedding row where the table follows the reference builder's order (an
+        imported ARC checkpoint's IDENTIFIERS), else None."""
+        if self._row_names is not None or self._state is not None:
+            return self._row_names
+        path = storage.join(self.path, IDENTIFIERS)
+        return storage.read_json(path) if storage.exists(path) else None
+
+    def check_fits(self, manifest: dict, where: str, also=(), same_dataset: bool = False) -> None:
+        """It was trained on data of the same task and shape as `manifest` (read from `where`); with
+        `same_dataset` (resuming), on that very dataset (its fingerprint, the differences named)."""
+        for key in ("task", *MANIFEST_FIELDS, *also):
+            if self.manifest.get(key) != manifest.get(key):
+                raise PipelineError(f"checkpoint {self.path} was trained on data with "
+                                    f"{key}={self.manifest.get(key)!r}, but {where} has {key}={manifest.get(key)!r}; "
+                                    f"pass the matching checkpoint= or data_dir=")
+        trained_on, here = self.manifest.get("fingerprint"), manifest.get("fingerprint")
+        changed = fingerprint.differences(trained_on, here) if same_dataset and trained_on and here else []
+        if changed:
+            raise PipelineError(f"checkpoint {self.path} was trained on another dataset than the one at {where} "
+                                f"({fingerprint.describe(changed)}); use another run_dir for this dataset, or the "
+                                f"data_dir it was trained on")
+
+    def check_model(self, configured, what: str) -> None:
+        """It holds the configured network (`trm.TRMConfig`); `what` (the option that chose it) names it in the
+        error."""
+        if self.model_config == configured:
+            return
+        saved, wanted = asdict(self.model_config), asdict(configured)
+        changed = fingerprint.differences(saved, wanted)
+        overrides = " ".join(f"model.{k}={v}" for k, v in saved.items() if v != wanted[k] and k not in MANIFEST_FIELDS)
+        raise PipelineError(f"{what} holds another model than configured (different model options: "
+                            f"{fingerprint.describe(changed, len(changed))}); pass "
+                            f"{overrides or 'data of the same shape (data_dir=)'}")
+
+    def shared(self) -> "Checkpoint":
+        """This checkpoint as Ray workers are to receive it: a folder's state is read by each worker from its
+        path; a state held in memory (a conversion) is put into Ray's object store once, instead of into every
+        worker's arguments, and is readable on every node (the reference run may lie on the driver's disk)."""
+        if self._state is None or isinstance(self._state, ray.ObjectRef):
+            return self
+        return Checkpoint(self.path, self.config, self.manifest, self.meta, ray.put(self._state), self._row_names,
+                          self.converted)
+
+    def write(self, local_dir: str) -> list[str]:
+        """Write rank 0's files into the local folder `local_dir`; returns their names, META last (its
+        presence marks a folder complete)."""
+        torch.save(self.state(), os.path.join(local_dir, STATE))
+        write_json(os.path.join(local_dir, CONFIG), self.config)
+        write_json(os.path.join(local_dir, MANIFEST), self.manifest)
+        names = [STATE, CONFIG, MANIFEST]
+        if self._row_names is not None:
+            write_json(os.path.join(local_dir, IDENTIFIERS), self._row_names)
+            names.append(IDENTIFIERS)
+        write_json(os.path.join(local_dir, META), self.meta)
+        return names + [META]
+
+    def save(self, dest: str) -> str:
+        """`dest` (local or remote) as this checkpoint's folder, replacing what was there; returns `dest`."""
+        storage.remove(dest)
+        with tempfile.TemporaryDirectory() as local:
+            upload_files(local, self.write(local), dest)
+        return dest
 
 
 def upload_files(local_dir: str, names: list[str], dest: str) -> None:

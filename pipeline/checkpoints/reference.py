@@ -33,22 +33,19 @@ import fsspec
 import torch
 import yaml
 
-from pipeline.checkpoints import arc_identifiers
-from pipeline.checkpoints import checkpoint as ckpt
-from pipeline.data import dataset_format as fmt
 from pipeline import storage
-from pipeline.checkpoints import load_errors
-from pipeline.checkpoints import reference_data
-from pipeline.config import redact
-from pipeline.errors import PipelineError
+from pipeline.checkpoints import arc_identifiers, load_errors, reference_data
+from pipeline.checkpoints import checkpoint as ckpt
 from pipeline.checkpoints.reference_data import DataGiven
+from pipeline.config import redact
+from pipeline.data import dataset_format as fmt
+from pipeline.errors import PipelineError
 from trm import TRM, TRMConfig
 
 log = logging.getLogger(__name__)
 
-AUTO_IMPORT = "reference_import"   # run_dir folder for checkpoint= / train.init_from= given a reference run
 CONFIG_FILE = "all_config.yaml"
-IDENTIFIERS_FILE = "identifiers.json"
+IDENTIFIERS_FILE = ckpt.IDENTIFIERS     # the same name and content in both layouts
 STEP_FILE = re.compile(r"^step_(\d+)$")
 PREFIXES = ("_orig_mod.", "model.", "inner.", "module.")
 EXPORT_PREFIX = "_orig_mod.model.inner."          # what pretrain.py's compiled runs write
@@ -364,48 +361,35 @@ def _reference_position(key: str) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------
-# This project's checkpoint folder from an imported one
+# This project's checkpoint from an imported one
 
-def write_checkpoint(imported: Imported, dest: str) -> str:
-    """`dest` as a checkpoint folder of this project (state.pt with the weights as raw and EMA, config.json,
-    manifest.json, identifiers.json for ARC, meta.json last); replaces what was there."""
+def to_checkpoint(imported: Imported, path: str) -> ckpt.Checkpoint:
+    """`imported` as a checkpoint of this project, in memory (`path`: what it was opened as): the weights as
+    both raw and EMA, its model config, the data it expects, ARC row names where it has them."""
     expected, parameters = shapes_of(imported.config)
     weights = {k: imported.weights[k] for k in expected}           # TRM's key order
     rate = float(imported.reference_config.get("ema_rate", 0.999))
-    state = {"model": weights, "optimizers": [], "step": imported.step, "carry": None,
-             "ema": {"rate": rate, "shadow": {k: weights[k] for k in parameters}}}
+    state = ckpt.start_state(weights, imported.step, ema={"rate": rate, "shadow": {k: weights[k] for k in parameters}})
     model_fields = {k: v for k, v in asdict(imported.config).items() if k not in ckpt.MANIFEST_FIELDS}
     config = {"model": model_fields, "train": {"ema": True, "ema_rate": rate},
               "reference_config": redact(imported.reference_config)}
     meta = {"step": imported.step, "imported_from": imported.source, "source_sha256": imported.sha256,
             "source_step": imported.step, "weights": "the step file's (EMA weights when the run set ema=True), "
                                                      "as both raw and EMA"}
-    storage.remove(dest)
-    with tempfile.TemporaryDirectory() as local:
-        torch.save(state, os.path.join(local, ckpt.STATE))
-        ckpt.write_json(os.path.join(local, ckpt.CONFIG), config)
-        ckpt.write_json(os.path.join(local, ckpt.MANIFEST), imported.manifest)
-        names = [ckpt.STATE, ckpt.CONFIG, ckpt.MANIFEST]
-        if imported.names is not None:
-            ckpt.write_json(os.path.join(local, IDENTIFIERS_FILE), imported.names)
-            names.append(IDENTIFIERS_FILE)
-        ckpt.write_json(os.path.join(local, ckpt.META), meta)
-        ckpt.upload_files(local, names + [ckpt.META], dest)
-    return dest
+    return ckpt.Checkpoint(path, config, imported.manifest, meta, state, imported.names, converted=True)
 
 
 def imported_name(step: int) -> str:
     return f"imported_{step:08d}"
 
 
-def load_imported(path: str, identifiers: str | None = None) -> Imported:
-    """An imported checkpoint folder of this project's format back as `Imported` (to fit it to a dataset)."""
-    state, config, manifest = ckpt.load_checkpoint(path)
-    meta = storage.read_json(storage.join(path, ckpt.META))
-    model_config = ckpt.model_config(config["model"], manifest, source=f"checkpoint {path}: model")
-    names = _read_identifiers(identifiers, path)
-    return Imported(dict(state["model"]), model_config, manifest, int(meta["step"]), meta.get("imported_from", path),
-                    meta.get("source_sha256", ""), config.get("reference_config", {}), names)
+def from_checkpoint(checkpoint: ckpt.Checkpoint, identifiers: str | None = None) -> Imported:
+    """An imported checkpoint of this project's format back as `Imported` (to fit it to a dataset)."""
+    meta = checkpoint.meta
+    names = _read_identifiers(identifiers, checkpoint.path)
+    return Imported(checkpoint.weights(ema=False), checkpoint.model_config, checkpoint.manifest, checkpoint.step,
+                    meta.get("imported_from", checkpoint.path), meta.get("source_sha256", ""),
+                    checkpoint.config.get("reference_config", {}), names)
 
 
 def fit_to_dataset(imported: Imported, data_dir: str, num_aug: int | None = None,
@@ -437,30 +421,6 @@ def fit_to_dataset(imported: Imported, data_dir: str, num_aug: int | None = None
                   reference_data_paths=imported.manifest.get("reference_data_paths", []))
     return replace(imported, weights={**imported.weights, "puzzle_emb.weights": table}, manifest=fitted, names=None,
                    config=replace(imported.config, num_puzzle_identifiers=len(table)))
-
-
-def prepare(path: str, run_dir: str, data_dir: str | None = None, identifiers: str | None = None,
-            num_aug: int | None = None, require_test: bool = True, given: DataGiven | None = None) -> str:
-    """The checkpoint folder to use for `path`: `path` itself when it is this project's and fits, else a
-    conversion written to `run_dir/reference_import/` (a reference run, its data as `given` or `data_dir`
-    says, or an imported ARC checkpoint fitted to `data_dir`'s puzzle identifiers)."""
-    if is_reference(path):
-        imported = read_reference(path, identifiers, given or DataGiven(data_dir=data_dir))
-    elif data_dir is not None and _reference_ordered(path):
-        imported = load_imported(path, identifiers)
-    else:
-        return path
-    if data_dir is not None:
-        imported = fit_to_dataset(imported, data_dir, num_aug, require_test)
-    return write_checkpoint(imported, storage.join(run_dir, AUTO_IMPORT))
-
-
-def _reference_ordered(path: str) -> bool:
-    manifest = storage.join(path, ckpt.MANIFEST)
-    try:
-        return storage.exists(manifest) and storage.read_json(manifest).get("identifier_order") == "reference"
-    except (OSError, ValueError):
-        return False
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -20,8 +20,8 @@ import math
 from dataclasses import dataclass
 
 from augment import arc, maze, sudoku
-from pipeline.data import dataset_format as fmt
 from pipeline import storage
+from pipeline.data import dataset_format as fmt
 from pipeline.data import sources
 from pipeline.errors import PipelineError
 

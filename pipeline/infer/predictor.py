@@ -1,6 +1,6 @@
 """Batch inference with a trained checkpoint over Ray Data, shared by `stage=eval` and `stage=eval_arc`.
 
-`predict(ds, path, cfg.eval, passthrough)` maps a dataset of example rows (`inputs`, `labels`,
+`predict(ds, checkpoint, cfg.eval, passthrough)` maps a dataset of example rows (`inputs`, `labels`,
 `puzzle_identifier`) through a pool of actors. Each actor loads the checkpoint once (EMA weights unless
 `eval.ema=false`), on a GPU when the cluster has GPUs, and runs every row through all N_sup supervision
 steps with `trm.evaluate_batch` (optionally answering at the first step whose halt logit is positive), or,
@@ -14,13 +14,11 @@ import ray
 import torch
 
 from pipeline.checkpoints import checkpoint as ckpt
-from pipeline.checkpoints import reference as reference_checkpoint
-from pipeline import storage
-from pipeline.infer import test_time
+from pipeline.data.examples import to_examples
 from pipeline.errors import PipelineError
+from pipeline.infer import test_time
 from pipeline.options import EvalOptions
 from pipeline.ray_setup import cluster_gpus, torch_threads, use_own_inductor_cache
-from pipeline.data.examples import to_examples
 from trm import TRM, Carry, evaluate_batch, refill
 from trm.compile import SupervisionStep, compile_pays
 from trm.noise import RowKeyedNormal
@@ -36,48 +34,35 @@ SECONDS = "seconds"   # the batch's inference time on its actor, on its first ro
 
 
 def resolve_checkpoint(choice, run_dir: str, data_dir: str | None = None, identifiers: str | None = None,
-                       num_aug: int | None = None, given=None) -> str:
-    """The checkpoint folder for `checkpoint=`: null or `latest` (the latest complete one in run_dir; without
-    one, the newest `imported_<step>` of stage=import), `best`
-    (the best by the periodic evaluation), or a folder path / URL. A reference run folder or `step_<N>` file
-    is imported into run_dir first (`pipeline.checkpoints.reference.prepare`); with `data_dir`, an ARC one
-    gets its puzzle-embedding rows fitted to that dataset's versions; `given` (`pipeline.checkpoints.reference_data.DataGiven`)
-    is what the command line says about a reference run's data."""
+                       num_aug: int | None = None, given=None) -> ckpt.Checkpoint:
+    """The checkpoint `checkpoint=` names: null or `latest` (the latest complete one in run_dir; without
+    one, the newest `imported_<step>` of stage=import), `best` (the best by the periodic evaluation), or a
+    folder path / URL, which may be a reference run folder or `step_<N>` file, converted in memory. With
+    `data_dir`, an ARC table in the reference's row order gets its rows fitted to that dataset's versions;
+    `given` (`pipeline.checkpoints.reference_data.DataGiven`) is what the command line says about a reference
+    run's data (`pipeline.checkpoints.checkpoint.Checkpoint.open`)."""
     if choice in (None, "latest", "best"):
         path = ckpt.best_checkpoint(run_dir) if choice == "best" else ckpt.latest_checkpoint(run_dir)
         if path is None and choice != "best":    # a run_dir that stage=import filled: its newest import
             path = ckpt.latest_imported(run_dir)
             if path is not None:
-                return resolve_checkpoint(path, run_dir, data_dir, identifiers, num_aug, given)
+                return ckpt.Checkpoint.open(path, data_dir=data_dir, identifiers=identifiers, num_aug=num_aug,
+                                            given=given)
         if path is None:
             kind = "best (no periodic evaluation ran?)" if choice == "best" else "complete"
             raise PipelineError(f"no {kind} checkpoint in run_dir={run_dir}: train first (stage=train), import one "
                                 f"(stage=import) or pass checkpoint=<checkpoint folder>")
-        return path
-    path = reference_checkpoint.prepare(storage.to_absolute(str(choice)), run_dir, data_dir, identifiers, num_aug,
-                                        given=given)
-    if not ckpt.is_complete(path, need_ranks=False):
-        raise PipelineError(f"checkpoint={choice}: not a complete checkpoint folder ({ckpt.META} or {ckpt.STATE} "
-                            f"missing under {path})")
-    return path
+        return ckpt.Checkpoint.read(path)
+    return ckpt.Checkpoint.open(choice, "checkpoint", data_dir, identifiers, num_aug, given=given)
 
 
-def checkpoint_info(path: str) -> tuple[dict, dict, dict]:
-    """(config, manifest, meta) of a checkpoint, without loading its weights."""
-    try:
-        return tuple(storage.read_json(storage.join(path, name)) for name in (ckpt.CONFIG, ckpt.MANIFEST, ckpt.META))
-    except (OSError, ValueError) as err:
-        raise PipelineError(f"checkpoint {path} is unreadable: {type(err).__name__}: {err}") from err
-
-
-def load_model(path: str, use_ema: bool, device) -> TRM:
+def load_model(checkpoint: ckpt.Checkpoint, use_ema: bool, device) -> TRM:
     """The checkpoint's model in eval mode on `device`: EMA weights when `use_ema`."""
-    state, config, manifest = ckpt.load_checkpoint(path)
-    model = TRM(ckpt.model_config(config["model"], manifest, source=f"checkpoint {path}: model"), verbose=False)
+    model = TRM(checkpoint.model_config, verbose=False)
     # the EMA weights into this one model: no second copy of the puzzle table
-    weights = ckpt.model_weights(state, path, ema_option="eval.ema") if use_ema else state["model"]
+    weights = checkpoint.weights(use_ema, required_by="eval.ema")
     model.load_state_dict(weights)
-    del state, weights
+    del weights
     return model.to(device).eval()
 
 
@@ -96,13 +81,14 @@ class Predictor:
     answer step [B, C] (the one `vote` counts).
     """
 
-    def __init__(self, path: str, use_ema: bool, halt_on_q: bool, device: str, threads: int, passthrough: list,
+    def __init__(self, checkpoint: ckpt.Checkpoint, use_ema: bool, halt_on_q: bool, device: str, threads: int,
+                 passthrough: list,
                  settings: test_time.Settings | None = None, task: str | None = None, size: int | None = None,
                  record_steps: bool = False, compile: str = "false", batch_size: int | None = None):
         if device == "cpu":
             torch.set_num_threads(torch_threads(threads))   # the actor's CPU share, not the whole machine
         self.device = torch.device(device)
-        self.model = load_model(path, use_ema, self.device)
+        self.model = load_model(checkpoint, use_ema, self.device)
         compiled = compile_pays(compile, self.device, self.model.config)
         if compiled:   # one cache per GPU (actors on one node compile at once), shared by the CPU actors
             use_own_inductor_cache("eval-" + ("gpu" + "-".join(map(str, ray.get_gpu_ids())) if device == "cuda"
@@ -174,14 +160,16 @@ def actor_resources(e: EvalOptions) -> dict:
     return {"actors": actors, "num_gpus": 0, "num_cpus": cpus, "device": "cpu", "threads": cpus}
 
 
-def predict(ds, path: str, e: EvalOptions, passthrough: list, settings: "test_time.Settings | None" = None,
-            task: str | None = None, size: int | None = None, record_steps: bool = False):
+def predict(ds, checkpoint: ckpt.Checkpoint, e: EvalOptions, passthrough: list,
+            settings: "test_time.Settings | None" = None, task: str | None = None, size: int | None = None,
+            record_steps: bool = False):
     """`ds` with the Predictor's columns (lazy Ray Dataset); `settings`, `task`, `size`, `record_steps`: see
     Predictor."""
     res = actor_resources(e)
-    log.info("inference with %s on %d %s actor(s), batch %d", path, res["actors"], res["device"].upper(),
+    log.info("inference with %s on %d %s actor(s), batch %d", checkpoint.path, res["actors"], res["device"].upper(),
              e.batch_size)
-    # Each actor loads the weights itself from `path`: its constructor arguments are a few hundred bytes.
+    # Each actor loads the weights itself from the checkpoint's folder (or, for a conversion, from the object
+    # store: `Checkpoint.shared`): its constructor arguments are a few kilobytes.
     # The "constructor arguments in the object store and max_restarts > 0" line Ray's core prints at each
     # evaluation is about Ray Data's own arguments (its DataContext and map function, put in the object
     # store for every actor-pool map: ray-project/ray#57733); the restarts it warns about are kept.
@@ -189,7 +177,7 @@ def predict(ds, path: str, e: EvalOptions, passthrough: list, settings: "test_ti
         Predictor, batch_size=e.batch_size, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=res["actors"]),
         num_cpus=res["num_cpus"], num_gpus=res["num_gpus"],
-        fn_constructor_kwargs=dict(path=path, use_ema=e.ema, halt_on_q=e.halt_on_q,
+        fn_constructor_kwargs=dict(checkpoint=checkpoint.shared(), use_ema=e.ema, halt_on_q=e.halt_on_q,
                                    device=res["device"], threads=res["threads"], passthrough=list(passthrough),
                                    settings=settings, task=task, size=size, record_steps=record_steps,
                                    compile=e.compile, batch_size=e.batch_size))

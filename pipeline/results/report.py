@@ -20,15 +20,13 @@ import posixpath
 import numpy as np
 
 from pipeline import storage, tasks
-
-from pipeline.tasks.arc import voting
-
-from pipeline.infer import test_time
 from pipeline.checkpoints import checkpoint as ckpt
 from pipeline.data import dataset_format as fmt
 from pipeline.errors import PipelineError
+from pipeline.infer import test_time
 from pipeline.options import Options, ReportOptions
 from pipeline.results import evaluations as eval_results
+from pipeline.tasks.arc import voting
 from pipeline.train.metrics_log import read_metrics
 
 log = logging.getLogger(__name__)
@@ -95,7 +93,8 @@ def training_section(run_dir: str) -> dict | None:
             figures.append(_figure(traces, title, "step", title))
     config = manifest = None
     if latest:
-        config, manifest = (storage.read_json(storage.join(latest, name)) for name in (ckpt.CONFIG, ckpt.MANIFEST))
+        checkpoint = ckpt.Checkpoint.read(latest)
+        config, manifest = checkpoint.config, checkpoint.manifest
     return {"figures": figures, "config": config, "manifest": manifest, "checkpoint": latest,
             "steps": records[-1]["step"] if records else None}
 
@@ -135,7 +134,7 @@ def _step_columns(rows: dict, n: int) -> dict | None:
 def eval_items(rows: dict) -> tuple[dict, list]:
     """(the list columns for index.js, the per-puzzle details) of stage=eval's predictions."""
     n = len(rows["preds"])
-    labels, preds = np.asarray(rows["labels"]), np.asarray(rows["preds"])
+    labels = np.asarray(rows["labels"])
     exact = np.asarray(rows["exact"], dtype=bool)
     steps = _step_columns(rows, n)
     oracle = np.asarray(rows.get("oracle", exact), dtype=bool)

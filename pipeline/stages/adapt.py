@@ -15,16 +15,14 @@ throughout (`adapt.mode=embeddings`). The base checkpoint is only read.
 import copy
 import dataclasses
 import logging
-import os
-import tempfile
 
 import torch
 from omegaconf import OmegaConf, open_dict
 
-from pipeline.checkpoints import checkpoint as ckpt
 from pipeline import storage
-from pipeline.checkpoints import reference as reference_checkpoint
+from pipeline.checkpoints import checkpoint as ckpt
 from pipeline.checkpoints import reference_data
+from pipeline.checkpoints.checkpoint import Checkpoint
 from pipeline.errors import PipelineError
 from pipeline.options import AdaptOptions, Options
 from pipeline.stages import augment
@@ -50,61 +48,51 @@ def mean_rows(table: torch.Tensor, rows: int) -> torch.Tensor:
     return new
 
 
-def _base(cfg) -> str:
-    if not cfg.adapt.base:
+def _base(cfg) -> Checkpoint:
+    given = Options.of(cfg).adapt.base
+    if not given:
         raise PipelineError("stage=adapt needs adapt.base=<checkpoint folder> (the trained model to adapt)")
-    path = reference_checkpoint.prepare(storage.to_absolute(str(cfg.adapt.base)), cfg.run_dir, require_test=False,
-                                        given=reference_data.given(cfg))
-    if not ckpt.is_complete(path, need_ranks=False):
-        raise PipelineError(f"adapt.base={cfg.adapt.base}: neither a checkpoint folder ({ckpt.META} and "
-                            f"{ckpt.STATE}) nor a reference run")
-    run_dir = cfg.run_dir.rstrip("/") + "/"
-    if path.startswith(run_dir) and not path.startswith(storage.join(cfg.run_dir, reference_checkpoint.AUTO_IMPORT)):
-        raise PipelineError(f"adapt.base={path} lies inside run_dir={cfg.run_dir}: adapt into another run_dir "
+    base = Checkpoint.open(given, "adapt.base", require_test=False, given=reference_data.given(cfg))
+    if not base.converted and base.path.startswith(cfg.run_dir.rstrip("/") + "/"):
+        raise PipelineError(f"adapt.base={base.path} lies inside run_dir={cfg.run_dir}: adapt into another run_dir "
                             f"(the base checkpoint is never written to)")
-    return path
+    return base
 
 
-def _model_section(base_path: str, manifest: dict) -> dict:
+def _model_section(base: Checkpoint, manifest: dict) -> dict:
     """The base's model options, its data fields taken from the new dataset (which must match its shape)."""
-    saved, base_manifest = (storage.read_json(storage.join(base_path, n)) for n in (ckpt.CONFIG, ckpt.MANIFEST))
     for key in ("task", "seq_len", "vocab_size"):
-        if base_manifest.get(key) != manifest.get(key):
-            raise PipelineError(f"adapt.base {base_path} was trained on data with {key}={base_manifest.get(key)!r}, "
+        if base.manifest.get(key) != manifest.get(key):
+            raise PipelineError(f"adapt.base {base.path} was trained on data with {key}={base.manifest.get(key)!r}, "
                                 f"the new tasks' dataset has {key}={manifest.get(key)!r} (build it with the base's "
                                 f"task.canvas)")
-    return {k: v for k, v in saved["model"].items() if k not in ckpt.MANIFEST_FIELDS}
+    return {k: v for k, v in base.config["model"].items() if k not in ckpt.MANIFEST_FIELDS}
 
 
-def _write_start(cfg, base_path: str, manifest: dict) -> str:
+def _write_start(cfg, base: Checkpoint, manifest: dict) -> Checkpoint:
     """run_dir/adapt_start/: the base's network (EMA weights where saved, unless adapt.ema=false) and a table
     of mean rows for the new dataset's identifiers; written once, meta.json last."""
     dest = storage.join(cfg.run_dir, START)
     if ckpt.is_complete(dest, need_ranks=False):
-        return dest
-    state, _, _ = ckpt.load_checkpoint(base_path)
-    weights = ckpt.model_weights(state, base_path) if cfg.adapt.ema else dict(state["model"])
+        return Checkpoint.read(dest)
+    weights = base.weights(Options.of(cfg).adapt.ema)
     weights["puzzle_emb.weights"] = mean_rows(weights["puzzle_emb.weights"], int(manifest["num_puzzle_identifiers"]))
-    del state
-    with tempfile.TemporaryDirectory() as local:
-        torch.save({"model": weights, "ema": None}, os.path.join(local, ckpt.STATE))
-        ckpt.write_json(os.path.join(local, ckpt.CONFIG), {"model": OmegaConf.to_container(cfg.model, resolve=True)})
-        ckpt.write_json(os.path.join(local, ckpt.MANIFEST), manifest)
-        ckpt.write_json(os.path.join(local, ckpt.META), {"step": 0, "world_size": 1, "adapted_from": base_path})
-        ckpt.upload_files(local, [ckpt.STATE, ckpt.CONFIG, ckpt.MANIFEST, ckpt.META], dest)
+    meta = {"step": 0, "world_size": 1, "adapted_from": base.path}
+    Checkpoint(dest, {"model": OmegaConf.to_container(cfg.model, resolve=True)}, manifest, meta,
+               ckpt.start_state(weights, 0, ema=None)).save(dest)
     log.info("adaptation starts from %s: %s's network, %d new puzzle-embedding rows at the mean of its trained rows",
-             dest, base_path, int(manifest["num_puzzle_identifiers"]) - 1)
-    return dest
+             dest, base.path, int(manifest["num_puzzle_identifiers"]) - 1)
+    return Checkpoint.read(dest)
 
 
 def run(cfg) -> dict:
     if cfg.task.name != "arc":
         raise PipelineError(f"stage=adapt trains ARC tasks' embeddings; task={cfg.task.name} has no new tasks to adapt to")
-    base_path = _base(cfg)
+    base = _base(cfg)
     manifest = augment.run(cfg)
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
-        cfg.model = _model_section(base_path, manifest)
+        cfg.model = _model_section(base, manifest)
     given = Options.of(cfg)
     options = dataclasses.replace(given.train, embedding_only_steps=embedding_only_steps(given.adapt, given.train.steps))
     model_config = ckpt.model_config(OmegaConf.to_container(cfg.model, resolve=True), manifest)
@@ -112,4 +100,4 @@ def run(cfg) -> dict:
              manifest["splits"]["train"]["groups"], options.steps, options.embedding_only_steps, given.adapt.mode)
     return fit(TrainRecipe(cfg=cfg, options=options, section="train", data_dir=cfg.data_dir, manifest=manifest,
                            run_dir=cfg.run_dir, model_config=model_config,
-                           start_weights=lambda: _write_start(cfg, base_path, manifest)))
+                           start_weights=lambda: _write_start(cfg, base, manifest)))

@@ -11,14 +11,9 @@ import posixpath
 import time
 
 from pipeline import progress, storage, tasks
+from pipeline.data import dataset_format, fingerprint
 from pipeline.options import Options
-
-from pipeline.data import dataset_format
-
 from pipeline.results import evaluations as eval_results
-
-from pipeline.data import fingerprint
-
 from pipeline.results import report
 
 
@@ -45,9 +40,9 @@ def stage_done(cfg, stage: str) -> bool:
     metrics_path = eval_results.metrics_path(_eval_dir(cfg, stage))
     if not storage.exists(metrics_path):
         return False
-    path = predictor.resolve_checkpoint(cfg.checkpoint, cfg.run_dir)
-    step = predictor.checkpoint_info(path)[2].get("step")
-    wanted = fingerprint.evaluation_fingerprint(cfg, stage, path, step, dataset_format.read_manifest(cfg.data_dir))
+    checkpoint = predictor.resolve_checkpoint(cfg.checkpoint, cfg.run_dir)
+    wanted = fingerprint.evaluation_fingerprint(cfg, stage, checkpoint.path, checkpoint.step,
+                                                dataset_format.read_manifest(cfg.data_dir))
     return storage.read_json(metrics_path).get("fingerprint") == wanted
 
 

@@ -10,8 +10,8 @@ once the build has succeeded (a bad source leaves the old dataset as it was).
 """
 import logging
 
-from pipeline.data import dataset_format as fmt
 from pipeline import storage, tasks
+from pipeline.data import dataset_format as fmt
 from pipeline.data import fingerprint
 from pipeline.errors import PipelineError
 from pipeline.ray_setup import init_ray

@@ -23,20 +23,16 @@ import time
 import numpy as np
 import ray
 
-from pipeline.checkpoints import checkpoint as ckpt
-from pipeline.data import dataset_format as fmt
 from pipeline import storage, tasks
-from pipeline.results import evaluations
-from pipeline.data import fingerprint
-from pipeline.infer import predictor
 from pipeline.checkpoints import reference_data
-from pipeline.results import render
-from pipeline.results import report
-from pipeline.data import sources
-from pipeline.infer import test_time
+from pipeline.checkpoints.checkpoint import Checkpoint
+from pipeline.data import dataset_format as fmt
+from pipeline.data import fingerprint, sources
 from pipeline.errors import PipelineError
+from pipeline.infer import predictor, test_time
 from pipeline.options import EvalOptions, Options
 from pipeline.ray_setup import in_input_order, init_ray
+from pipeline.results import evaluations, render, report
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +43,8 @@ PREDICTIONS_PER_FILE = 100_000   # puzzles per predictions file, in (group_id, a
 
 def run(cfg) -> dict:
     e = Options.of(cfg).eval
-    path = predictor.resolve_checkpoint(cfg.checkpoint, cfg.run_dir, given=reference_data.given(cfg))
-    config, saved_manifest, meta = predictor.checkpoint_info(path)
+    checkpoint = predictor.resolve_checkpoint(cfg.checkpoint, cfg.run_dir, given=reference_data.given(cfg))
+    saved_manifest, path = checkpoint.manifest, checkpoint.path
     task = saved_manifest.get("task")
     module = tasks.get(task)
     if module.EVAL_STAGE != "eval":
@@ -63,7 +59,7 @@ def run(cfg) -> dict:
     else:
         source = storage.join(cfg.data_dir, "test")
         data_manifest = fmt.read_task_manifest(cfg)
-        ckpt.check_fits(path, saved_manifest, data_manifest, f"data_dir={cfg.data_dir}")
+        checkpoint.check_fits(data_manifest, f"data_dir={cfg.data_dir}")
         if not storage.list_files(source, ".parquet"):
             raise PipelineError(f"no test puzzles under {source}: rebuild the dataset with stage=augment")
         ds = fmt.read_ray(source, INPUT_COLUMNS)
@@ -75,7 +71,7 @@ def run(cfg) -> dict:
     out_dir = evaluations.output_dir(cfg)
     storage.remove(out_dir)   # nothing from an earlier evaluation with these settings survives; others are kept
     start = time.perf_counter()
-    predicted = predictor.predict(ds, path, e, passthrough=INPUT_COLUMNS, settings=settings, task=task,
+    predicted = predictor.predict(ds, checkpoint, e, passthrough=INPUT_COLUMNS, settings=settings, task=task,
                                   size=int(saved_manifest["size"]), record_steps=e.record_steps)
     if module.EXTRA_RATES:
         predicted = predicted.map_batches(module.score_batch, batch_format="numpy",
@@ -85,11 +81,11 @@ def run(cfg) -> dict:
     fmt.write_split(predicted.drop_columns([*predictor.STEP_SUMS, predictor.SECONDS]), out_dir, "predictions",
                     groups_per_file=PREDICTIONS_PER_FILE)
     metrics = summarize(_totals(predicted, settings.select, module.EXTRA_RATES), module.EXTRA_RATES, settings)
-    metrics.update(task=task, checkpoint=path, checkpoint_step=meta.get("step"), source=source,
+    metrics.update(task=task, checkpoint=path, checkpoint_step=checkpoint.step, source=source,
                    ema=e.ema, halt_on_q=e.halt_on_q, wall_seconds=wall_seconds,
-                   fingerprint=fingerprint.evaluation_fingerprint(cfg, "eval", path, meta.get("step"), data_manifest))
+                   fingerprint=fingerprint.evaluation_fingerprint(cfg, "eval", path, checkpoint.step, data_manifest))
     if e.render:
-        metrics["rendered"] = render_puzzles(ds, path, e, task, out_dir)
+        metrics["rendered"] = render_puzzles(ds, checkpoint, e, task, out_dir)
     metrics["name"] = name
     storage.write_json_atomic(evaluations.metrics_path(out_dir), metrics)
     print_table(metrics, module.EXTRA_RATES)
@@ -227,11 +223,11 @@ def solved_title(steps: np.ndarray, labels: np.ndarray) -> str:
         f"right at step {first}, wrong again at step {len(steps)}"
 
 
-def render_puzzles(ds, path: str, e: EvalOptions, task: str, out_dir: str, name=None) -> list:
+def render_puzzles(ds, checkpoint: Checkpoint, e: EvalOptions, task: str, out_dir: str, name=None) -> list:
     """PNGs of the first `eval.render` puzzles, drawn in the driver (a few puzzles); `name(batch, i)` names
     puzzle i in its title (default: its test puzzle number)."""
     batch = ds.limit(e.render).take_batch(e.render, batch_format="numpy")
-    model = predictor.load_model(path, e.ema, "cpu")
+    model = predictor.load_model(checkpoint, e.ema, "cpu")
     steps, _ = predictor.step_predictions(model, batch)
     name = name or (lambda b, i: f"test puzzle {int(b['group_id'][i])}")
     files = []

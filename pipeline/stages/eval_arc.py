@@ -23,19 +23,17 @@ import ray
 
 from augment import arc
 from pipeline import storage, tasks
-from pipeline.tasks.arc import voting as arc_voting
-from pipeline.results import evaluations
-from pipeline.data import fingerprint
-from pipeline.infer import predictor
 from pipeline.checkpoints import reference_data
-from pipeline.results import report
-from pipeline.infer import test_time
-from pipeline.checkpoints import checkpoint as ckpt
-from pipeline.data import dataset_format as fmt
 from pipeline.checkpoints.arc_identifiers import IDENTIFIER_FIELDS
+from pipeline.checkpoints.checkpoint import Checkpoint
+from pipeline.data import dataset_format as fmt
+from pipeline.data import fingerprint
 from pipeline.errors import PipelineError
+from pipeline.infer import predictor, test_time
 from pipeline.options import EvalOptions, Options
 from pipeline.ray_setup import init_ray
+from pipeline.results import evaluations, report
+from pipeline.tasks.arc import voting as arc_voting
 
 log = logging.getLogger(__name__)
 
@@ -72,18 +70,17 @@ def run(cfg) -> dict:
         init_ray(cfg.ray)
     else:
         # a reference run or imported ARC checkpoint gets its table rows by name (task.identifiers=)
-        path = predictor.resolve_checkpoint(cfg.checkpoint, cfg.run_dir, data_dir=cfg.data_dir,
-                                            identifiers=cfg.task.get("identifiers"), num_aug=ea.num_aug,
-                                            given=reference_data.given(cfg))
-        _, saved_manifest, meta = predictor.checkpoint_info(path)
-        ckpt.check_fits(path, saved_manifest, manifest, f"data_dir={cfg.data_dir}", also=IDENTIFIER_FIELDS)
+        checkpoint = predictor.resolve_checkpoint(cfg.checkpoint, cfg.run_dir, data_dir=cfg.data_dir,
+                                                  identifiers=cfg.task.get("identifiers"), num_aug=ea.num_aug,
+                                                  given=reference_data.given(cfg))
+        checkpoint.check_fits(manifest, f"data_dir={cfg.data_dir}", also=IDENTIFIER_FIELDS)
         storage.remove(out_dir)   # nothing from an earlier evaluation with these settings is pooled in; others are kept
         init_ray(cfg.ray)
-        info.update(checkpoint=path, checkpoint_step=meta.get("step"), ema=e.ema, halt_on_q=e.halt_on_q,
+        info.update(checkpoint=checkpoint.path, checkpoint_step=checkpoint.step, ema=e.ema, halt_on_q=e.halt_on_q,
                     max_steps=e.max_steps)
-        predict_to_parquet(cfg.data_dir, path, predictions_dir, options, settings)
+        predict_to_parquet(cfg.data_dir, checkpoint, predictions_dir, options, settings)
         if e.render:
-            info["rendered"] = render_test_inputs(cfg.data_dir, path, out_dir, e)
+            info["rendered"] = render_test_inputs(cfg.data_dir, checkpoint, out_dir, e)
 
     predictions = ray.data.read_parquet(predictions_dir, columns=["task_id", "example_index", "answer_hash", "height",
                                                                    "width", "answer", "q_halt"])
@@ -122,7 +119,7 @@ def ground_truth(data_dir: str, manifest: dict) -> tuple[dict, dict]:
     return counts, truth
 
 
-def predict_to_parquet(data_dir: str, path: str, predictions_dir: str, options: Options,
+def predict_to_parquet(data_dir: str, checkpoint: Checkpoint, predictions_dir: str, options: Options,
                        settings: test_time.Settings) -> None:
     test_dir = storage.join(data_dir, "test")
     if not storage.list_files(test_dir, ".parquet"):
@@ -130,18 +127,18 @@ def predict_to_parquet(data_dir: str, path: str, predictions_dir: str, options: 
     ds = fmt.read_ray(test_dir, ["inputs", "labels", *PASSTHROUGH])
     if options.eval_arc.num_aug is not None:
         ds = ds.map_batches(_versions_up_to, batch_format="numpy", fn_kwargs=dict(num_aug=options.eval_arc.num_aug))
-    ds = predictor.predict(ds, path, options.eval, passthrough=PASSTHROUGH, settings=settings)
+    ds = predictor.predict(ds, checkpoint, options.eval, passthrough=PASSTHROUGH, settings=settings)
     ds.map_batches(_decode, batch_format="numpy").write_parquet(predictions_dir, compression="zstd")
 
 
-def render_test_inputs(data_dir: str, path: str, out_dir: str, e: EvalOptions) -> list:
+def render_test_inputs(data_dir: str, checkpoint: Checkpoint, out_dir: str, e: EvalOptions) -> list:
     """PNGs of the first `eval.render` test inputs as the model sees them (the identity version, on its canvas):
     the answer after each supervision step and the target (`run_dir/eval_arc/<name>/render/`)."""
     from pipeline.stages.eval import render_puzzles
     ds = fmt.read_ray(storage.join(data_dir, "test"), ["inputs", "labels", "puzzle_identifier", "task_id",
                                                            "example_index", "aug_index"])
     ds = ds.map_batches(_versions_up_to, batch_format="numpy", fn_kwargs=dict(num_aug=0))
-    return render_puzzles(ds, path, e, "arc", out_dir,
+    return render_puzzles(ds, checkpoint, e, "arc", out_dir,
                           name=lambda b, i: f"task {b['task_id'][i]}, test input {int(b['example_index'][i]) + 1}")
 
 

@@ -14,47 +14,46 @@ import logging
 import torch
 
 from pipeline import storage
-
 from pipeline.checkpoints import arc_identifiers
-
-from pipeline.infer import predictor
-from pipeline.checkpoints import checkpoint as ckpt
-from pipeline.data import dataset_format as fmt
 from pipeline.checkpoints import reference as ref
+from pipeline.checkpoints.checkpoint import Checkpoint
+from pipeline.data import dataset_format as fmt
 from pipeline.errors import PipelineError
+from pipeline.infer import predictor
+from pipeline.options import Options
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg) -> dict:
-    if not cfg.export.dir:
+    x = Options.of(cfg).export
+    if not x.dir:
         raise PipelineError("stage=export needs export.dir=<folder> (local or s3://) to write the reference layout to")
-    dest = storage.to_absolute(str(cfg.export.dir))
+    dest = storage.to_absolute(x.dir)
     if storage.exists(storage.join(dest, ref.CONFIG_FILE)) and not cfg.overwrite:
-        raise PipelineError(f"export.dir={cfg.export.dir} already holds a run ({ref.CONFIG_FILE}); choose another "
+        raise PipelineError(f"export.dir={x.dir} already holds a run ({ref.CONFIG_FILE}); choose another "
                             f"folder or pass overwrite=true")
-    path = predictor.resolve_checkpoint(cfg.checkpoint, cfg.run_dir)
-    state, saved, manifest = ckpt.load_checkpoint(path)
-    meta = storage.read_json(storage.join(path, ckpt.META))
-    config = ckpt.model_config(saved["model"], manifest, source=f"checkpoint {path}: model")
-    weights = ckpt.model_weights(state, path, ema_option="export.ema") if cfg.export.ema else dict(state["model"])
-    names = _identifier_names(path, saved, manifest, cfg) if manifest.get("task") == "arc" else None
-    files = ref.write_reference({k: v.to(torch.float32) for k, v in weights.items()}, config, saved, manifest,
-                                int(meta["step"]), dest, names)
-    summary = {"checkpoint": path, "step": int(meta["step"]), "files": files, "ema": bool(cfg.export.ema)}
+    checkpoint = predictor.resolve_checkpoint(cfg.checkpoint, cfg.run_dir)
+    manifest = checkpoint.manifest
+    weights = checkpoint.weights(x.ema, required_by="export.ema")
+    names = _identifier_names(checkpoint, cfg) if manifest.get("task") == "arc" else None
+    files = ref.write_reference({k: v.to(torch.float32) for k, v in weights.items()}, checkpoint.model_config,
+                                checkpoint.config, manifest, checkpoint.step, dest, names)
+    summary = {"checkpoint": checkpoint.path, "step": checkpoint.step, "files": files, "ema": x.ema}
     print("\n".join(f"{k:>10}: {v}" for k, v in summary.items()), flush=True)
     return summary
 
 
-def _identifier_names(path: str, saved: dict, manifest: dict, cfg) -> list:
+def _identifier_names(checkpoint: Checkpoint, cfg) -> list:
     """identifiers.json for an ARC checkpoint: its own (rows in the reference's order) or, for one trained or
     fitted here, each row's version named from the dataset's identifiers file."""
-    own = storage.join(path, ref.IDENTIFIERS_FILE)
+    path, manifest = checkpoint.path, checkpoint.manifest
     if manifest.get("identifier_order") == "reference":
-        if not storage.exists(own):
+        own = checkpoint.row_names()
+        if own is None:
             raise PipelineError(f"checkpoint {path} has a reference-ordered ARC table but no {ref.IDENTIFIERS_FILE}")
-        return storage.read_json(own)
-    data_dir = manifest.get("data_dir") or saved.get("data_dir") or cfg.data_dir
+        return own
+    data_dir = manifest.get("data_dir") or checkpoint.config.get("data_dir") or cfg.data_dir
     if not fmt.dataset_complete(data_dir):
         raise PipelineError(f"exporting an ARC checkpoint needs its dataset's identifiers file to name the table "
                             f"rows, and data_dir={data_dir} has none; pass data_dir=<the ARC data it was trained on>")

@@ -10,13 +10,15 @@ writes `run_dir/imported_<N>/`: `state.pt` with the step file's weights as both 
 weights, `config.json` (the model config, and the reference's config as read), `manifest.json` (the data
 the model expects), `identifiers.json` for an ARC run when one is given or lies beside the checkpoint, and
 `meta.json` last (step, source file, its sha256). Evaluate it with `stage=eval checkpoint=<that folder>`
-(ARC: `stage=eval_arc`, which fits its table rows to the dataset by name).
+(ARC: `stage=eval_arc`, which fits its table rows to the dataset by name). The other stages also take a
+reference run as it is (`checkpoint=`, `train.init_from=`, `adapt.base=`), converting it in memory each time;
+this stage converts it once, into a folder.
 """
 import logging
 
+from pipeline import storage
 from pipeline.checkpoints import reference as ref
 from pipeline.checkpoints import reference_data
-from pipeline import storage
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -30,7 +32,7 @@ def run(cfg) -> dict:
         raise PipelineError(f"checkpoint={cfg.checkpoint}: not a reference run (a step_<N> file, or a folder with "
                             f"step_<N> beside {ref.CONFIG_FILE})")
     imported = ref.read_reference(source, cfg.task.get("identifiers"), reference_data.given(cfg))
-    dest = ref.write_checkpoint(imported, storage.join(cfg.run_dir, ref.imported_name(imported.step)))
+    dest = ref.to_checkpoint(imported, source).save(storage.join(cfg.run_dir, ref.imported_name(imported.step)))
     summary = {"checkpoint": dest, "source": imported.source, "step": imported.step, "sha256": imported.sha256,
                "task": imported.manifest["task"], "seq_len": imported.config.seq_len,
                "seq_len_from": imported.manifest["seq_len_source"], "num_puzzle_identifiers": imported.config.num_puzzle_identifiers,

@@ -33,11 +33,10 @@ import posixpath
 import numpy as np
 
 from pipeline import storage, tasks
-
-from pipeline.infer import predictor
-
 from pipeline.checkpoints import reference_data
+from pipeline.checkpoints.checkpoint import Checkpoint
 from pipeline.errors import PipelineError
+from pipeline.infer import predictor
 from pipeline.options import Options, SolveOptions
 
 log = logging.getLogger(__name__)
@@ -93,11 +92,11 @@ def grid_lines(answer: str, size: int) -> list[str]:
 def run(cfg) -> dict:
     options = Options.of(cfg)
     e, s = options.eval, options.solve
-    path = predictor.resolve_checkpoint(cfg.checkpoint, cfg.run_dir, given=reference_data.given(cfg))
-    _, saved_manifest, meta = predictor.checkpoint_info(path)
+    checkpoint = predictor.resolve_checkpoint(cfg.checkpoint, cfg.run_dir, given=reference_data.given(cfg))
+    saved_manifest, path = checkpoint.manifest, checkpoint.path
     task = saved_manifest.get("task")
     if task == "arc":
-        return solve_arc(cfg, options, path, saved_manifest, meta)
+        return solve_arc(cfg, options, checkpoint)
     module = tasks.get(task)
     size = int(saved_manifest["size"])
     questions, name = read_puzzles(s, size, task)
@@ -108,7 +107,7 @@ def run(cfg) -> dict:
     if bad.size:
         where = "solve.puzzle" if s.puzzle is not None else f"solve.file={s.file}, puzzle {bad[0] + 1}"
         raise PipelineError(f"{where}: {reasons[bad[0]]} (the checkpoint's {task} size is {size})")
-    model = predictor.load_model(path, e.ema, "cpu")
+    model = predictor.load_model(checkpoint, e.ema, "cpu")
     preds, q_halt = step_answers(model, module.encode_questions(questions, size), e.batch_size)
     confidence = 1.0 / (1.0 + np.exp(-q_halt))
     n_steps = len(preds)
@@ -118,7 +117,7 @@ def run(cfg) -> dict:
 
     out_dir = storage.join(cfg.run_dir, OUT_DIR, name)
     lines = [f"solve {task}: {len(questions)} puzzle{'s' * (len(questions) != 1)}, checkpoint {path} "
-             f"(step {meta.get('step')}); confidence = the halting head's estimate that the answer is right"]
+             f"(step {checkpoint.step}); confidence = the halting head's estimate that the answer is right"]
     for i, question in enumerate(questions):
         panels = [("puzzle", grid_lines(module.format_answers(module.encode_questions([question], size), size)[0], size))]
         panels += [(f"step {k + 1}: {confidence[k, i]:.0%}", grid_lines(per_step[k][i], size)) for k in range(n_steps)]
@@ -135,7 +134,7 @@ def run(cfg) -> dict:
     writer.writerow(["source", "question", "answer", "rating"])
     writer.writerows([name, q, a, ""] for q, a in zip(questions, answers))
     storage.write_json_atomic(storage.join(out_dir, "steps.json"),
-                              {"checkpoint": path, "checkpoint_step": meta.get("step"), "task": task, "puzzles": steps})
+                              {"checkpoint": path, "checkpoint_step": checkpoint.step, "task": task, "puzzles": steps})
     storage.write_text_atomic(storage.join(out_dir, "answers.csv"), table.getvalue())
     lines += ["", f"written: {storage.join(out_dir, 'answers.csv')} (answers), {storage.join(out_dir, 'steps.json')} "
                   f"(every step)"]
@@ -195,12 +194,12 @@ def grid_text(grid: np.ndarray) -> list[str]:
     return [" ".join(str(int(c)) for c in row) for row in np.asarray(grid)]
 
 
-def solve_arc(cfg, options: Options, path: str, saved_manifest: dict, meta: dict) -> dict:
+def solve_arc(cfg, options: Options, checkpoint: Checkpoint) -> dict:
     """Two attempts per test input of each task, as eval_arc votes them (see the module's docstring)."""
+    path, saved_manifest = checkpoint.path, checkpoint.manifest
     from augment import arc
     from pipeline.stages.adapt import mean_rows
-    from pipeline.tasks.arc import test_rows
-    from pipeline.tasks.arc import voting
+    from pipeline.tasks.arc import test_rows, voting
 
     e, s = options.eval, options.solve
     tasks_given, name = read_arc_tasks(s)
@@ -212,7 +211,7 @@ def solve_arc(cfg, options: Options, path: str, saved_manifest: dict, meta: dict
     limit = options.eval_arc.num_aug        # versions beyond the identity; null: all the dataset has (or would draw)
     num_aug = int(saved_manifest.get("num_aug", 0) if limit is None else limit)
     known = trained_versions(cfg.data_dir, saved_manifest)
-    model = predictor.load_model(path, e.ema, "cpu")
+    model = predictor.load_model(checkpoint, e.ema, "cpu")
     if model.puzzle_emb is not None:
         # Row 0 (the blank identifier, never trained) serves every version without a trained row, as the mean
         # of the trained rows: what stage=adapt starts a new task from. Only this in-memory copy changes.
@@ -220,7 +219,7 @@ def solve_arc(cfg, options: Options, path: str, saved_manifest: dict, meta: dict
         table[0] = mean_rows(table, 2)[1]
 
     lines = [f"solve arc: {len(tasks_given)} task{'s' * (len(tasks_given) != 1)}, checkpoint {path} (step "
-             f"{meta.get('step')}); each test input answered under every version of its task, answers mapped back "
+             f"{checkpoint.step}); each test input answered under every version of its task, answers mapped back "
              f"and voted: attempt 1 and 2 are the two answers most versions gave (ties: the halting head's mean "
              f"confidence)"]
     attempts, votes = {}, {}
@@ -268,7 +267,7 @@ def solve_arc(cfg, options: Options, path: str, saved_manifest: dict, meta: dict
     submission = voting.build_submission({tid: len(t.test) for tid, t in tasks_given.items()}, attempts)
     out_dir = storage.join(cfg.run_dir, OUT_DIR, name)
     storage.write_json_atomic(storage.join(out_dir, "votes.json"),
-                              {"checkpoint": path, "checkpoint_step": meta.get("step"), "task": "arc", "inputs": votes})
+                              {"checkpoint": path, "checkpoint_step": checkpoint.step, "task": "arc", "inputs": votes})
     storage.write_json_atomic(storage.join(out_dir, "submission.json"), submission)
     lines += ["", f"written: {storage.join(out_dir, 'submission.json')} (two attempts per test input, ARC Prize "
                   f"format), {storage.join(out_dir, 'votes.json')} (votes and confidence)"]

@@ -17,11 +17,11 @@ import ray
 
 from augment import dihedral, maze
 from augment.dihedral import NUM_DIHEDRAL
-from pipeline.data import dataset_format as fmt
 from pipeline import storage
+from pipeline.data import dataset_format as fmt
 from pipeline.data import sources, split_hygiene
-from pipeline.errors import PipelineError
 from pipeline.data.generation import collect_kept
+from pipeline.errors import PipelineError
 from pipeline.progress import Tally, TallyBar
 
 log = logging.getLogger(__name__)

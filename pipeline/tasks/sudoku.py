@@ -21,8 +21,8 @@ import ray
 from augment import sudoku
 from pipeline.data import dataset_format as fmt
 from pipeline.data import sources, split_hygiene
-from pipeline.errors import PipelineError
 from pipeline.data.generation import collect_kept
+from pipeline.errors import PipelineError
 from pipeline.progress import Tally, TallyBar
 
 log = logging.getLogger(__name__)

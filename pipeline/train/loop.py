@@ -9,7 +9,6 @@ Feeding (the reference's persistent carry): each step only the slots that halted
 of the rank's stream; the others keep their example and (y, z).
 """
 import logging
-import os
 import posixpath
 import tempfile
 import time
@@ -20,6 +19,7 @@ import torch
 
 from pipeline import storage
 from pipeline.checkpoints import checkpoint as ckpt
+from pipeline.checkpoints.checkpoint import Checkpoint
 from pipeline.data.sampling import GroupSampler
 from pipeline.data.split_reader import SplitFiles
 from pipeline.options import TrainOptions
@@ -30,8 +30,18 @@ from pipeline.train.collectives import all_reduce_sum
 from pipeline.train.metrics_log import MetricsLog
 from pipeline.train.stream import ExampleStream, split_fits_in_memory
 from pipeline.train.validation import Evaluator, evaluate, load_eval_examples, selection_metric
-from trm import EMA, TRM, Carry, TRMConfig, average_gradients, build_optimizers
-from trm import load_training_state, refill, set_lr, training_state
+from trm import (
+    EMA,
+    TRM,
+    Carry,
+    TRMConfig,
+    average_gradients,
+    build_optimizers,
+    load_training_state,
+    refill,
+    set_lr,
+    training_state,
+)
 from trm.compile import SupervisionStep, compile_pays
 from trm.device import HostCopy, peak_flops
 from trm.flops import train_step_flops_per_sample
@@ -49,8 +59,8 @@ class LoopConfig:
     manifest: the dataset's; saved_config: the redacted config every checkpoint and the metrics log carry;
     has_eval: whether data_dir has a validation split to evaluate on; resume_from: the checkpoint the driver
     chose (None: a fresh start), skipped_checkpoints: the folder names it found unreadable; init_from: a
-    fresh run's starting checkpoint; cpus: each worker's CPUs (torch threads); progress_board: the driver's
-    `pipeline.progress.Board` (or None)."""
+    fresh run's starting checkpoint (`Checkpoint.shared`: a converted one's state is in Ray's object store);
+    cpus: each worker's CPUs (torch threads); progress_board: the driver's `pipeline.progress.Board` (or None)."""
     train: TrainOptions
     model: dict
     run_dir: str
@@ -62,7 +72,7 @@ class LoopConfig:
     logger: str
     resume_from: str | None
     skipped_checkpoints: tuple
-    init_from: str | None
+    init_from: Checkpoint | None
     cpus: float
     progress_board: object = None
 
@@ -103,17 +113,15 @@ def _save(step, model, optimizers, ema, carry, stream, best_metric, improved, ev
     run_dir = config.run_dir
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as local:
-        torch.save({"carry": carry.state_dict(), "rng": torch.get_rng_state(), "epoch": stream.epoch,
-                    "consumed": stream.consumed}, os.path.join(local, ckpt.rank_file(rank)))
+        ckpt.write_rank_state(local, rank, {"carry": carry.state_dict(), "rng": torch.get_rng_state(),
+                                            "epoch": stream.epoch, "consumed": stream.consumed})
         if rank == 0:
-            state = training_state(model, optimizers, step, ema=ema)
-            state["best_metric"] = best_metric
-            torch.save(state, os.path.join(local, ckpt.STATE))
-            ckpt.write_json(os.path.join(local, ckpt.CONFIG), config.saved_config)
-            ckpt.write_json(os.path.join(local, ckpt.MANIFEST), config.manifest)
-            ckpt.write_json(os.path.join(local, ckpt.META), {"step": step, "world_size": world, **eval_metrics})
+            state = {**training_state(model, optimizers, step, ema=ema), "best_metric": best_metric}
+            meta = {"step": step, "world_size": world, **eval_metrics}
+            files = Checkpoint(storage.join(run_dir, ckpt.checkpoint_name(step)), config.saved_config,
+                               config.manifest, meta, state).write(local)
             if improved:
-                _keep_best(local, run_dir, step)
+                _keep_best(local, files, run_dir, step)
             metrics_log.flush()   # before the checkpoint: a resume truncates to it, so no step is lost
         written = time.perf_counter()
         ray.train.report(report_metrics, checkpoint=ray.train.Checkpoint.from_directory(local),
@@ -121,10 +129,10 @@ def _save(step, model, optimizers, ema, carry, stream, best_metric, improved, ev
     return {"train/checkpoint_write_s": written - began, "train/checkpoint_report_s": time.perf_counter() - written}
 
 
-def _keep_best(local: str, run_dir: str, step: int) -> None:
-    """Copy rank 0's files to best_<step> (meta.json last), then drop the older best folders."""
+def _keep_best(local: str, files: list[str], run_dir: str, step: int) -> None:
+    """Copy rank 0's files (meta.json last) to best_<step>, then drop the older best folders."""
     dest = storage.join(run_dir, ckpt.best_name(step))
-    ckpt.upload_files(local, [ckpt.STATE, ckpt.CONFIG, ckpt.MANIFEST, ckpt.META], dest)
+    ckpt.upload_files(local, files, dest)
     for _, path in ckpt.folders(run_dir, "best"):
         if path != dest:
             storage.remove(path)
@@ -160,8 +168,7 @@ def train_loop(given: dict) -> None:
     model = TRM(model_config, verbose=False).to(device)    # the driver reports its size
     resume = _resume_source(config)
     if config.init_from and resume is None:   # fine-tuning: the weights (EMA where saved), no optimiser state
-        state, _, _ = ckpt.load_checkpoint(config.init_from)
-        model.load_state_dict(ckpt.model_weights(state, config.init_from))
+        model.load_state_dict(config.init_from.weights(ema=True))
     optimizers = build_optimizers(model, lr=t.lr, weight_decay=t.weight_decay, betas=(t.beta1, t.beta2),
                                   puzzle_emb_lr=t.puzzle_emb_lr, puzzle_emb_weight_decay=t.puzzle_emb_weight_decay)
     ema = EMA(model, rate=t.ema_rate) if t.ema else None
@@ -172,7 +179,8 @@ def train_loop(given: dict) -> None:
     io_seconds = {}      # checkpoint reads and writes, shown in the next step's record
     if resume is not None:
         began = time.perf_counter()
-        state, mine = ckpt.load_checkpoint(resume)[0], ckpt.load_rank_state(resume, rank)
+        checkpoint = Checkpoint.read(resume)
+        state, mine = checkpoint.state(), checkpoint.rank_state(rank)
         step, _ = load_training_state(state, model, optimizers, ema=ema)
         best_metric = state.get("best_metric")
         del state

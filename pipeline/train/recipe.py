@@ -23,15 +23,15 @@ from typing import Callable
 
 import ray
 
-from pipeline.checkpoints import checkpoint as ckpt
 from pipeline import storage
-from pipeline.data import fingerprint
+from pipeline.checkpoints import checkpoint as ckpt
+from pipeline.checkpoints.checkpoint import Checkpoint
 from pipeline.errors import PipelineError
-from pipeline.train.metrics_log import read_metrics, write_curves
+from pipeline.options import TrainOptions
 from pipeline.progress import Board, DriverProgress
 from pipeline.ray_setup import cluster_gpus, init_ray
-from pipeline.options import TrainOptions
 from pipeline.train.loop import LoopConfig, train_loop
+from pipeline.train.metrics_log import read_metrics, write_curves
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,9 @@ class TrainRecipe:
     section: the config section the options came from, as the errors name them (`train`);
     data_dir / manifest: the dataset trained on; run_dir: where checkpoints and metrics go;
     model_config: the network (`trm.TRMConfig`);
-    start_weights: for a fresh run only, returns the checkpoint folder whose (EMA) weights it starts from,
-    or None to start from the seed's initialisation; not called when run_dir is resumed;
+    start_weights: for a fresh run only, returns the checkpoint (a `Checkpoint`, or a checkpoint folder's path)
+    whose (EMA) weights it starts from, or None to start from the seed's initialisation; not called when
+    run_dir is resumed;
     then_evaluates: the examples the evaluation after training will run (stage=all), for the run's ETA.
     """
     cfg: object
@@ -58,41 +59,29 @@ class TrainRecipe:
     manifest: dict
     run_dir: str
     model_config: object
-    start_weights: Callable[[], str | None] | None = None
+    start_weights: Callable[[], Checkpoint | str | None] | None = None
     then_evaluates: float | None = None
 
 
 def _check_resumable(path: str, recipe: "TrainRecipe") -> int:
     """Check that the checkpoint fits this run, from its small JSON files (the weights are the workers' to
     read: at ARC scale state.pt holds 1.8 GB); return its step."""
-    manifest, model_config, options, section = recipe.manifest, recipe.model_config, recipe.options, recipe.section
-    saved, saved_manifest, meta = (storage.read_json(storage.join(path, name))
-                                   for name in (ckpt.CONFIG, ckpt.MANIFEST, ckpt.META))
-    if section not in saved:
+    options, section = recipe.options, recipe.section
+    checkpoint = Checkpoint.read(path)
+    if section not in checkpoint.config:
         raise PipelineError(f"checkpoint {path} was not written by a {section} run; use another run_dir")
-    ckpt.check_fits(path, saved_manifest, manifest, f"data_dir={recipe.data_dir}")
-    trained_on, here = saved_manifest.get("fingerprint"), manifest.get("fingerprint")
-    changed = fingerprint.differences(trained_on, here) if trained_on and here else []
-    if changed:
-        raise PipelineError(f"checkpoint {path} was trained on another dataset than the one at {recipe.data_dir} "
-                            f"({fingerprint.describe(changed)}); use another run_dir for this dataset, or the "
-                            f"data_dir it was trained on")
-    saved_model = ckpt.model_config(saved["model"], saved_manifest, source=f"checkpoint {path}: model")
-    if saved_model != model_config:
-        diff = {k: (v, getattr(model_config, k)) for k, v in asdict(saved_model).items()
-                if getattr(model_config, k) != v}
-        raise PipelineError(f"checkpoint {path} has a different model (saved, requested): {diff}; "
-                            f"use another run_dir or the saved model.* values")
+    checkpoint.check_fits(recipe.manifest, f"data_dir={recipe.data_dir}", same_dataset=True)
+    checkpoint.check_model(recipe.model_config, f"checkpoint {path}")
     for key in ("global_batch_size", "ema"):
-        saved_value = saved[section][key]
+        saved_value = checkpoint.config[section][key]
         if saved_value != getattr(options, key):
             raise PipelineError(f"checkpoint {path} was trained with {section}.{key}={saved_value}, "
                                 f"not {getattr(options, key)}; resuming exactly needs the same value")
-    if int(meta["world_size"]) != options.num_workers:
-        raise PipelineError(f"checkpoint {path} was written by {meta['world_size']} workers; set "
-                            f"{section}.num_workers={meta['world_size']} to resume it (each worker's carry and data "
-                            f"position are saved)")
-    return int(meta["step"])
+    if checkpoint.world_size != options.num_workers:
+        raise PipelineError(f"checkpoint {path} was written by {checkpoint.world_size} workers; set "
+                            f"{section}.num_workers={checkpoint.world_size} to resume it (each worker's carry and "
+                            f"data position are saved)")
+    return checkpoint.step
 
 
 def _storage(run_dir: str) -> tuple[str, str]:
@@ -225,6 +214,8 @@ def fit(recipe: TrainRecipe) -> dict:
         log.info("resuming from %s (step %d of %d)%s", latest, step, t.steps,
                  f", the newest readable of {len(skipped) + 1}" if skipped else "")
     init_from = recipe.start_weights() if recipe.start_weights and not latest else None
+    if isinstance(init_from, str):
+        init_from = Checkpoint.read(init_from)
 
     init_ray(cfg.ray)
     use_gpu, cpus = _resources(t)
@@ -235,7 +226,8 @@ def fit(recipe: TrainRecipe) -> dict:
         train=t, model=asdict(recipe.model_config), run_dir=run_dir, data_dir=recipe.data_dir,
         manifest=recipe.manifest, seed=int(cfg.seed), saved_config={**saved_config(cfg), section: redact(asdict(t))},
         has_eval=has_eval, logger=cfg.logger, resume_from=latest,
-        skipped_checkpoints=tuple(posixpath.basename(p.rstrip("/")) for p, _ in skipped), init_from=init_from,
+        skipped_checkpoints=tuple(posixpath.basename(p.rstrip("/")) for p, _ in skipped),
+        init_from=init_from.shared() if init_from else None,
         cpus=cpus, progress_board=board)
     trainer = TorchTrainer(
         train_loop, train_loop_config={"loop": loop_config},

@@ -34,9 +34,9 @@ from ray.data.extensions import ArrowTensorArray
 from augment import arc
 from pipeline import storage
 from pipeline.checkpoints import arc_identifiers
-from pipeline.tasks.arc import sources
 from pipeline.data import dataset_format as fmt
 from pipeline.errors import PipelineError
+from pipeline.tasks.arc import sources
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,6 @@
   `train` and `test` (lists of {input, output}).
 Local paths and `s3://` URLs both work (fsspec).
 """
-import json
 import logging
 import os
 
