@@ -69,10 +69,9 @@ class SupervisionStep:
         return (new_carry, out) if not self.loss else (new_carry, out, result[3], result[4])
 
 
-# `auto` compiles on a CPU models narrower than this: bench/bench_train.py --compile measured the compiled
-# step faster at the demo's hidden 64 (1.2x on 1 thread, 2-7x on 2) and slower at the paper's hidden 512
-# (Sudoku-Extreme MLP, batch 1, 1 thread: 0.80x), where the matrix multiplies dominate and compiling saves
-# little but costs a minute or more.
+# `auto` compiles on a CPU models narrower than this: `bench/bench_train.py --compile` measured the compiled step
+# faster at the demo's width and slower at the paper's hidden 512, where the matrix multiplies dominate and
+# compiling saves little but costs a minute or more (bench/results/train.txt).
 CPU_COMPILE_BELOW_HIDDEN = 512
 
 
