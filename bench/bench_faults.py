@@ -3,6 +3,7 @@
     python bench/bench_faults.py voting [--versions 100 1000 4000]   # re-scoring at ARC-AGI-1 size
     python bench/bench_faults.py flaky [--shares 0.1 0.3 0.5]         # the driver's S3 calls through a flaky store
     python bench/bench_faults.py lost-node [--steps 60]               # a worker node removed mid-run
+    python bench/bench_faults.py flaky-stages [--shares 0.05 0.1 0.2]  # whole stages through a flaky store
 
 voting: `stage=eval_arc eval_arc.predictions=<folder>` on a synthetic predictions folder of ARC-AGI-1's size
 (400 tasks, 419 test inputs, each answered under V versions; answers up to 30x30 = 900 cells): 10 % of the
@@ -14,6 +15,12 @@ flaky: the driver's object-store calls of a run (write a JSON file, read it back
 3 MiB checkpoint with meta.json last) through tests/fault_proxy.py failing a share of requests (503 SlowDown,
 500, connection reset in turn), with the clients' default retries (botocore legacy mode, 5 attempts; s3fs's
 own for dropped connections): rounds completed, requests failed, seconds per round against a share of 0.
+
+flaky-stages: the user's commands, each in a subprocess with its own local Ray, every S3 client of it (s3fs in
+the driver, pyarrow in Ray Data's reads and writes and in Ray Train's checkpoint uploads) sent through the
+faulty proxy: stage=augment (a 4x4 Sudoku dataset), stage=train (20 steps, 2 workers, checkpoints every 5),
+stage=eval, each on data and run_dir in the loopback S3 server. Per share of failed requests: each stage's
+exit code and last line, requests and failures seen, and whether training logged every step once.
 
 lost-node: a local 3-node Ray cluster (`ray.cluster_utils.Cluster`: a head without CPUs, two 1-CPU worker
 nodes), data and run_dir on the loopback S3 server, `stage=train` with 2 workers (STRICT_SPREAD: one per
@@ -293,6 +300,49 @@ def bench_lost_node(steps: int, every: int, wait_s: float, replace_after_s: floa
         cluster.shutdown()
 
 
+# Whole stages through a flaky object store
+
+def bench_flaky_stages(shares: list) -> None:
+    import tests.conftest  # noqa: F401  (starts the loopback S3 server, sets the test credentials)
+    import boto3
+
+    from pipeline.train.metrics_log import read_metrics
+    from tests.fault_proxy import FaultProxy
+    print(f"# python bench/bench_faults.py flaky-stages --shares {' '.join(map(str, shares))}   (commit "
+          f"{commit_label()}, {os.cpu_count()} CPUs, a shared machine: timings comparable within this run only)")
+    print(f"{'share failed':>12} {'stage':>8} {'exit':>4} {'s':>6} {'requests':>9} {'failed 503/500/reset':>21}  last line")
+    moto = os.environ["AWS_ENDPOINT_URL"]
+    tiny = ["task=sudoku", "task.size=4", "task.num_train=64", "task.num_test=16", "task.num_val=0", "task.num_aug=4",
+            "task.max_blanks=null", "model.hidden_size=32", "model.num_heads=2", "model.L_layers=1",
+            "model.H_cycles=2", "model.L_cycles=2", "model.halt_max_steps=4", "train.num_workers=2",
+            "train.global_batch_size=32", "train.steps=20", "train.checkpoint_every=5", "train.eval_every=0",
+            "train.compile=false", "eval.compile=false", "eval.render=0", "report.enabled=false", "ray.num_cpus=4"]
+    for share in [0.0, *shares]:
+        bucket = f"flaky-stages-{int(share * 100):03d}"
+        boto3.client("s3", endpoint_url=moto).create_bucket(Bucket=bucket)
+        paths = [f"data_dir=s3://{bucket}/data", f"run_dir=s3://{bucket}/run"]
+        for stage in ("augment", "train", "eval"):
+            with FaultProxy(moto, share=share, seed=1) as proxy:
+                env = {**_environment(), "AWS_ENDPOINT_URL": proxy.url}
+                start = time.perf_counter()
+                done = subprocess.run([sys.executable, "-m", "pipeline.run", f"stage={stage}", *paths, *tiny],
+                                      cwd=ROOT, env=env, capture_output=True, text=True)
+                seconds = time.perf_counter() - start
+            st = proxy.stats
+            # the command's own last line (Ray's core workers write to the same stderr)
+            lines = [line for line in (done.stdout if done.returncode == 0 else done.stderr).splitlines()
+                     if line.strip() and not line.startswith("[")]
+            last = lines[-1][:150] if lines else ""
+            print(f"{share:>12.0%} {stage:>8} {done.returncode:>4} {seconds:>6.0f} {st['requests']:>9} "
+                  f"{st['503']:>9}/{st['500']}/{st['reset']:<9}  {last}", flush=True)
+            if done.returncode:
+                break
+        else:
+            logged = [r["step"] for r in read_metrics(f"s3://{bucket}/run") if "train/lm_loss" in r]
+            once = "1..20, each once" if logged == list(range(1, 21)) else str(logged)
+            print(f"{'':>12} training logged steps {once}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="case", required=True)
@@ -301,6 +351,8 @@ def main() -> None:
     flaky = sub.add_parser("flaky")
     flaky.add_argument("--shares", type=float, nargs="+", default=[0.1, 0.3, 0.5])
     flaky.add_argument("--rounds", type=int, default=20)
+    stages = sub.add_parser("flaky-stages")
+    stages.add_argument("--shares", type=float, nargs="+", default=[0.05, 0.1, 0.2])
     lost = sub.add_parser("lost-node")
     lost.add_argument("--steps", type=int, default=60)
     lost.add_argument("--every", type=int, default=10, help="train.checkpoint_every")
@@ -311,6 +363,8 @@ def main() -> None:
         bench_voting(args.versions)
     elif args.case == "flaky":
         bench_flaky(args.shares, args.rounds)
+    elif args.case == "flaky-stages":
+        bench_flaky_stages(args.shares)
     else:
         bench_lost_node(args.steps, args.every, args.wait, args.replace_after)
 

@@ -3,7 +3,8 @@
 Each request is, with probability `share`, answered with 503 SlowDown, 500 InternalError, or a reset
 connection (the three in turn), else forwarded to the server unchanged. `cut_next_upload(name)` makes the
 next PUT whose path contains `name` fail halfway through its body (the connection is reset after half of it
-is read), as a network cut during a checkpoint upload would. Counts what it did in `stats`.
+is read), as a network cut during a checkpoint upload would. Counts what it did in `stats`. Bodies sent with a
+Content-Length or chunked (as pyarrow's S3 client, under Ray Data and Ray Train, sends them) are both handled.
 """
 import http.client
 import random
@@ -76,11 +77,12 @@ class FaultProxy:
         if any(k.lower() == "expect" and v.lower() == "100-continue" for k, v in headers):
             handler.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")     # the client sends the body only then
             headers = [(k, v) for k, v in headers if k.lower() != "expect"]
+        chunked = any(k.lower() == "transfer-encoding" and "chunked" in v.lower() for k, v in headers)
         fault = self._fault(method, path)
         if fault == "cut":
-            handler.rfile.read(length // 2)
+            handler.rfile.read(length // 2) if not chunked else handler.rfile.readline()
             return self._reset(handler)
-        body = handler.rfile.read(length) if length else b""
+        body = self._chunked_body(handler.rfile) if chunked else handler.rfile.read(length) if length else b""
         if fault == "reset":
             return self._reset(handler)
         if fault:
@@ -107,6 +109,23 @@ class FaultProxy:
             handler.wfile.write("\r\n".join(out).encode("latin-1") + (payload if method != "HEAD" else b""))
         finally:
             upstream.close()
+
+    @staticmethod
+    def _chunked_body(rfile) -> bytes:
+        """A `Transfer-Encoding: chunked` body (pyarrow's S3 client uploads so), read whole and kept as sent:
+        it is forwarded with the same header, unchanged."""
+        raw = []
+        while True:
+            size_line = rfile.readline()
+            raw.append(size_line)
+            size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+            if size == 0:
+                while True:                         # trailers, then the blank line that ends the body
+                    trailer = rfile.readline()
+                    raw.append(trailer)
+                    if trailer in (b"\r\n", b"\n", b""):
+                        return b"".join(raw)
+            raw.append(rfile.read(size + 2))        # the chunk and its CRLF
 
     @staticmethod
     def _reset(handler) -> None:
