@@ -1,6 +1,6 @@
 """Typed options: each config section a frozen dataclass, built and checked once from the resolved config.
 
-`Options.of(cfg)` turns the sections a stage reads (train, eval, eval_arc, adapt, export, solve, report) into
+`Options.of(cfg)` turns the sections a stage reads (task, train, eval, eval_arc, adapt, export, solve, report) into
 dataclasses whose field types say what a value may be; a value that is not is refused in one line naming the
 option, the value and what is allowed (`train.steps='ten': expected an integer`). `pipeline.config.resolve_config`
 builds them once before any stage starts (so a bad value fails before Ray does), and a stage reads its values
@@ -228,7 +228,8 @@ class ReportOptions:
 
 @dataclass(frozen=True)
 class Options:
-    """The typed sections of one resolved config."""
+    """The typed sections of one resolved config; `task` is the task module's `TaskOptions`."""
+    task: object
     train: TrainOptions
     eval: EvalOptions
     eval_arc: EvalArcOptions
@@ -241,6 +242,8 @@ class Options:
     def of(cls, cfg) -> "Options":
         """Every section of `cfg` built and checked (cheap: a stage calls it where it reads its options)."""
         from omegaconf import OmegaConf
-        return cls(**{f.name: build(typing.get_type_hints(cls)[f.name],
-                                    OmegaConf.to_container(cfg[f.name], resolve=True), f.name)
+
+        from pipeline import tasks
+        kinds = {**typing.get_type_hints(cls), "task": tasks.get(cfg.task.name).TaskOptions}
+        return cls(**{f.name: build(kinds[f.name], OmegaConf.to_container(cfg[f.name], resolve=True), f.name)
                       for f in dataclasses.fields(cls)})

@@ -56,3 +56,16 @@ def test_a_stage_section_is_named_in_its_errors():
         build(TrainOptions, {**values, "lr": "fast"}, "finetune")
     with pytest.raises(PipelineError, match="finetune.warmup: no such option"):
         build(TrainOptions, {**values, "warmup": 3}, "finetune")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["task=sudoku", "task.size=5"], r"task.size=5: choose one of \[4, 6, 9\]"),
+    (["task=sudoku", "task.size=4", "task.max_blanks=17"], "task.max_blanks=17: must be null or in 1..16"),
+    (["task=maze", "task.style=spiral"], "task.style='spiral': not one of"),
+    (["task=maze", "task.num_aug=8"], "task.num_aug=8: must be 0..7 dihedral copies"),
+    (["task=arc", "task.test_subset=concept2"], "task.test_subset=concept2 is not one of task.subsets="),
+    (["task=arc", "task.canvas=31"], "task.canvas=31: must be in 1..30"),
+])
+def test_each_task_checks_its_own_section(overrides, message):
+    with pytest.raises(PipelineError, match=message):
+        resolve_config(compose(*overrides))

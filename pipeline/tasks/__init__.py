@@ -2,6 +2,8 @@
 looked up by name by every stage: adding a puzzle type is that module, its config and its tests.
 
 A task module defines
+- `TaskOptions`: its `task:` section as a frozen dataclass (`pipeline.options`: typed fields, `check(section)` for
+  the rules between them), built and checked with the rest of the config;
 - `build(cfg, data_dir) -> dict`: stage=augment. Writes the splits through `dataset_format.write_split` and
   returns the manifest's task fields (`seq_len`, `vocab_size`, `num_puzzle_identifiers`, ...).
 - `EVAL_STAGE`: the stage that scores its checkpoints (`eval`: exact answers, `eval_arc`: voted pass@k),

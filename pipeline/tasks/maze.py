@@ -11,6 +11,8 @@ test split never); all puzzle identifiers are 0, as in the reference.
 """
 import logging
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import ray
@@ -22,6 +24,7 @@ from pipeline.data import dataset_format as fmt
 from pipeline.data import sources, split_hygiene
 from pipeline.data.generation import collect_kept
 from pipeline.errors import PipelineError
+from pipeline.options import Options, at_least
 from pipeline.progress import Tally, TallyBar
 
 log = logging.getLogger(__name__)
@@ -90,14 +93,13 @@ def score_batch(batch: dict, size: int) -> dict:
 
 
 def build(cfg, data_dir: str) -> dict:
-    task = cfg.task
-    size = int(task.size)
-    _check_options(task, size)
-    min_path_len = maze.default_min_path_len(size) if task.min_path_len is None else int(task.min_path_len)
+    task = Options.of(cfg).task
+    size = task.size
+    min_path_len = maze.default_min_path_len(size) if task.min_path_len is None else task.min_path_len
     fields = {"seq_len": size * size, "vocab_size": maze.VOCAB_SIZE, "num_puzzle_identifiers": 1,
-              "size": size, "source": str(task.source), "num_aug": int(task.num_aug)}
+              "size": size, "source": task.source, "num_aug": task.num_aug}
     if task.source == "generate":
-        fields.update(style=task.style, min_path_len=min_path_len, wall_density=float(task.wall_density),
+        fields.update(style=task.style, min_path_len=min_path_len, wall_density=task.wall_density,
                       dropped_equivalent_test=0)     # training candidates avoid test mazes instead
         _generate_splits(cfg, data_dir, size, min_path_len)
     else:
@@ -106,49 +108,55 @@ def build(cfg, data_dir: str) -> dict:
     return fields
 
 
-def _check_options(task, size: int) -> None:
-    if size < 2:
-        raise PipelineError(f"task.size={size}: a maze needs at least 2x2 cells")
-    if not 0 <= int(task.num_aug) < NUM_DIHEDRAL:
-        raise PipelineError(f"task.num_aug={task.num_aug}: must be 0..{NUM_DIHEDRAL - 1} dihedral copies")
-    if task.style not in maze.STYLES:
-        raise PipelineError(f"task.style={task.style!r}: choose one of {', '.join(maze.STYLES)}")
-    if not 0.0 <= float(task.wall_density) < 1.0:
-        raise PipelineError(f"task.wall_density={task.wall_density}: must be in [0, 1)")
-    if int(task.num_train) < 1 or min(int(task.num_test), int(task.num_val)) < 0:
-        raise PipelineError(f"task.num_train={task.num_train}, task.num_val={task.num_val}, task.num_test="
-                            f"{task.num_test}: need at least one training maze and no negative count")
-    if int(task.chunk_size) < 1 or int(task.rows_per_file) < 1:
-        raise PipelineError(f"task.chunk_size={task.chunk_size}, task.rows_per_file={task.rows_per_file}: "
-                            f"must be positive")
+@dataclass(frozen=True)
+class TaskOptions:
+    """`task:` for task=maze (`conf/task/maze.yaml` says what each is)."""
+    name: str
+    source: str
+    style: Literal[maze.STYLES]
+    size: int = at_least(2)
+    num_train: int = at_least(1)
+    num_test: int = at_least(0)
+    num_val: int = at_least(0)
+    min_path_len: int | None = at_least(1)
+    wall_density: float = at_least(0)
+    num_aug: int = at_least(0)
+    chunk_size: int = at_least(1)
+    rows_per_file: int = at_least(1)
+
+    def check(self, section: str) -> None:
+        if self.num_aug >= NUM_DIHEDRAL:
+            raise PipelineError(f"{section}.num_aug={self.num_aug}: must be 0..{NUM_DIHEDRAL - 1} dihedral copies")
+        if self.wall_density >= 1.0:
+            raise PipelineError(f"{section}.wall_density={self.wall_density}: must be in [0, 1)")
 
 
 # ---------------------------------------------------------------------------------------------------
 # Generated mazes
 
 def _generate_splits(cfg, data_dir: str, size: int, min_path_len: int) -> None:
-    task = cfg.task
-    gen = dict(seed=int(cfg.seed), size=size, style=task.style, wall_density=float(task.wall_density),
-               min_path_len=min_path_len, chunk_size=int(task.chunk_size))
+    task = Options.of(cfg).task
+    gen = dict(seed=int(cfg.seed), size=size, style=task.style, wall_density=task.wall_density,
+               min_path_len=min_path_len, chunk_size=task.chunk_size)
     gen["candidates"] = _candidates_per_try(gen)
     exclude = np.zeros(0, dtype=np.uint64)
     for split in ("test", "train"):        # test first: training mazes must avoid its hashes
-        total = int(task.num_train) + int(task.num_val) if split == "train" else int(task.num_test)
+        total = task.num_train + task.num_val if split == "train" else task.num_test
         chunks = math.ceil(total / gen["chunk_size"])
         tally = Tally.remote()
         ds = ray.data.range(chunks, override_num_blocks=max(chunks, 1)).map_batches(
             _generate_chunk, batch_size=1, batch_format="numpy",
             fn_kwargs=dict(gen, split=split, total=total, exclude=exclude, tally=tally))
-        what = (f"{int(task.num_train):,} training + {int(task.num_val):,} validation" if split == "train"
+        what = (f"{task.num_train:,} training + {task.num_val:,} validation" if split == "train"
                 else f"{total:,} test")
         log.info("generating %s mazes (%dx%d, %s) in %d chunk%s", what, size, size, task.style, chunks,
                  "s" * (chunks != 1))
         with TallyBar(tally, total, f"generate {split}", "maze"):
             if split == "train":       # group ids are 0..total-1; the held-out ones are the validation split
-                ds, val = fmt.split_by_groups(ds.materialize(), fmt.held_out_groups(total, int(task.num_val), gen["seed"]))
+                ds, val = fmt.split_by_groups(ds.materialize(), fmt.held_out_groups(total, task.num_val, gen["seed"]))
                 fmt.write_split(val, data_dir, "val", fmt.groups_per_file(task.rows_per_file, 1))
                 ds = _augmented(ds, cfg)
-            copies = 1 + int(task.num_aug) if split == "train" else 1
+            copies = 1 + task.num_aug if split == "train" else 1
             fmt.write_split(ds, data_dir, split, fmt.groups_per_file(task.rows_per_file, copies))
         if split == "test":
             exclude = np.unique(maze.canonical_hash(_read_inputs(storage.join(data_dir, "test"), size)))
@@ -206,11 +214,11 @@ def _rows(questions, answers, lengths, group_ids) -> dict:
 # Augmentation
 
 def _augmented(ds, cfg):
-    num_aug = int(cfg.task.num_aug)
+    num_aug = Options.of(cfg).task.num_aug
     if num_aug == 0:
         return ds
     return ds.map_batches(_add_dihedral_copies, batch_format="numpy",
-                          fn_kwargs=dict(seed=int(cfg.seed), num_aug=num_aug, size=int(cfg.task.size)))
+                          fn_kwargs=dict(seed=int(cfg.seed), num_aug=num_aug, size=Options.of(cfg).task.size))
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -248,17 +256,17 @@ def _add_dihedral_copies(batch, *, seed, num_aug, size) -> dict:
 # Mazes from CSV files
 
 def _write_csv_splits(cfg, data_dir: str, size: int) -> dict:
-    task = cfg.task
-    loaded = sources.read_puzzle_source(str(task.source))
+    task = Options.of(cfg).task
+    loaded = sources.read_puzzle_source(task.source)
     for part in loaded.values():               # every loaded row, before choosing or writing any
         _parse_and_validate(part, size)
-    rows = sources.split_rows(loaded, int(task.num_train) + int(task.num_val), int(task.num_test),
+    rows = sources.split_rows(loaded, task.num_train + task.num_val, task.num_test,
                               np.random.default_rng(int(cfg.seed)))
     parsed = {split: _parse_and_validate(part, size) for split, part in rows.items()}
     train_side = parsed.pop("train")
     keep, dropped = split_hygiene.hold_out_and_drop(
         maze.canonical_hash(train_side[0]), np.arange(len(train_side[0])), maze.canonical_hash(parsed["test"][0]),
-        int(task.num_val), int(cfg.seed), "maze")
+        task.num_val, int(cfg.seed), "maze")
     parsed = {split: tuple(a[keep[split]] for a in (train_side if split in ("train", "val") else parsed["test"]))
               for split in ("train", "test", "val")}
     info = {f"dropped_equivalent_{split}": count for split, count in dropped.items()}
@@ -266,7 +274,7 @@ def _write_csv_splits(cfg, data_dir: str, size: int) -> dict:
             "tied_shortest_paths": {s: int((~maze.shortest_path_is_unique(q)).sum()) for s, (q, _, _) in
                                     parsed.items()}})
     for split, (questions, answers, lengths) in parsed.items():
-        chunk = int(task.chunk_size)
+        chunk = task.chunk_size
         tables = [fmt.arrow_table(_rows(questions[i:i + chunk], answers[i:i + chunk], lengths[i:i + chunk],
                                     np.arange(i, min(i + chunk, len(questions)))))
                   for i in range(0, len(questions), chunk)]
@@ -275,7 +283,7 @@ def _write_csv_splits(cfg, data_dir: str, size: int) -> dict:
         ds = ray.data.from_arrow(tables)
         copies = 1
         if split == "train":
-            ds, copies = _augmented(ds, cfg), 1 + int(task.num_aug)
+            ds, copies = _augmented(ds, cfg), 1 + task.num_aug
         fmt.write_split(ds, data_dir, split, fmt.groups_per_file(task.rows_per_file, copies))
     return info
 

@@ -23,6 +23,7 @@ from pipeline.data import dataset_format as fmt
 from pipeline.data import sources, split_hygiene
 from pipeline.data.generation import collect_kept
 from pipeline.errors import PipelineError
+from pipeline.options import Options, at_least
 from pipeline.progress import Tally, TallyBar
 
 log = logging.getLogger(__name__)
@@ -99,15 +100,15 @@ def draw(ax, grid: np.ndarray, target: np.ndarray | None, givens: np.ndarray | N
 
 
 def build(cfg, data_dir: str) -> dict:
-    task = cfg.task
-    n = _check_options(task)
+    task = Options.of(cfg).task
+    n = task.size
     br, bc = sudoku.box_shape(n)
     shown = contextlib.nullcontext()
     if task.source == "generate":       # generated puzzles are unique by construction
         tally = Tally.remote()
         originals, rating_scale = _generated(cfg, n, tally), "guesses of augment.sudoku.solve"
         non_unique = {"train": 0, "test": 0}
-        shown = TallyBar(tally, int(task.num_train) + int(task.num_val) + int(task.num_test), "generate", "puzzle")
+        shown = TallyBar(tally, task.num_train + task.num_val + task.num_test, "generate", "puzzle")
     else:
         (originals, non_unique), rating_scale = _loaded(cfg, n), "the source's rating column (solver guesses where empty)"
     with shown:
@@ -116,38 +117,46 @@ def build(cfg, data_dir: str) -> dict:
     # one trip to the driver per source split for the small columns; the splits are then filtered on Ray
     small = {split: _collect(ds, ["canonical", "group_id", "rating"]) for split, ds in originals.items()}
     keep, dropped = split_hygiene.hold_out_and_drop(
-        small["train"]["canonical"], small["train"]["group_id"], small["test"]["canonical"], int(task.num_val),
+        small["train"]["canonical"], small["train"]["group_id"], small["test"]["canonical"], task.num_val,
         int(cfg.seed), "puzzle")
     source = {"train": "train", "val": "train", "test": "test"}       # validation is held out of the training side
     histogram = {split: _rating_histogram(small[source[split]]["rating"][keep[split]]) for split in source}
     originals = {split: fmt.split_by_groups(originals[source[split]], small[source[split]]["group_id"][keep[split]])[1]
                  .drop_columns(["canonical"]) for split in source}
     for split, ds, copies in (("val", originals["val"], 1), ("test", originals["test"], 1),
-                              ("train", _augmented(originals["train"], cfg, n), 1 + int(task.num_aug))):
+                              ("train", _augmented(originals["train"], cfg, n), 1 + task.num_aug)):
         log.info("writing the %s split", split)
         fmt.write_split(ds, data_dir, split, fmt.groups_per_file(task.rows_per_file, copies))
     return {"seq_len": n * n, "vocab_size": sudoku.vocab_size(n), "num_puzzle_identifiers": 1,
-            "size": n, "box": [br, bc], "source": str(task.source), "num_aug": int(task.num_aug),
+            "size": n, "box": [br, bc], "source": task.source, "num_aug": task.num_aug,
             "min_rating": task.min_rating, "max_blanks": task.max_blanks, "rating_histogram": histogram, "rating_scale": rating_scale,
             "dropped_equivalent_test": dropped["test"], "dropped_equivalent_val": dropped["val"],
             "non_unique": non_unique}
 
 
-def _check_options(task) -> int:
-    n = int(task.size)
-    if n not in sudoku.BOX_SHAPES:
-        raise PipelineError(f"task.size={task.size}: choose one of {sorted(sudoku.BOX_SHAPES)} "
-                            f"(boxes {', '.join(f'{k}: {r}x{c}' for k, (r, c) in sudoku.BOX_SHAPES.items())})")
-    if int(task.num_train) < 1 or min(int(task.num_test), int(task.num_val), int(task.num_aug)) < 0:
-        raise PipelineError(f"task.num_train={task.num_train}, task.num_val={task.num_val}, task.num_test="
-                            f"{task.num_test}, task.num_aug={task.num_aug}: need at least one training puzzle "
-                            f"and no negative count")
-    if task.max_blanks is not None and not 1 <= int(task.max_blanks) <= n * n:
-        raise PipelineError(f"task.max_blanks={task.max_blanks}: must be null or in 1..{n * n}")
-    if int(task.chunk_size) < 1 or int(task.rows_per_file) < 1:
-        raise PipelineError(f"task.chunk_size={task.chunk_size}, task.rows_per_file={task.rows_per_file}: "
-                            f"must be positive")
-    return n
+@dataclasses.dataclass(frozen=True)
+class TaskOptions:
+    """`task:` for task=sudoku (`conf/task/sudoku.yaml` says what each is)."""
+    name: str
+    source: str
+    size: int
+    num_train: int = at_least(1)
+    num_test: int = at_least(0)
+    num_val: int = at_least(0)
+    num_aug: int = at_least(0)
+    min_rating: int = at_least(0)
+    max_blanks: int | None = at_least(1)
+    allow_non_unique: bool
+    chunk_size: int = at_least(1)
+    rows_per_file: int = at_least(1)
+
+    def check(self, section: str) -> None:
+        n = self.size
+        if n not in sudoku.BOX_SHAPES:
+            raise PipelineError(f"{section}.size={n}: choose one of {sorted(sudoku.BOX_SHAPES)} "
+                                f"(boxes {', '.join(f'{k}: {r}x{c}' for k, (r, c) in sudoku.BOX_SHAPES.items())})")
+        if self.max_blanks is not None and self.max_blanks > n * n:
+            raise PipelineError(f"{section}.max_blanks={self.max_blanks}: must be null or in 1..{n * n}")
 
 
 def _rows(questions, solutions, ratings, group_ids) -> dict:
@@ -167,15 +176,15 @@ def _collect(ds, columns: list) -> dict:
 # Generated puzzles
 
 def _generated(cfg, n: int, tally) -> dict:
-    task = cfg.task
-    gen = dict(seed=int(cfg.seed), n=n, chunk_size=int(task.chunk_size), min_rating=int(task.min_rating or 0),
+    task = Options.of(cfg).task
+    gen = dict(seed=int(cfg.seed), n=n, chunk_size=task.chunk_size, min_rating=task.min_rating,
                max_blanks=task.max_blanks, tally=tally)
     gen["per_try"] = _puzzles_per_try(gen)
     out = {}
     for split in ("train", "test"):
-        total = int(task.num_train) + int(task.num_val) if split == "train" else int(task.num_test)
+        total = task.num_train + task.num_val if split == "train" else task.num_test
         chunks = math.ceil(total / gen["chunk_size"])
-        what = (f"{int(task.num_train):,} training + {int(task.num_val):,} validation" if split == "train"
+        what = (f"{task.num_train:,} training + {task.num_val:,} validation" if split == "train"
                 else f"{total:,} test")
         log.info("generating %s puzzles (%dx%d) in %d chunk%s", what, n, n, chunks, "s" * (chunks != 1))
         out[split] = ray.data.range(chunks, override_num_blocks=max(chunks, 1)).map_batches(
@@ -220,8 +229,8 @@ def _generate_chunk(batch, *, seed, split, n, chunk_size, min_rating, max_blanks
 # Puzzles from CSV files
 
 def _loaded(cfg, n: int) -> dict:
-    task = cfg.task
-    loaded = sources.read_puzzle_source(str(task.source))
+    task = Options.of(cfg).task
+    loaded = sources.read_puzzle_source(task.source)
     for part in loaded.values():               # every loaded row, before choosing or writing any
         _validate(part, n)
         missing = np.isnan(part.rating)
@@ -229,15 +238,15 @@ def _loaded(cfg, n: int) -> dict:
             questions, _ = sudoku.parse([part.question[i] for i in np.flatnonzero(missing)], n, True)
             part.rating[missing] = sudoku.solve(questions).guesses
     if task.min_rating:
-        loaded = {k: part.take(np.flatnonzero(part.rating >= float(task.min_rating))) for k, part in loaded.items()}
-    chosen = sources.split_rows(loaded, int(task.num_train) + int(task.num_val), int(task.num_test),
+        loaded = {k: part.take(np.flatnonzero(part.rating >= task.min_rating)) for k, part in loaded.items()}
+    chosen = sources.split_rows(loaded, task.num_train + task.num_val, task.num_test,
                                 np.random.default_rng(int(cfg.seed)))
-    non_unique = {split: _count_non_unique(part, n, bool(task.allow_non_unique)) for split, part in chosen.items()}
+    non_unique = {split: _count_non_unique(part, n, task.allow_non_unique) for split, part in chosen.items()}
     out = {}
     for split, part in chosen.items():
         questions, _ = sudoku.parse(part.question, n, True)
         solutions, _ = sudoku.parse(part.answer, n, False)
-        chunk = int(task.chunk_size)
+        chunk = task.chunk_size
         out[split] = ray.data.from_arrow([
             fmt.arrow_table(_rows(questions[i:i + chunk], solutions[i:i + chunk], part.rating[i:i + chunk],
                               np.arange(i, min(i + chunk, len(part)))))
@@ -271,7 +280,7 @@ def _with_canonical(batch, *, n: int) -> dict:
 
 
 def _augmented(ds, cfg, n: int):
-    num_aug = int(cfg.task.num_aug)
+    num_aug = Options.of(cfg).task.num_aug
     if num_aug == 0:
         return ds
     return ds.map_batches(_add_augmented_copies, batch_format="numpy",

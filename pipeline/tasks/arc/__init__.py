@@ -25,6 +25,7 @@ A task's versions and offsets depend only on `seed` and its task id.
 import hashlib
 import logging
 import posixpath
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -36,6 +37,7 @@ from pipeline import storage
 from pipeline.checkpoints import arc_identifiers
 from pipeline.data import dataset_format as fmt
 from pipeline.errors import PipelineError
+from pipeline.options import Options, at_least
 from pipeline.tasks.arc import sources
 
 log = logging.getLogger(__name__)
@@ -58,9 +60,12 @@ LEGEND = "ARC's ten colours; near-black: outside the grid    grey: the end-of-gr
 
 
 def build(cfg, data_dir: str) -> dict:
-    task = cfg.task
-    subsets, test_subset = _check_options(task)
-    source = storage.to_absolute(str(task.source))
+    task = Options.of(cfg).task
+    if task.source is None:
+        raise PipelineError("task.source is not set: pass the ARC tasks as task.source=<prefix> (Kaggle files "
+                            "<prefix>_<subset>_challenges.json), a folder <dir>/<subset>/<task_id>.json, or hf:<id>")
+    subsets, test_subset = list(task.subsets), task.test_subset
+    source = storage.to_absolute(task.source)
     keep = None if task.task_ids is None else {str(t) for t in task.task_ids}
     exclude = {str(t) for t in (task.exclude_task_ids or [])}
     loaded = sources.load_subsets(source, subsets, keep)
@@ -69,7 +74,7 @@ def build(cfg, data_dir: str) -> dict:
         if missing:
             raise PipelineError(f"task.task_ids: {missing} not found in task.subsets={subsets} of {source}")
     groups = [(s, tid, t) for s in subsets for tid, (t, _) in loaded[s].items() if tid not in exclude]
-    canvas = int(task.canvas)
+    canvas = task.canvas
     fitting = [arc.fits(t, canvas) for _, _, t in groups]
     too_large = {s: sum(1 for (g, _, _), ok in zip(groups, fitting) if g == s and not ok) for s in subsets}
     if any(too_large.values()):
@@ -88,9 +93,9 @@ def build(cfg, data_dir: str) -> dict:
                                 f"task.exclude_task_ids")
         log.warning("%s; building anyway (task.allow_overlap=true)", message)
 
-    num_aug, seed = int(task.num_aug), int(cfg.seed)
-    if task.get("identifiers"):   # exactly the versions a reference checkpoint was trained on, by name
-        names_file = storage.to_absolute(str(task.identifiers))
+    num_aug, seed = task.num_aug, int(cfg.seed)
+    if task.identifiers:   # exactly the versions a reference checkpoint was trained on, by name
+        names_file = storage.to_absolute(task.identifiers)
         plans = arc_identifiers.named_versions(arc_identifiers.read_names(names_file), [tid for _, tid, _ in groups],
                                                f"task.identifiers={task.identifiers}")
     else:
@@ -107,8 +112,8 @@ def build(cfg, data_dir: str) -> dict:
 
     records = {"train": [], "val": [], "test": []}
     skipped = 0
-    held = _validation_groups(groups, test_subset, int(task.num_val), seed)
-    val_demos = bool(task.val_from_demos)
+    held = _validation_groups(groups, test_subset, task.num_val, seed)
+    val_demos = task.val_from_demos
     for group_id, ((subset, tid, t), (dihedral, maps), first_id) in enumerate(zip(groups, plans, first_ids)):
         common = dict(task_id=tid, group_id=group_id, first_id=int(first_id), dihedral=dihedral, colour_maps=maps)
         known_tests = [(i, p, True) for i, p in enumerate(t.test) if p[1] is not None]
@@ -127,7 +132,7 @@ def build(cfg, data_dir: str) -> dict:
     if skipped:
         log.warning("%d test pairs of non-test subsets have no known output; left out of training", skipped)
 
-    rows_per_file = int(task.rows_per_file)
+    rows_per_file = task.rows_per_file
     for split in fmt.SPLITS:
         if not records[split]:
             continue
@@ -135,14 +140,14 @@ def build(cfg, data_dir: str) -> dict:
         log.info("encoding the %s split: %d rows in %d files", split,
                  sum(len(r["pairs"]) * len(r["dihedral"]) for r in records[split]), len(units))
         fmt.write_files(units, _encode_unit, data_dir, split,
-                        parquet_options={**PARQUET_OPTIONS, "row_group_size": int(task.rows_per_group)},
-                        seed=seed, translate=split == "train", rows_per_group=int(task.rows_per_group), canvas=canvas)
+                        parquet_options={**PARQUET_OPTIONS, "row_group_size": task.rows_per_group},
+                        seed=seed, translate=split == "train", rows_per_group=task.rows_per_group, canvas=canvas)
 
     return {
         "seq_len": canvas * canvas, "vocab_size": arc.VOCAB_SIZE, "num_puzzle_identifiers": int(1 + sizes.sum()),
         "canvas": canvas, "too_large_for_canvas": too_large,
         "source": source, "subsets": {s: sum(1 for g in groups if g[0] == s) for s in subsets},
-        "test_subset": test_subset, "num_aug": num_aug, "version_names": task.get("identifiers"),
+        "test_subset": test_subset, "num_aug": num_aug, "version_names": task.identifiers,
         "versions": int(sizes.sum()), "augmentation_shortfall": short,
         "test_tasks": {tid: len(t.test) for tid, t in test_tasks.items()},
         "val_demonstrations": sum(1 for r in records["val"] if not r["pairs"][0][2]),
@@ -153,23 +158,33 @@ def build(cfg, data_dir: str) -> dict:
     }
 
 
-def _check_options(task) -> tuple:
-    if task.source is None:
-        raise PipelineError("task.source is not set: pass the ARC tasks as task.source=<prefix> (Kaggle files "
-                            "<prefix>_<subset>_challenges.json), a folder <dir>/<subset>/<task_id>.json, or hf:<id>")
-    subsets = [str(s) for s in task.subsets]
-    if not subsets or len(set(subsets)) != len(subsets):
-        raise PipelineError(f"task.subsets={subsets}: need at least one subset, each once")
-    if task.test_subset not in subsets:
-        raise PipelineError(f"task.test_subset={task.test_subset} is not one of task.subsets={subsets}")
-    if not 1 <= int(task.canvas) <= arc.CANVAS:
-        raise PipelineError(f"task.canvas={task.canvas}: must be in 1..{arc.CANVAS} (the ARC format's largest side)")
-    if int(task.num_aug) < 0 or int(task.num_val) < 0:
-        raise PipelineError(f"task.num_aug={task.num_aug}, task.num_val={task.num_val}: must be >= 0")
-    for key in ("rows_per_file", "rows_per_group"):
-        if int(task[key]) < 1:
-            raise PipelineError(f"task.{key}={task[key]}: must be >= 1")
-    return subsets, str(task.test_subset)
+@dataclass(frozen=True)
+class TaskOptions:
+    """`task:` for task=arc (`conf/task/arc.yaml` says what each is)."""
+    name: str
+    source: str | None
+    subsets: tuple[str, ...]
+    test_subset: str
+    task_ids: tuple[str, ...] | None
+    exclude_task_ids: tuple[str, ...]
+    identifiers: str | None
+    canvas: int = at_least(1)
+    num_val: int = at_least(0)
+    val_from_demos: bool
+    num_aug: int = at_least(0)
+    allow_overlap: bool
+    rows_per_file: int = at_least(1)
+    rows_per_group: int = at_least(1)
+
+    def check(self, section: str) -> None:
+        if not self.subsets or len(set(self.subsets)) != len(self.subsets):
+            raise PipelineError(f"{section}.subsets={list(self.subsets)}: need at least one subset, each once")
+        if self.test_subset not in self.subsets:
+            raise PipelineError(f"{section}.test_subset={self.test_subset} is not one of "
+                                f"{section}.subsets={list(self.subsets)}")
+        if self.canvas > arc.CANVAS:
+            raise PipelineError(f"{section}.canvas={self.canvas}: must be in 1..{arc.CANVAS} (the ARC format's "
+                                f"largest side)")
 
 
 def _validation_groups(groups: list, test_subset: str, num_val: int, seed: int) -> set:
