@@ -193,9 +193,10 @@ def test_worker_failure_on_s3_restarts_from_checkpoint_exactly(baseline, tiny_da
 
 
 def test_stop_and_resume_on_s3_equals_uninterrupted(baseline, tiny_data, s3_bucket):
-    from ray.train import TrainingFailedError
     run_dir = f"{s3_bucket}/runs/tiny"
-    with pytest.raises(TrainingFailedError):
+    with pytest.raises(PipelineError, match=r"^training failed after 0 restart\(s\) \(train.max_failures\): "
+                                            r".*chaos: train.fail_once_at_step=7 \(rank 1\); rerun the same "
+                                            r"command to resume from .*checkpoint_00000006$"):
         train(tiny_data, run_dir, "train.fail_once_at_step=7", "train.max_failures=0")
     assert ckpt.latest_checkpoint(run_dir).endswith("checkpoint_00000006")
     assert logged_steps(run_dir) == list(range(1, 7))

@@ -179,6 +179,14 @@ def _workers_never_started(err: Exception) -> bool:
     return isinstance(getattr(err, "controller_failure", None), WorkerGroupStartupTimeoutError)
 
 
+def _cause(err: Exception) -> str:
+    """The first worker's (or the controller's) exception as one line: its type and the last line it says."""
+    failures = getattr(err, "worker_failures", None) or {}
+    first = next(iter(failures.values()), None) or getattr(err, "controller_failure", None) or err
+    said = [line.strip() for line in str(first).splitlines() if line.strip()]
+    return (said[-1] if said else type(first).__name__)[:300]
+
+
 def _print_summary(summary: dict) -> None:
     fmt_value = lambda v: "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
     print("\n".join(f"{key:>20}: {fmt_value(value)}" for key, value in summary.items()), flush=True)
@@ -249,14 +257,15 @@ def fit(recipe: TrainRecipe) -> dict:
                 _worker_start_timeout(t.node_wait_s):
             trainer.fit()
     except ray.train.TrainingFailedError as err:
+        log.debug("training failed", exc_info=err)          # the whole traceback, in the log file only
+        newest = ckpt.latest_checkpoint(run_dir)
+        then = (f"rerun the same command to resume from {newest}" if newest else
+                "rerun the same command to start again (no complete checkpoint yet)")
         if _workers_never_started(err):
-            newest = ckpt.latest_checkpoint(run_dir)
-            raise PipelineError(
-                f"training stopped: its {t.num_workers} worker(s) found no room on the cluster within "
-                f"{section}.node_wait_s={t.node_wait_s:g} s (a lost node not replaced?); rerun the same command to "
-                + (f"resume from {newest}" if newest else "start again (no complete checkpoint yet)")) from None
-        log.error("training failed; rerun the same command to continue from the latest checkpoint in %s", run_dir)
-        raise
+            raise PipelineError(f"training stopped: its {t.num_workers} worker(s) found no room on the cluster within "
+                                f"{section}.node_wait_s={t.node_wait_s:g} s (a lost node not replaced?); {then}") from None
+        raise PipelineError(f"training failed after {t.max_failures} restart(s) ({section}.max_failures): "
+                            f"{_cause(err)}; {then}") from None
     write_curves(run_dir)
     summary = summarize(run_dir)
     _print_summary(summary)
