@@ -329,10 +329,11 @@ def bench_flaky_stages(shares: list) -> None:
                                       cwd=ROOT, env=env, capture_output=True, text=True)
                 seconds = time.perf_counter() - start
             st = proxy.stats
-            # the command's own last line (Ray's core workers write to the same stderr)
-            lines = [line for line in (done.stdout if done.returncode == 0 else done.stderr).splitlines()
-                     if line.strip() and not line.startswith("[")]
-            last = lines[-1][:150] if lines else ""
+            # the command's own last line: its error, else its last line on stdout (Ray's core workers and
+            # Hydra write to the same streams)
+            errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+            lines = errors or [line for line in done.stdout.splitlines() if line.strip() and not line.startswith("[")]
+            last = lines[-1][:200] if lines else ""
             print(f"{share:>12.0%} {stage:>8} {done.returncode:>4} {seconds:>6.0f} {st['requests']:>9} "
                   f"{st['503']:>9}/{st['500']}/{st['reset']:<9}  {last}", flush=True)
             if done.returncode:
