@@ -27,7 +27,7 @@ def at_least(minimum: float):
     return field(metadata={"minimum": minimum})
 
 
-_INT_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
 def _convert(value, kind, name: str):
@@ -51,8 +51,7 @@ def _convert(value, kind, name: str):
                 return allowed
         raise PipelineError(f"{name}={value!r}: not one of {', '.join(str(a) for a in args)}")
     if origin is tuple:
-        values = list(value) if isinstance(value, (list, tuple)) or hasattr(value, "__iter__") and not isinstance(
-            value, str) else [value]
+        values = [value] if isinstance(value, str) or not hasattr(value, "__iter__") else list(value)
         return tuple(_convert(v, args[0], f"{name}[{i}]") for i, v in enumerate(values))
     if kind is bool:
         if isinstance(value, bool):
@@ -78,7 +77,7 @@ def _describe(kind) -> str:
         return " or ".join(str(a) for a in typing.get_args(kind))
     if typing.get_origin(kind) is tuple:
         return f"a list of {_describe(typing.get_args(kind)[0])}s"
-    return _INT_WORDS.get(kind, str(kind))
+    return _WORDS.get(kind, str(kind))
 
 
 def build(cls, values, section: str):
@@ -94,8 +93,6 @@ def build(cls, values, section: str):
     for f in dataclasses.fields(cls):
         name = f"{section}.{f.name}"
         if f.name not in values:
-            if f.default is not dataclasses.MISSING:
-                continue
             raise PipelineError(f"{name} is missing from the config")
         value = _convert(values[f.name], hints[f.name], name)
         minimum = f.metadata.get("minimum")
