@@ -214,11 +214,11 @@ def _rows(questions, answers, lengths, group_ids) -> dict:
 # Augmentation
 
 def _augmented(ds, cfg):
-    num_aug = Options.of(cfg).task.num_aug
-    if num_aug == 0:
+    task = Options.of(cfg).task
+    if task.num_aug == 0:
         return ds
     return ds.map_batches(_add_dihedral_copies, batch_format="numpy",
-                          fn_kwargs=dict(seed=int(cfg.seed), num_aug=num_aug, size=Options.of(cfg).task.size))
+                          fn_kwargs=dict(seed=int(cfg.seed), num_aug=task.num_aug, size=task.size))
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
