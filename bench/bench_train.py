@@ -6,9 +6,11 @@ with --compile, the eager against the compiled training step.
 
 --compile: in one process, per size and thread count, the eager step and the compiled step of each torch.compile
 mode (`trm.compile.SupervisionStep`: refill from a host copy of halted, forward + ACT loss, backward, both
-optimisers, EMA), timed in interleaved rounds on the same model weights and data stream, with the compile time
-and the operations per step that would make a GPU host wait (item(), nonzero, unique: counted on CPU by a
-dispatch mode). Ratios are what this shared machine can give; absolute times are not.
+optimisers, EMA), timed in interleaved rounds on the same model weights and data stream, with the compile time,
+the operations per step that would make a GPU host wait (item(), nonzero, unique) and the shares of the step's
+CPU time in matrix multiplies and in attention kernels (both counted by the profiler: the matrix multiplies
+are the same BLAS calls compiled or not, so their share bounds what compiling can gain). Ratios are what this
+shared machine can give; absolute times are not.
 
 Builds a small 9x9 Sudoku dataset (stage=augment), then times the same model and data three ways:
 - plain: one process, no Ray, the examples in memory, the same persistent-carry step as the trainer;
@@ -88,23 +90,36 @@ def plain_step_seconds(data_dir: str, model_config, args) -> float:
     return statistics.median(times[5:]), statistics.mean(times[5:])
 
 
-# Sizes for --compile: the demo preset (6x6 Sudoku), the paper's Sudoku-Extreme MLP and ARC attention models.
+# Sizes for --compile: the demo preset (6x6 Sudoku; demo_prefix4: with the 4 prefix positions it had before
+# issue 28), the paper's Sudoku-Extreme MLP and ARC attention models.
+DEMO = dict(seq_len=36, vocab_size=8, num_puzzle_identifiers=1, hidden_size=64, num_heads=2, H_cycles=2, L_cycles=2,
+            halt_max_steps=4, puzzle_emb_len=1, halt_exploration_prob=0.5)
 COMPILE_SIZES = {
-    "demo": (dict(seq_len=36, vocab_size=8, num_puzzle_identifiers=1, hidden_size=64, num_heads=2, H_cycles=2,
-                  L_cycles=2, halt_max_steps=4, puzzle_emb_len=4, halt_exploration_prob=0.5), 64),
+    "demo": (DEMO, 64),
+    "demo_prefix4": ({**DEMO, "puzzle_emb_len": 4}, 64),
     "sudoku_mlp": (dict(seq_len=81, vocab_size=11, num_puzzle_identifiers=1000, mlp_t=True, pos_encodings="none"), 8),
     "arc": (dict(seq_len=900, vocab_size=12, num_puzzle_identifiers=1000, L_cycles=4), 1),
 }
 SYNCING_OPS = ("aten::_local_scalar_dense", "aten::nonzero", "aten::_unique2", "aten::unique_dim",
                "aten::masked_select")
+# Where a step's CPU time goes: the BLAS matrix multiplies (MKL/oneDNN, called by eager and compiled code
+# alike) and the attention kernels; what is left is the elementwise and reduction work compiling can fuse.
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
 
 
-def count_syncs(run) -> int:
-    """Operations of one step that make a GPU host wait for the device (they need a value or a shape of a
-    result): item()/int() on a tensor, nonzero (boolean indexing), unique, masked_select; counted by the profiler."""
+def profile_step(run, steps: int = 3) -> dict:
+    """Of `steps` steps, profiled: operations per step that make a GPU host wait for the device (they need a
+    value or a shape of a result: item()/int() on a tensor, nonzero (boolean indexing), unique,
+    masked_select), and the shares of the operators' own CPU time spent in matrix multiplies and in
+    attention."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
-        run.step()
-    return sum(e.count for e in profile.key_averages() if e.key in SYNCING_OPS)
+        for _ in range(steps):
+            run.step()
+    events = profile.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    return {"syncs": sum(e.count for e in events if e.key in SYNCING_OPS) // steps,
+            "matmul": sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS) / total,
+            "attention": sum(e.self_cpu_time_total for e in events if "scaled_dot_product" in e.key) / total}
 
 
 class Trainer:
@@ -151,21 +166,21 @@ def compare_compile(args) -> None:
           f"(commit {commit_label()}, {os.cpu_count()} CPUs, torch {torch.__version__})")
     print("CPU, machine shared with other jobs: only the ratios (interleaved rounds, one process) are meaningful")
     print(f"{'size':<11} {'batch':>5} {'thr':>3} {'step':<30} {'compile s':>9} {'median ms/step':>15} "
-          f"{'vs eager':>8} {'syncs/step':>10}")
+          f"{'vs eager':>8} {'syncs/step':>10} {'matmul %':>8} {'attn %':>6}")
     for size in args.sizes:
         fields, batch = COMPILE_SIZES[size]
-        batch = batch if size == "demo" or args.paper_batch is None else args.paper_batch
+        batch = batch if size.startswith("demo") or args.paper_batch is None else args.paper_batch
         config = TRMConfig(**fields)
         for threads in args.threads:
             torch.set_num_threads(threads)
             runs = {"eager": Trainer(config, batch, compiled=False)}
             runs.update({f"compiled ({mode})": Trainer(config, batch, compiled=True, mode=mode) for mode in args.modes})
-            compile_s, syncs = {}, {}
+            compile_s, profiles = {}, {}
             for name, run in runs.items():
                 began = time.perf_counter()
                 run.step()                          # warm-up: compiles the compiled ones
                 compile_s[name] = time.perf_counter() - began if name != "eager" else None
-                syncs[name] = count_syncs(run)
+                profiles[name] = profile_step(run)
             times = {name: [] for name in runs}
             for _ in range(args.rounds):             # interleaved: the machine's load hits every variant alike
                 for name, run in runs.items():
@@ -178,7 +193,8 @@ def compare_compile(args) -> None:
                 median = statistics.median(times[name])
                 first = "-" if compile_s[name] is None else f"{compile_s[name]:.1f}"
                 print(f"{size:<11} {batch:>5} {threads:>3} {name:<30} {first:>9} {1000 * median:>15.1f} "
-                      f"{eager / median:>7.2f}x {syncs[name]:>10}", flush=True)
+                      f"{eager / median:>7.2f}x {profiles[name]['syncs']:>10} {100 * profiles[name]['matmul']:>8.0f} "
+                      f"{100 * profiles[name]['attention']:>6.0f}", flush=True)
 
 
 def main():
